@@ -1,0 +1,27 @@
+"""ASGI entry point for uvicorn workers: opens the vault named by the environment."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+
+from phivault.api.app import create_app
+from phivault.config import resolve_data_dir
+from phivault.vault import key_source, open_vault
+
+
+def create() -> Starlette:
+    vault = open_vault(resolve_data_dir(None), key_source())
+    app = create_app(vault.service, vault.settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            vault.close()
+
+    app.router.lifespan_context = lifespan
+    return app

@@ -1,0 +1,223 @@
+"""FHIR RESTful interactions under the base path: one handler per interaction."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from phivault.api.http import (
+    as_resource,
+    check_accept,
+    fhir_json,
+    parse_etag,
+    prefer_return,
+    read_resource,
+    version_headers,
+)
+from phivault.config import Settings
+from phivault.errors import BadRequest, MethodNotAllowed
+from phivault.fhir.bundles import HistoryItem, history_bundle, searchset_bundle
+from phivault.fhir.capability import capability_statement
+from phivault.fhir.conditions import parse_condition
+from phivault.fhir.outcome import information
+from phivault.service import Context, Service, Version, WriteResult
+
+
+class FhirRoutes:
+    def __init__(self, service: Service, settings: Settings) -> None:
+        self.service = service
+        self.settings = settings
+
+    # -- helpers ------------------------------------------------------------------------
+    def base_url(self, request: Request) -> str:
+        if self.settings.public_base_url:
+            return self.settings.public_base_url.rstrip("/")
+        return str(request.base_url).rstrip("/") + self.settings.base_path
+
+    def context(self, request: Request) -> Context:
+        ctx = request.scope.get("phivault.context")
+        if isinstance(ctx, Context):
+            return ctx
+        client = request.client.host if request.client else None
+        return Context(actor="anonymous", client=client)
+
+    def _count(self, request: Request) -> int:
+        raw = request.query_params.get("_count")
+        if raw is None:
+            return self.settings.default_page_size
+        if not raw.isdigit():
+            raise BadRequest("_count must be a non-negative integer")
+        return max(1, min(int(raw), self.settings.max_page_size))
+
+    def _version_response(self, request: Request, version: Version, status: int = 200) -> Response:
+        headers = version_headers(
+            self.base_url(request),
+            version.rtype,
+            version.rid,
+            version.version,
+            version.last_updated,
+        )
+        del headers["Location"]
+        return fhir_json(version.body or b"", status=status, headers=headers)
+
+    def _write_response(self, request: Request, result: WriteResult) -> Response:
+        v = result.version
+        headers = version_headers(self.base_url(request), v.rtype, v.rid, v.version, v.last_updated)
+        status = 201 if result.created else 200
+        choice = prefer_return(request)
+        if choice == "minimal":
+            return Response(status_code=status, headers=headers)
+        if choice == "operationoutcome":
+            word = "created" if result.created else ("updated" if result.changed else "matched")
+            return fhir_json(
+                information(f"{v.rtype}/{v.rid} {word}"), status=status, headers=headers
+            )
+        return fhir_json(v.body or b"", status=status, headers=headers)
+
+    # -- interactions -------------------------------------------------------------------
+    async def metadata(self, request: Request) -> Response:
+        check_accept(request)
+        return fhir_json(capability_statement(self.base_url(request)))
+
+    async def read(self, request: Request) -> Response:
+        check_accept(request)
+        p = request.path_params
+        version = await run_in_threadpool(
+            self.service.read, self.context(request), p["rtype"], p["rid"]
+        )
+        return self._version_response(request, version)
+
+    async def vread(self, request: Request) -> Response:
+        check_accept(request)
+        p = request.path_params
+        vid = p["vid"]
+        if not vid.isdigit():
+            raise BadRequest("version ids are positive integers")
+        version = await run_in_threadpool(
+            self.service.vread, self.context(request), p["rtype"], p["rid"], int(vid)
+        )
+        return self._version_response(request, version)
+
+    async def create(self, request: Request) -> Response:
+        check_accept(request)
+        rtype = request.path_params["rtype"]
+        body = as_resource(await read_resource(request, self.settings.max_body_bytes))
+        result = await run_in_threadpool(
+            lambda: self.service.create(
+                self.context(request),
+                rtype,
+                body,
+                if_none_exist=request.headers.get("if-none-exist"),
+            )
+        )
+        return self._write_response(request, result)
+
+    async def update(self, request: Request) -> Response:
+        check_accept(request)
+        p = request.path_params
+        body = as_resource(await read_resource(request, self.settings.max_body_bytes))
+        if_match = parse_etag(request.headers.get("if-match"))
+        result = await run_in_threadpool(
+            lambda: self.service.update(
+                self.context(request), p["rtype"], p["rid"], body, if_match=if_match
+            )
+        )
+        return self._write_response(request, result)
+
+    async def conditional_update(self, request: Request) -> Response:
+        check_accept(request)
+        rtype = request.path_params["rtype"]
+        query = request.url.query
+        if not query:
+            raise MethodNotAllowed("PUT needs a resource id or a search condition")
+        body = as_resource(await read_resource(request, self.settings.max_body_bytes))
+        if_match = parse_etag(request.headers.get("if-match"))
+        result = await run_in_threadpool(
+            lambda: self.service.conditional_update(
+                self.context(request), rtype, query, body, if_match=if_match
+            )
+        )
+        return self._write_response(request, result)
+
+    async def delete(self, request: Request) -> Response:
+        check_accept(request)
+        p = request.path_params
+        result = await run_in_threadpool(
+            self.service.delete, self.context(request), p["rtype"], p["rid"]
+        )
+        headers = {"ETag": f'W/"{result.version.version}"'} if result else {}
+        return Response(status_code=204, headers=headers)
+
+    async def history(self, request: Request) -> Response:
+        check_accept(request)
+        p = request.path_params
+        rtype: str | None = p.get("rtype")
+        rid: str | None = p.get("rid")
+        count = self._count(request)
+        raw_cursor = request.query_params.get("_cursor")
+        if raw_cursor is not None and not raw_cursor.isdigit():
+            raise BadRequest("invalid paging cursor")
+        cursor = int(raw_cursor) if raw_cursor else None
+        since = request.query_params.get("_since")
+        page = await run_in_threadpool(
+            lambda: self.service.history(
+                self.context(request), rtype, rid, since=since, count=count, cursor=cursor
+            )
+        )
+        base = self.base_url(request)
+        path = "/".join(x for x in (base, rtype, rid, "_history") if x)
+        keep: dict[str, Any] = {"_count": count}
+        if since:
+            keep["_since"] = since
+        links = {"self": f"{path}?{urlencode({**keep, **({'_cursor': cursor} if cursor else {})})}"}
+        if page.next_cursor is not None:
+            links["next"] = f"{path}?{urlencode({**keep, '_cursor': page.next_cursor})}"
+        items = [
+            HistoryItem(
+                rtype=v.rtype,
+                rid=v.rid,
+                version=v.version,
+                last_updated=v.last_updated,
+                deleted=v.deleted,
+                body=v.body,
+                method="DELETE" if v.deleted else ("POST" if v.version == 1 else "PUT"),
+            )
+            for v in page.items
+        ]
+        return fhir_json(history_bundle(base, items, page.total, links))
+
+    async def search(self, request: Request) -> Response:
+        check_accept(request)
+        rtype = request.path_params["rtype"]
+        count = self._count(request)
+        offset_raw = request.query_params.get("_offset", "0")
+        if not offset_raw.isdigit():
+            raise BadRequest("_offset must be a non-negative integer")
+        offset = int(offset_raw)
+        terms = [(k, v) for k, v in request.query_params.multi_items() if k not in _PAGING]
+        if not terms:
+            raise BadRequest(
+                "this server needs at least one search parameter (_id, identifier, _tag, _security)"
+            )
+        condition = parse_condition(rtype, urlencode(terms))
+        versions, total = await run_in_threadpool(
+            lambda: self.service.search(
+                self.context(request), rtype, condition, count=count, offset=offset
+            )
+        )
+        base = self.base_url(request)
+        query = urlencode([*terms, ("_count", count)])
+        links = {"self": f"{base}/{rtype}?{query}&_offset={offset}"}
+        if offset + count < total:
+            links["next"] = f"{base}/{rtype}?{query}&_offset={offset + count}"
+        if offset > 0:
+            links["previous"] = f"{base}/{rtype}?{query}&_offset={max(0, offset - count)}"
+        matches = [(v.rtype, v.rid, v.body or b"{}") for v in versions]
+        return fhir_json(searchset_bundle(base, matches, total, links))
+
+
+_PAGING = {"_count", "_offset", "_format"}

@@ -1,0 +1,132 @@
+"""HTTP details of FHIR's RESTful API: media types, bodies, ETags, Prefer, headers."""
+
+from __future__ import annotations
+
+from email.utils import format_datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from phivault.errors import (
+    BadRequest,
+    MalformedJson,
+    NotAcceptable,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from phivault.fhir.resources import parse_instant
+from phivault.types import Resource
+
+FHIR_JSON = "application/fhir+json"
+_JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
+_XML_TYPES = {"application/fhir+xml", "application/xml", "text/xml", "application/xml+fhir"}
+MAX_JSON_DEPTH = 64
+
+
+def fhir_json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = content if isinstance(content, bytes) else orjson.dumps(content)
+    return Response(body, status_code=status, headers=headers, media_type=FHIR_JSON)
+
+
+async def read_resource(
+    request: Request, limit: int, *, media_types: set[str] | None = None
+) -> Any:
+    """Read and parse a JSON body, refusing it early when it is too large or not JSON."""
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    allowed = media_types or _JSON_TYPES
+    if ctype in _XML_TYPES:
+        raise UnsupportedMediaType()
+    if ctype not in allowed:
+        raise UnsupportedMediaType("unsupported media type: send " + " or ".join(sorted(allowed)))
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise PayloadTooLarge()
+        except ValueError:
+            raise BadRequest("invalid Content-Length") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge()
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise MalformedJson("the request body is empty")
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MalformedJson() from None
+    _check_depth(parsed)
+    return parsed
+
+
+def _check_depth(value: Any) -> None:
+    """Reject absurdly nested JSON before any recursive code walks it."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise MalformedJson(f"JSON nesting deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+
+
+def as_resource(value: Any) -> Resource:
+    if not isinstance(value, dict):
+        raise MalformedJson("the body must be a JSON object holding one FHIR resource")
+    return value
+
+
+def parse_etag(value: str | None) -> int | None:
+    """W/"3" -> 3. Anything else in If-Match is a client error, not a silent no-op."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit():
+        raise BadRequest('If-Match must be a version ETag such as W/"1"')
+    return int(text)
+
+
+def prefer_return(request: Request) -> str:
+    prefer = request.headers.get("prefer", "")
+    for part in prefer.split(","):
+        key, _, value = part.strip().partition("=")
+        if key.strip().lower() == "return":
+            choice = value.strip().strip('"').lower()
+            if choice in {"minimal", "representation", "operationoutcome"}:
+                return choice
+    return "representation"
+
+
+def version_headers(
+    base_url: str, rtype: str, rid: str, version: int, last_updated: str
+) -> dict[str, str]:
+    return {
+        "ETag": f'W/"{version}"',
+        "Last-Modified": format_datetime(parse_instant(last_updated), usegmt=True),
+        "Location": f"{base_url}/{rtype}/{rid}/_history/{version}",
+    }
+
+
+def check_accept(request: Request) -> None:
+    accept = request.headers.get("accept", "")
+    fmt = request.query_params.get("_format", "")
+    if fmt and fmt.lower() in {"xml", "text/xml", "application/xml", "application/fhir+xml"}:
+        raise NotAcceptable("XML is not supported: use _format=json")
+    if not accept:
+        return
+    wanted = [p.split(";", 1)[0].strip().lower() for p in accept.split(",")]
+    if any(w in _JSON_TYPES or w in {"*/*", "application/*"} or not w for w in wanted):
+        return
+    if any(w in _XML_TYPES for w in wanted):
+        raise NotAcceptable("XML is not supported: ask for application/fhir+json")

@@ -1,0 +1,40 @@
+"""phivault init: create a data directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from phivault.cli.common import data_option, db_option, handle_errors, key_file_option
+from phivault.config import resolve_data_dir
+from phivault.crypto.kek import create_key_file
+from phivault.vault import init_data_dir, key_source
+
+
+@click.command("init")
+@data_option
+@key_file_option
+@db_option
+@click.option(
+    "--generate-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Create a new random key file here and lock the data directory with it.",
+)
+@handle_errors
+def init(
+    data: Path | None, key_file: Path | None, db: str | None, generate_key_file: Path | None
+) -> None:
+    """Create a data directory locked with a passphrase or key file."""
+    data_dir = resolve_data_dir(data)
+    if generate_key_file is not None:
+        if key_file is not None:
+            raise click.UsageError("use --key-file or --generate-key-file, not both")
+        create_key_file(generate_key_file)
+        key_file = generate_key_file
+        click.echo(
+            f"created key file {generate_key_file} (mode 0600): keep it away from the data and backups"
+        )
+    init_data_dir(data_dir, key_source(key_file=key_file), db_url=db)
+    click.echo(f"initialised {data_dir}")

@@ -1,0 +1,80 @@
+"""Settings: the data directory's phivault.toml, overridden by environment variables.
+
+Every limit has a safe default; docs/CONFIGURATION.md lists them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from phivault.errors import ConfigError
+
+CONFIG_FILE = "phivault.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path
+    db_url: str | None = None  # None: SQLite inside the data directory
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    base_path: str = "/fhir"
+    max_body_bytes: int = 16 * 1024 * 1024
+    default_page_size: int = 50
+    max_page_size: int = 1000
+    public_base_url: str | None = None  # e.g. https://fhir.clinic.example/fhir behind a proxy
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / CONFIG_FILE
+
+
+_INT_FIELDS = {"port", "workers", "max_body_bytes", "default_page_size", "max_page_size"}
+_ENV = {
+    "db_url": "PHIVAULT_DB",
+    "max_body_bytes": "PHIVAULT_MAX_BODY_BYTES",
+    "public_base_url": "PHIVAULT_PUBLIC_BASE_URL",
+}
+
+
+def resolve_data_dir(value: str | os.PathLike[str] | None) -> Path:
+    raw = value if value is not None else os.environ.get("PHIVAULT_DATA")
+    if not raw:
+        raise ConfigError("no data directory: pass --data DIR or set PHIVAULT_DATA")
+    return Path(raw).expanduser().resolve()
+
+
+def load_settings(data_dir: Path, **overrides: Any) -> Settings:
+    settings = Settings(data_dir=data_dir)
+    path = data_dir / CONFIG_FILE
+    if path.exists():
+        try:
+            loaded = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            raise ConfigError(f"{CONFIG_FILE} is not valid TOML") from None
+        settings = _apply(settings, loaded.get("server", {}))
+    env = {name: os.environ[var] for name, var in _ENV.items() if os.environ.get(var)}
+    settings = _apply(settings, env)
+    return _apply(settings, {k: v for k, v in overrides.items() if v is not None})
+
+
+def _apply(settings: Settings, values: dict[str, Any]) -> Settings:
+    known = {f.name for f in fields(Settings)} - {"data_dir"}
+    clean: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r} in {CONFIG_FILE}")
+        if key in _INT_FIELDS:
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"setting {key!r} must be an integer") from None
+            if value <= 0:
+                raise ConfigError(f"setting {key!r} must be positive")
+        clean[key] = value
+    return replace(settings, **clean)

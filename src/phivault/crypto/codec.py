@@ -1,0 +1,84 @@
+"""The seam where stored bodies are sealed and opened.
+
+The service hands the codec the plaintext JSON of a version plus the version's identity;
+the store receives whatever the codec returns and never looks inside.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from phivault.crypto.keyring import SYSTEM_KEY_ID, KeyRing, patient_key_id
+
+
+class BodyCodec(Protocol):
+    name: str
+
+    def prepare(self, compartment: str | None) -> None:
+        """Make sure the key for `compartment` exists; called before a write transaction
+        opens, because creating a key is a write of its own."""
+        ...
+
+    def seal(
+        self, rtype: str, rid: str, version: int, compartment: str | None, body: bytes
+    ) -> bytes: ...
+
+    def open(
+        self, rtype: str, rid: str, version: int, compartment: str | None, blob: bytes
+    ) -> bytes: ...
+
+
+def key_id_for(compartment: str | None) -> str:
+    """Resources in a patient's compartment use that patient's data key; the rest (e.g.
+    Practitioner, Organization) use the system key."""
+    if compartment and compartment.startswith("Patient/"):
+        return patient_key_id(compartment.removeprefix("Patient/"))
+    return SYSTEM_KEY_ID
+
+
+def _aad(rtype: str, rid: str, version: int) -> bytes:
+    # Binds the ciphertext to its row: a body copied to another resource or version fails
+    # to decrypt instead of being served as that record.
+    return f"{rtype}/{rid}/{version}".encode()
+
+
+class KeyRingCodec:
+    """AES-256-GCM under the compartment's data key (envelope encryption)."""
+
+    name = "aes-256-gcm"
+
+    def __init__(self, keyring: KeyRing) -> None:
+        self.keyring = keyring
+
+    def prepare(self, compartment: str | None) -> None:
+        self.keyring.data_key(key_id_for(compartment), create=True)
+
+    def seal(
+        self, rtype: str, rid: str, version: int, compartment: str | None, body: bytes
+    ) -> bytes:
+        return self.keyring.encrypt_body(key_id_for(compartment), body, _aad(rtype, rid, version))
+
+    def open(
+        self, rtype: str, rid: str, version: int, compartment: str | None, blob: bytes
+    ) -> bytes:
+        return self.keyring.decrypt_body(key_id_for(compartment), blob, _aad(rtype, rid, version))
+
+
+class PlaintextCodec:
+    """Encryption off: bodies stored as they are. Only for tests and measurements that
+    must compare against the unencrypted store; `serve` never selects it on its own."""
+
+    name = "plaintext"
+
+    def prepare(self, compartment: str | None) -> None:
+        return None
+
+    def seal(
+        self, rtype: str, rid: str, version: int, compartment: str | None, body: bytes
+    ) -> bytes:
+        return body
+
+    def open(
+        self, rtype: str, rid: str, version: int, compartment: str | None, blob: bytes
+    ) -> bytes:
+        return blob

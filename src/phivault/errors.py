@@ -1,0 +1,237 @@
+"""The one error hierarchy of phivault.
+
+Every error carries its HTTP status, its FHIR issue code (IssueType value set) and its CLI
+exit code. The API layer turns any `PhivaultError` into an OperationOutcome and the CLI
+turns it into a message and an exit code; nothing else formats errors.
+
+Messages must never contain PHI: they name element paths, parameter names and resource
+types, never values taken from a resource body.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class PhivaultError(Exception):
+    """Base of every error phivault raises on purpose."""
+
+    http_status: ClassVar[int] = 500
+    issue_code: ClassVar[str] = "exception"
+    exit_code: ClassVar[int] = 1
+    default_message: ClassVar[str] = "internal error"
+
+    def __init__(self, message: str | None = None, *, expression: list[str] | None = None) -> None:
+        self.message = message or self.default_message
+        # FHIRPath-style locations of the problem (e.g. "Patient.birthDate"); never values.
+        self.expression = expression or []
+        super().__init__(self.message)
+
+
+# --- client errors -------------------------------------------------------------------------
+
+
+class BadRequest(PhivaultError):
+    http_status = 400
+    issue_code = "invalid"
+    exit_code = 2
+    default_message = "bad request"
+
+
+class MalformedJson(BadRequest):
+    issue_code = "structure"
+    default_message = "the request body is not valid JSON"
+
+
+class InvalidResource(PhivaultError):
+    """A resource that FHIR R4 rejects (structure, cardinality, types, value sets)."""
+
+    http_status = 422
+    issue_code = "structure"
+    exit_code = 2
+    default_message = "the resource is not valid FHIR R4"
+
+
+class ResourceTypeMismatch(BadRequest):
+    default_message = "resourceType in the body does not match the URL"
+
+
+class IdMismatch(BadRequest):
+    default_message = "the id in the body does not match the id in the URL"
+
+
+class UnsupportedSearchParameter(BadRequest):
+    issue_code = "not-supported"
+    default_message = "unsupported search parameter"
+
+
+class InvalidSearchParameter(BadRequest):
+    issue_code = "value"
+    default_message = "invalid search parameter value"
+
+
+class UnknownResourceType(PhivaultError):
+    http_status = 404
+    issue_code = "not-supported"
+    exit_code = 2
+    default_message = "unknown resource type"
+
+
+class NotFound(PhivaultError):
+    http_status = 404
+    issue_code = "not-found"
+    exit_code = 3
+    default_message = "resource not found"
+
+
+class Gone(PhivaultError):
+    http_status = 410
+    issue_code = "deleted"
+    exit_code = 3
+    default_message = "resource deleted"
+
+
+class MethodNotAllowed(PhivaultError):
+    http_status = 405
+    issue_code = "not-supported"
+    exit_code = 2
+    default_message = "method not allowed"
+
+
+class NotAcceptable(PhivaultError):
+    http_status = 406
+    issue_code = "not-supported"
+    exit_code = 2
+    default_message = "only application/fhir+json is supported"
+
+
+class UnsupportedMediaType(PhivaultError):
+    http_status = 415
+    issue_code = "not-supported"
+    exit_code = 2
+    default_message = "unsupported media type: send application/fhir+json (XML is not supported)"
+
+
+class PayloadTooLarge(PhivaultError):
+    http_status = 413
+    issue_code = "too-costly"
+    exit_code = 2
+    default_message = "request body exceeds the configured limit"
+
+
+class Conflict(PhivaultError):
+    http_status = 409
+    issue_code = "conflict"
+    exit_code = 4
+    default_message = "conflict"
+
+
+class VersionConflict(PhivaultError):
+    """If-Match named a version that is no longer current."""
+
+    http_status = 412
+    issue_code = "conflict"
+    exit_code = 4
+    default_message = "version conflict: the resource has changed (If-Match)"
+
+
+class PreconditionFailed(PhivaultError):
+    http_status = 412
+    issue_code = "duplicate"
+    exit_code = 4
+    default_message = "precondition failed: the condition matched more than one resource"
+
+
+# --- authentication / authorization ---------------------------------------------------------
+
+
+class Unauthorized(PhivaultError):
+    http_status = 401
+    issue_code = "login"
+    exit_code = 5
+    default_message = "authentication required"
+
+
+class Forbidden(PhivaultError):
+    http_status = 403
+    issue_code = "forbidden"
+    exit_code = 5
+    default_message = "access denied"
+
+
+# --- configuration, keys, storage -----------------------------------------------------------
+
+
+class ConfigError(PhivaultError):
+    http_status = 500
+    issue_code = "exception"
+    exit_code = 78  # EX_CONFIG
+    default_message = "configuration error"
+
+
+class KeyMaterialError(PhivaultError):
+    """Key material missing or wrong (wrong passphrase, wrong key file)."""
+
+    http_status = 500
+    issue_code = "security"
+    exit_code = 77  # EX_NOPERM
+    default_message = "the key does not open this data directory"
+
+
+class DecryptionError(PhivaultError):
+    """Any failed decrypt or signature check. Deliberately says nothing about which step."""
+
+    http_status = 500
+    issue_code = "security"
+    exit_code = 65  # EX_DATAERR
+    default_message = "stored data failed its integrity check"
+
+
+class StoreError(PhivaultError):
+    http_status = 503
+    issue_code = "transient"
+    exit_code = 75  # EX_TEMPFAIL
+    default_message = "the data store is unavailable"
+
+
+class StorageFull(StoreError):
+    http_status = 507
+    issue_code = "transient"
+    default_message = "the data store is out of space; writes are refused, reads continue"
+
+
+class AuditUnavailable(PhivaultError):
+    """The audit entry could not be made durable: the access must not happen (fail closed)."""
+
+    http_status = 503
+    issue_code = "transient"
+    exit_code = 75
+    default_message = "the audit log is unavailable; the request was refused"
+
+
+class IntegrityError(PhivaultError):
+    """Stored data or the audit log does not verify."""
+
+    http_status = 500
+    issue_code = "exception"
+    exit_code = 65
+    default_message = "integrity check failed"
+
+
+class ProofError(IntegrityError):
+    """A Merkle inclusion or consistency proof, or its inputs, does not verify."""
+
+    default_message = "the Merkle proof does not verify"
+
+
+class TreeRangeError(BadRequest):
+    """A proof or root was asked for a tree size or leaf index that does not exist."""
+
+    issue_code = "value"
+    default_message = "tree size or leaf index out of range"
+
+
+class KeyShredded(Gone):
+    """The data key of a compartment was destroyed on purpose (crypto-shredding)."""
+
+    default_message = "the data of this patient was destroyed (crypto-shredded)"

@@ -1,0 +1,98 @@
+"""Bundles the server returns (history, searchset), built as JSON bytes.
+
+Stored bodies are already JSON; entries are spliced in as raw bytes rather than parsed and
+re-serialised, which keeps reads of large pages cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from phivault.fhir.resources import now_instant
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    rtype: str
+    rid: str
+    version: int
+    last_updated: str
+    deleted: bool
+    body: bytes | None  # plaintext JSON of the resource, None for a delete
+    method: str  # POST, PUT or DELETE: how this version came to be
+
+
+def history_bundle(
+    base_url: str,
+    items: Sequence[HistoryItem],
+    total: int | None,
+    links: dict[str, str],
+) -> bytes:
+    head: dict[str, object] = {
+        "resourceType": "Bundle",
+        "type": "history",
+        "meta": {"lastUpdated": now_instant()},
+    }
+    if total is not None:
+        head["total"] = total
+    head["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
+    parts: list[bytes] = []
+    for item in items:
+        full_url = f"{base_url}/{item.rtype}/{item.rid}".encode()
+        request = {
+            "method": item.method,
+            "url": f"{item.rtype}/{item.rid}" if item.method != "POST" else item.rtype,
+        }
+        response = {
+            "status": "410 Gone"
+            if item.deleted
+            else ("201 Created" if item.version == 1 else "200 OK"),
+            "etag": f'W/"{item.version}"',
+            "lastModified": item.last_updated,
+        }
+        entry = b'{"fullUrl":"' + full_url + b'"'
+        if item.body is not None:
+            entry += b',"resource":' + item.body
+        entry += b',"request":' + orjson.dumps(request) + b',"response":' + orjson.dumps(response)
+        entry += b"}"
+        parts.append(entry)
+    return _splice(head, parts)
+
+
+def searchset_bundle(
+    base_url: str,
+    matches: Sequence[tuple[str, str, bytes]],
+    total: int | None,
+    links: dict[str, str],
+    outcome: bytes | None = None,
+) -> bytes:
+    """matches: (rtype, rid, body) in result order."""
+    head: dict[str, object] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "meta": {"lastUpdated": now_instant()},
+    }
+    if total is not None:
+        head["total"] = total
+    head["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
+    parts = [
+        b'{"fullUrl":"'
+        + f"{base_url}/{rtype}/{rid}".encode()
+        + b'","resource":'
+        + body
+        + b',"search":{"mode":"match"}}'
+        for rtype, rid, body in matches
+    ]
+    if outcome is not None:
+        parts.append(b'{"resource":' + outcome + b',"search":{"mode":"outcome"}}')
+    return _splice(head, parts)
+
+
+def _splice(head: dict[str, object], entries: list[bytes]) -> bytes:
+    encoded = orjson.dumps(head)
+    if not entries:
+        return encoded
+    return encoded[:-1] + b',"entry":[' + b",".join(entries) + b"]}"

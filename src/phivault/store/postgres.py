@@ -1,0 +1,186 @@
+"""PostgreSQL store: the production and scale-out engine (psycopg 3, pooled).
+
+The URL is a libpq URL; a `schema=NAME` query parameter selects (and creates) a schema,
+which lets several phivault instances or test runs share one database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool
+
+from phivault.errors import ConfigError, StorageFull, StoreError, VersionConflict
+from phivault.store.base import VersionRecord
+from phivault.store.common import SqlReadView, SqlWriteTx
+from phivault.store.sql import VERSION_COLUMNS, Queries, load_migrations, row_to_version
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Any advisory lock key works as long as every phivault process uses the same one.
+_MIGRATION_LOCK = 0x70686976
+_AUDIT_LOCK = 0x70686961
+
+
+def split_schema(url: str) -> tuple[str, str]:
+    """Take phivault's own `schema=` parameter out of a libpq URL."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = "public"
+    kept = []
+    for key, value in query:
+        if key == "schema":
+            schema = value
+        else:
+            kept.append((key, value))
+    if not _SCHEMA_NAME.match(schema):
+        raise ConfigError("invalid PostgreSQL schema name in the database URL")
+    return urlunsplit(parts._replace(query=urlencode(kept))), schema
+
+
+class _PoolExec:
+    """ReadView connection adapter: each statement borrows a pooled connection."""
+
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        try:
+            with self._pool.connection() as conn:
+                cur = conn.execute(sql, params)
+                return _Fetched(cur.fetchall() if cur.description else [])
+        except psycopg.Error as exc:
+            raise _translate(exc) from None
+
+
+class _Fetched:
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def fetchone(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self._rows
+
+
+class PostgresStore(SqlReadView):
+    backend = "postgresql"
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.url, self.schema = split_schema(url)
+        self._queries = Queries(lambda s: s.replace("?", "%s"), insert_returning=True)
+        schema = self.schema
+
+        def configure(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(f'SET search_path TO "{schema}"')
+            conn.commit()
+
+        try:
+            self._pool: ConnectionPool[Any] = ConnectionPool(
+                self.url,
+                min_size=min_size,
+                max_size=max_size,
+                configure=configure,
+                open=False,
+                timeout=10.0,
+                kwargs={"autocommit": False, "connect_timeout": 5},
+                check=ConnectionPool.check_connection,
+            )
+            self._pool.open(wait=True, timeout=10.0)
+        except (psycopg.Error, Exception) as exc:
+            raise StoreError("cannot connect to PostgreSQL") from exc
+        with self._pool.connection() as conn:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        super().__init__(_PoolExec(self._pool), self._queries)
+
+    @contextmanager
+    def write(self) -> Iterator[SqlWriteTx]:
+        # The pool commits when the block ends normally and rolls back on any exception.
+        try:
+            with self._pool.connection() as conn:
+                yield _PgWriteTx(conn, self._queries)
+        except psycopg.Error as exc:
+            raise _translate(exc) from None
+
+    def schema_version(self) -> int:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)"
+            )
+            row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+            return int(row[0] or 0) if row else 0
+
+    def migrate(self) -> int:
+        with self._pool.connection() as conn:
+            # Several workers may start at once: one migrates, the others wait.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)"
+            )
+            row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+            current = int(row[0] or 0) if row else 0
+            for version, script in load_migrations("postgres"):
+                if version > current:
+                    conn.execute(script.encode())
+                    conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+                    current = version
+            conn.commit()
+        return current
+
+    def count_current(self, rtype: str | None = None) -> int:
+        q = self._queries
+        if rtype is None:
+            return int(self._conn.execute(q.count_all, (False,)).fetchone()[0])
+        return int(self._conn.execute(q.count_type, (False, rtype)).fetchone()[0])
+
+    def iter_current(self, rtype: str | None = None) -> Iterator[VersionRecord]:
+        cols = ", ".join("v." + c.strip() for c in VERSION_COLUMNS.split(","))
+        sql = f"SELECT {cols} FROM resources r JOIN versions v ON v.seq = r.seq WHERE NOT r.deleted"
+        params: tuple[Any, ...] = ()
+        if rtype is not None:
+            sql += " AND r.rtype = %s"
+            params = (rtype,)
+        with self._pool.connection() as conn:
+            with conn.cursor(name="phivault_iter") as cur:
+                cur.itersize = 2000
+                cur.execute((sql + " ORDER BY r.seq").encode(), params)
+                for row in cur:
+                    yield row_to_version(row)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _PgWriteTx(SqlWriteTx):
+    def __init__(self, conn: psycopg.Connection[Any], queries: Queries) -> None:
+        def executemany(sql: str, rows: list[tuple[Any, ...]]) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(sql, rows)
+
+        super().__init__(conn, queries, executemany)
+
+    def lock_resource(self, rtype: str, rid: str) -> None:
+        # Transaction-scoped advisory lock on the resource's identity: concurrent writers
+        # of one resource queue here instead of racing to the same version number.
+        self._conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{rtype}/{rid}",)
+        )
+
+    def lock_audit(self) -> None:
+        # One appender at a time: the tree's right edge is read, extended and written in
+        # this transaction, and a second appender must see the first one's nodes.
+        self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))
+
+
+def _translate(exc: psycopg.Error) -> Exception:
+    if isinstance(exc, pg_errors.UniqueViolation):
+        return VersionConflict()
+    if isinstance(exc, pg_errors.DiskFull):
+        return StorageFull()
+    return StoreError()

@@ -1,0 +1,191 @@
+"""SQL shared by the SQLite and PostgreSQL stores.
+
+Statements are written once with `?` placeholders; a backend whose driver wants another
+paramstyle rewrites them once at start-up (`Dialect.sql`). Only the connection handling,
+transactions and error translation differ per backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from importlib import resources
+from typing import Any, Protocol
+
+from phivault.store.base import HistoryQuery, IndexRow, NewVersion, VersionRecord
+
+INDEX_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    # kind -> (table, columns taken from IndexRow besides rtype/param/rid)
+    "token": ("idx_token", ("system", "value", "text")),
+    "string": ("idx_string", ("value", "text")),
+    "date": ("idx_date", ("lo", "hi")),
+    "reference": ("idx_reference", ("system", "value", "text")),
+    "quantity": ("idx_quantity", ("system", "value", "lo", "hi")),
+    "number": ("idx_number", ("lo", "hi")),
+    "uri": ("idx_uri", ("value",)),
+    "composite": ("idx_composite", ("value", "lo", "hi")),
+}
+
+VERSION_COLUMNS = "seq, rtype, rid, version, last_updated, deleted, body, compartment"
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+def row_to_version(row: Sequence[Any]) -> VersionRecord:
+    body = row[6]
+    return VersionRecord(
+        seq=int(row[0]),
+        rtype=row[1],
+        rid=row[2],
+        version=int(row[3]),
+        last_updated=row[4],
+        deleted=bool(row[5]),
+        body=bytes(body) if body is not None else None,
+        compartment=row[7],
+    )
+
+
+def load_migrations(backend: str) -> list[tuple[int, str]]:
+    """(version, script) pairs shipped in the package, in order."""
+    folder = resources.files("phivault.store") / "migrations" / backend
+    found: list[tuple[int, str]] = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+class Queries:
+    """Every statement the stores run, rendered once for a paramstyle."""
+
+    def __init__(self, render: Callable[[str], str], insert_returning: bool) -> None:
+        r = render
+        self.current = r(
+            f"SELECT {_prefixed('v')} FROM resources r JOIN versions v ON v.seq = r.seq "
+            "WHERE r.rtype = ? AND r.rid = ?"
+        )
+        self.version = r(
+            f"SELECT {VERSION_COLUMNS} FROM versions WHERE rtype = ? AND rid = ? AND version = ?"
+        )
+        self.insert_version = r(
+            "INSERT INTO versions (rtype, rid, version, last_updated, deleted, body, compartment) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)" + (" RETURNING seq" if insert_returning else "")
+        )
+        self.upsert_current = r(
+            "INSERT INTO resources (rtype, rid, version, seq, deleted, last_updated, compartment) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rtype, rid) DO UPDATE SET "
+            "version = excluded.version, seq = excluded.seq, deleted = excluded.deleted, "
+            "last_updated = excluded.last_updated, compartment = excluded.compartment"
+        )
+        self.delete_index = {
+            kind: r(f"DELETE FROM {table} WHERE rtype = ? AND rid = ?")
+            for kind, (table, _) in INDEX_TABLES.items()
+        }
+        self.insert_index = {
+            kind: r(
+                f"INSERT INTO {table} (rtype, param, rid, {', '.join(cols)}) VALUES "
+                f"(?, ?, ?, {', '.join('?' for _ in cols)})"
+            )
+            for kind, (table, cols) in INDEX_TABLES.items()
+        }
+        self.find_token_any = r(
+            "SELECT DISTINCT t.rid FROM idx_token t JOIN resources r "
+            "ON r.rtype = t.rtype AND r.rid = t.rid AND r.deleted = ? "
+            "WHERE t.rtype = ? AND t.param = ? AND t.value = ? ORDER BY t.rid LIMIT ?"
+        )
+        self.find_token_system = r(
+            "SELECT DISTINCT t.rid FROM idx_token t JOIN resources r "
+            "ON r.rtype = t.rtype AND r.rid = t.rid AND r.deleted = ? "
+            "WHERE t.rtype = ? AND t.param = ? AND t.value = ? AND t.system = ? "
+            "ORDER BY t.rid LIMIT ?"
+        )
+        self.count_all = r("SELECT COUNT(*) FROM resources WHERE deleted = ?")
+        self.count_type = r("SELECT COUNT(*) FROM resources WHERE deleted = ? AND rtype = ?")
+        self.audit_size = r("SELECT MAX(idx) + 1 FROM audit_entries")
+        self.audit_entries = r(
+            "SELECT idx, entry FROM audit_entries WHERE idx >= ? AND idx < ? ORDER BY idx"
+        )
+        self.audit_node = r("SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?")
+        self.audit_insert_entry = r("INSERT INTO audit_entries (idx, entry) VALUES (?, ?)")
+        self.audit_insert_node = r("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)")
+        self.audit_insert_checkpoint = r(
+            "INSERT INTO audit_checkpoints (size, checkpoint) VALUES (?, ?) "
+            "ON CONFLICT (size) DO NOTHING"
+        )
+        self.audit_checkpoints = r(
+            "SELECT checkpoint FROM audit_checkpoints ORDER BY size DESC LIMIT ?"
+        )
+        self.key_get = r("SELECT blob FROM wrapped_keys WHERE key_id = ?")
+        self.key_put = r(
+            "INSERT INTO wrapped_keys (key_id, blob) VALUES (?, ?) "
+            "ON CONFLICT (key_id) DO UPDATE SET blob = excluded.blob"
+        )
+        self.key_add = r(
+            "INSERT INTO wrapped_keys (key_id, blob) VALUES (?, ?) ON CONFLICT (key_id) DO NOTHING"
+        )
+        self.key_delete = r("DELETE FROM wrapped_keys WHERE key_id = ?")
+        self.key_ids = r("SELECT key_id FROM wrapped_keys ORDER BY key_id")
+        self._render = render
+
+    def render(self, sql: str) -> str:
+        return self._render(sql)
+
+
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in VERSION_COLUMNS.split(","))
+
+
+def history_sql(query: HistoryQuery, *, total: bool) -> tuple[str, list[Any]]:
+    """History newest first (FHIR orders history by time, most recent first)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if query.rtype is not None:
+        where.append("rtype = ?")
+        params.append(query.rtype)
+    if query.rid is not None:
+        where.append("rid = ?")
+        params.append(query.rid)
+    if query.since is not None:
+        where.append("last_updated >= ?")
+        params.append(query.since)
+    if query.before_seq is not None and not total:
+        where.append("seq < ?")
+        params.append(query.before_seq)
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    if total:
+        return f"SELECT COUNT(*) FROM versions{clause}", params
+    params.append(query.count)
+    return f"SELECT {VERSION_COLUMNS} FROM versions{clause} ORDER BY seq DESC LIMIT ?", params
+
+
+def index_params(
+    rtype: str, rid: str, rows: Sequence[IndexRow]
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Group index rows by kind into parameter tuples for executemany."""
+    grouped: dict[str, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        spec = INDEX_TABLES.get(row.kind)
+        if spec is None:
+            raise ValueError(f"unknown index kind {row.kind!r}")
+        values = tuple(getattr(row, col) for col in spec[1])
+        grouped.setdefault(row.kind, []).append((rtype, row.param, rid, *values))
+    return grouped
+
+
+def new_version_params(new: NewVersion, deleted_value: Any) -> tuple[Any, ...]:
+    return (
+        new.rtype,
+        new.rid,
+        new.version,
+        new.last_updated,
+        deleted_value,
+        new.body,
+        new.compartment,
+    )

@@ -1,0 +1,187 @@
+"""SQLite store: the embedded default.
+
+WAL mode; one writer connection per process behind a lock (SQLite allows one writer at a
+time anyway, and taking the lock in-process avoids busy-wait storms); one reader
+connection per thread. `synchronous=FULL` by default so an acknowledged write survives a
+power cut, not only a crash of the process.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from phivault.errors import StorageFull, StoreError, VersionConflict
+from phivault.store.base import VersionRecord
+from phivault.store.common import SqlReadView, SqlWriteTx
+from phivault.store.sql import VERSION_COLUMNS, Queries, load_migrations, row_to_version
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class SqliteStore(SqlReadView):
+    backend = "sqlite"
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self._synchronous = synchronous
+        self._queries = Queries(lambda s: s, insert_returning=True)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._all_conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._writer = self._connect()
+        super().__init__(_ThreadLocalConn(self), self._queries)
+
+    # -- connections ------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            # Deleted pages are zeroed so that removed index rows (e.g. after crypto-shredding)
+            # do not linger in free pages of the file.
+            conn.execute("PRAGMA secure_delete=ON")
+        except sqlite3.Error as exc:
+            raise StoreError("cannot open the SQLite database") from exc
+        with self._conns_lock:
+            self._all_conns.append(conn)
+        return conn
+
+    def reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    # -- writes ---------------------------------------------------------------------------
+    @contextmanager
+    def write(self) -> Iterator[SqlWriteTx]:
+        with self._write_lock:
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise _translate(exc) from None
+            tx = SqlWriteTx(conn, self._queries, lambda sql, rows: _executemany(conn, sql, rows))
+            try:
+                yield tx
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise _translate(exc) from None
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise _translate(exc) from None
+
+    # -- schema ---------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        conn = self._writer
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+        row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    def migrate(self) -> int:
+        with self._write_lock:
+            current = self.schema_version()
+            for version, script in load_migrations("sqlite"):
+                if version <= current:
+                    continue
+                conn = self._writer
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _split_sql(script):
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                current = version
+            return current
+
+    # -- bulk reads -----------------------------------------------------------------------
+    def count_current(self, rtype: str | None = None) -> int:
+        q = self._queries
+        if rtype is None:
+            return int(self.reader().execute(q.count_all, (False,)).fetchone()[0])
+        return int(self.reader().execute(q.count_type, (False, rtype)).fetchone()[0])
+
+    def iter_current(self, rtype: str | None = None) -> Iterator[VersionRecord]:
+        sql = (
+            f"SELECT {', '.join('v.' + c.strip() for c in VERSION_COLUMNS.split(','))} "
+            "FROM resources r JOIN versions v ON v.seq = r.seq WHERE r.deleted = 0"
+        )
+        params: tuple[Any, ...] = ()
+        if rtype is not None:
+            sql += " AND r.rtype = ?"
+            params = (rtype,)
+        conn = self._connect()
+        try:
+            for row in conn.execute(sql + " ORDER BY r.seq", params):
+                yield row_to_version(row)
+        finally:
+            self._forget(conn)
+
+    def _forget(self, conn: sqlite3.Connection) -> None:
+        with self._conns_lock:
+            if conn in self._all_conns:
+                self._all_conns.remove(conn)
+        conn.close()
+
+    def close(self) -> None:
+        with self._conns_lock:
+            conns, self._all_conns = self._all_conns, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+
+class _ThreadLocalConn:
+    """Routes `execute` to the calling thread's reader connection."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        try:
+            return self._store.reader().execute(sql, params)
+        except sqlite3.Error as exc:
+            raise _translate(exc) from None
+
+
+def _executemany(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    conn.executemany(sql, rows)
+
+
+def _translate(exc: sqlite3.Error) -> Exception:
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.IntegrityError) and "unique" in text:
+        return VersionConflict()
+    if "full" in text:
+        return StorageFull()
+    return StoreError()
+
+
+def _split_sql(script: str) -> list[str]:
+    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
