@@ -19,6 +19,7 @@ from typing import Any
 from phivault.audit.log import AuditLog
 from phivault.config import CONFIG_FILE, Settings, load_settings
 from phivault.crypto import primitives
+from phivault.crypto.blind_index import BlindIndexPolicy
 from phivault.crypto.codec import KeyRingCodec
 from phivault.crypto.kek import (
     KekParams,
@@ -141,7 +142,8 @@ def open_vault(data_dir: Path, source: KeySource, **overrides: Any) -> Vault:
             return primitives.hmac_sha256(pseudonym_key, compartment.encode()).hex()[:32]
 
         audit = AuditLog(store, pseudonymize)
-        service = Service(store, audit, KeyRingCodec(keyring))
+        index_policy = BlindIndexPolicy(keyring.blind_index_key())
+        service = Service(store, audit, KeyRingCodec(keyring), index_policy)
     except BaseException:
         store.close()
         raise

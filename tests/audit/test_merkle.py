@@ -90,7 +90,7 @@ def naive_proof(m: int, leaves: Sequence[bytes]) -> list[bytes]:
 
 def make_rng(seed: int) -> random.Random:
     # Reproducible batch sizes and samples for the tests; nothing secret comes from it.
-    return random.Random(seed)  # noqa: S311
+    return random.Random(seed)
 
 
 def entries(n: int, seed: int = 0) -> list[bytes]:

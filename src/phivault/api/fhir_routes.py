@@ -184,7 +184,7 @@ class FhirRoutes:
                 last_updated=v.last_updated,
                 deleted=v.deleted,
                 body=v.body,
-                method="DELETE" if v.deleted else ("POST" if v.version == 1 else "PUT"),
+                method=v.method,
             )
             for v in page.items
         ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from email.utils import format_datetime
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -16,6 +15,7 @@ from phivault.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from phivault.fhir import json as fhirjson
 from phivault.fhir.resources import parse_instant
 from phivault.types import Resource
 
@@ -26,7 +26,7 @@ MAX_JSON_DEPTH = 64
 
 
 def fhir_json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = content if isinstance(content, bytes) else orjson.dumps(content)
+    body = content if isinstance(content, bytes) else fhirjson.dumps(content)
     return Response(body, status_code=status, headers=headers, media_type=FHIR_JSON)
 
 
@@ -58,8 +58,8 @@ async def read_resource(
     if not raw.strip():
         raise MalformedJson("the request body is empty")
     try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        parsed = fhirjson.loads(raw)
+    except ValueError:
         raise MalformedJson() from None
     _check_depth(parsed)
     return parsed

@@ -9,6 +9,7 @@ import click
 from phivault.cli.common import data_option, db_option, handle_errors, key_file_option
 from phivault.config import resolve_data_dir
 from phivault.crypto.kek import create_key_file
+from phivault.errors import ConfigError
 from phivault.vault import init_data_dir, key_source
 
 
@@ -31,10 +32,14 @@ def init(
     if generate_key_file is not None:
         if key_file is not None:
             raise click.UsageError("use --key-file or --generate-key-file, not both")
+        generate_key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if generate_key_file.exists():
+            raise ConfigError("the key file already exists; refusing to overwrite a key")
         create_key_file(generate_key_file)
         key_file = generate_key_file
         click.echo(
-            f"created key file {generate_key_file} (mode 0600): keep it away from the data and backups"
+            f"created key file {generate_key_file} (mode 0600): "
+            "keep it away from the data directory and its backups"
         )
     init_data_dir(data_dir, key_source(key_file=key_file), db_url=db)
     click.echo(f"initialised {data_dir}")

@@ -167,21 +167,26 @@ class KeyRing:
             if cached is not None:
                 self._cache.move_to_end(key_id)
                 return cached
-            blob = self._store.get_wrapped(key_id)
+        # Store I/O happens outside the lock: creating a key is a write transaction, and a
+        # writer that already holds the store's write lock may be waiting for this lock to
+        # seal a body (lock-order deadlock). add_wrapped makes concurrent creation safe.
+        blob = self._store.get_wrapped(key_id)
+        if blob == _TOMBSTONE:
+            raise KeyShredded()
+        if blob is None:
+            if not create:
+                raise KeyMaterialError("a data key is missing from the key store")
+            fresh = self._kek.wrap(primitives.random_key(), _wrap_aad(key_id))
+            blob = self._store.add_wrapped(key_id, fresh)
             if blob == _TOMBSTONE:
                 raise KeyShredded()
-            if blob is None:
-                if not create:
-                    raise KeyMaterialError("a data key is missing from the key store")
-                fresh = self._kek.wrap(primitives.random_key(), _wrap_aad(key_id))
-                blob = self._store.add_wrapped(key_id, fresh)
-                if blob == _TOMBSTONE:
-                    raise KeyShredded()
-            key = self._kek.unwrap(blob, _wrap_aad(key_id))
+        key = self._kek.unwrap(blob, _wrap_aad(key_id))
+        with self._lock:
             self._cache[key_id] = key
+            self._cache.move_to_end(key_id)
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-            return key
+        return key
 
     def has_key(self, key_id: str) -> bool:
         blob = self._store.get_wrapped(key_id)
@@ -197,10 +202,12 @@ class KeyRing:
             raise ValueError("the system data key cannot be shredded")
         with self._lock:
             self._cache.pop(key_id, None)
-            # Delete first, then tombstone: the wrapped key is gone even if a store
-            # implements put as insert-new-row-keep-old.
-            self._store.delete_wrapped(key_id)
-            self._store.put_wrapped(key_id, _TOMBSTONE)
+        # Store writes outside the lock (see _key). Delete first, then tombstone: the
+        # wrapped key is gone even if a store implements put as insert-new-row-keep-old.
+        self._store.delete_wrapped(key_id)
+        self._store.put_wrapped(key_id, _TOMBSTONE)
+        with self._lock:
+            self._cache.pop(key_id, None)  # a reader may have cached it meanwhile
 
     def rewrap_all(self, new_kek: Kek) -> int:
         """Rewrap every wrapped key (data keys and the index root) under `new_kek`.
@@ -272,10 +279,11 @@ class KeyRing:
     def _derive(self, info: bytes) -> bytes:
         with self._lock:
             derived = self._derived.get(info)
-            if derived is None:
-                derived = primitives.hkdf_sha256(self._index_root(), info)
-                self._derived[info] = derived
-            return derived
+        if derived is None:
+            derived = primitives.hkdf_sha256(self._index_root(), info)  # I/O outside the lock
+            with self._lock:
+                derived = self._derived.setdefault(info, derived)
+        return derived
 
     def _index_root(self) -> bytes:
         blob = self._store.get_wrapped(INDEX_KEY_ID)

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from phivault.errors import MalformedJson
+from phivault.fhir import json as fhir_json
 
 MAX_FILE_JSON_BYTES = 512 * 1024 * 1024
 
@@ -34,7 +35,7 @@ def iter_file_resources(
         if path.stat().st_size > MAX_FILE_JSON_BYTES:
             raise MalformedJson(f"{path.name}: JSON file too large; use NDJSON")
         try:
-            document = orjson.loads(handle.read())
+            document = fhir_json.loads(handle.read())
         except orjson.JSONDecodeError:
             raise MalformedJson(f"{path.name} is not valid JSON") from None
     report(path.stat().st_size)
@@ -74,6 +75,6 @@ def _ndjson(
         if not line.strip():
             continue
         try:
-            yield orjson.loads(line)
+            yield fhir_json.loads(line)
         except orjson.JSONDecodeError:
             errors.append(f"{path.name} line {number}: not valid JSON")

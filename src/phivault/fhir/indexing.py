@@ -1,55 +1,99 @@
-"""What the store indexes for a resource, and which patient compartment it belongs to."""
+"""What the store indexes for a resource, and which patient compartment it belongs to.
+
+Index rows come from the official R4 search parameters (fhir/search). The crypto layer's
+`IndexPolicy` may then replace identifying values by blind indexes; this module knows
+nothing of keys, only that such a policy may exist.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
-from phivault.store.base import IndexRow
-from phivault.types import Resource
+from phivault.fhir.search import default_registry, extract
+from phivault.fhir.search.index import date_range, normalize_string
+from phivault.types import IndexRow, Resource
 
-# Elements that link a resource to its patient, in order of preference (from the R4
-# Patient CompartmentDefinition's most common parameters).
-_PATIENT_LINKS = ("subject", "patient", "beneficiary", "individual", "for", "who", "member")
+
+class IndexPolicy(Protocol):
+    """Turns extracted rows into stored rows (e.g. blinding names and identifiers), and
+    search arguments into the form those rows have."""
+
+    def transform(self, rtype: str, rows: list[IndexRow]) -> list[IndexRow]: ...
+
+    def is_blinded(self, rtype: str, param: str) -> bool: ...
+
+    def query_token(self, param: str, code: str) -> str: ...
+
+    def query_prefix(self, param: str, text: str) -> tuple[str, bool]:
+        """(value to look up, whether matches must be re-checked after decryption)."""
+        ...
+
+    def query_exact(self, param: str, raw: str) -> str: ...
+
+    def query_date(self, param: str, date_text: str) -> str: ...
+
+    def query_reference_identifier(self, system_value: str) -> str: ...
+
+
+class PlainIndexPolicy:
+    """Every value in clear: for the unencrypted comparison runs only."""
+
+    def transform(self, rtype: str, rows: list[IndexRow]) -> list[IndexRow]:
+        return rows
+
+    def is_blinded(self, rtype: str, param: str) -> bool:
+        return False
+
+    def query_token(self, param: str, code: str) -> str:
+        return code
+
+    def query_prefix(self, param: str, text: str) -> tuple[str, bool]:
+        return normalize_string(text), False
+
+    def query_exact(self, param: str, raw: str) -> str:
+        return raw
+
+    def query_date(self, param: str, date_text: str) -> str:
+        return date_text
+
+    def query_reference_identifier(self, system_value: str) -> str:
+        return system_value
 
 
 def index_rows(resource: Resource) -> list[IndexRow]:
-    rows: list[IndexRow] = []
-    for ident in _as_list(resource.get("identifier")):
-        if isinstance(ident, dict) and isinstance(ident.get("value"), str):
-            rows.append(
-                IndexRow(
-                    "identifier", "token", system=ident.get("system") or "", value=ident["value"]
-                )
-            )
-    meta = resource.get("meta") or {}
-    for param, key in (("_tag", "tag"), ("_security", "security")):
-        for coding in _as_list(meta.get(key)):
-            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                rows.append(
-                    IndexRow(
-                        param, "token", system=coding.get("system") or "", value=coding["code"]
-                    )
-                )
-    for profile in _as_list(meta.get("profile")):
-        if isinstance(profile, str):
-            rows.append(IndexRow("_profile", "uri", value=profile))
-    return rows
+    return extract(resource)
 
 
-def patient_compartment(resource: Resource) -> str | None:
-    """ "Patient/<id>" of the patient whose record this resource is part of, if any."""
-    if resource.get("resourceType") == "Patient":
+def last_updated_rows(instant: str) -> list[IndexRow]:
+    """The `_lastUpdated` row of a version stamped at `instant`."""
+    found = date_range(instant)
+    if found is None:
+        return []
+    return [IndexRow("_lastUpdated", "date", lo=found[0], hi=found[1])]
+
+
+def patient_compartment(resource: Resource, rows: list[IndexRow] | None = None) -> str | None:
+    """ "Patient/<id>" of the patient whose record this resource belongs to, if any.
+
+    Uses the Patient CompartmentDefinition: the first of the type's compartment
+    parameters (in the definition's order) that references a Patient decides.
+    """
+    rtype = resource.get("resourceType")
+    if rtype == "Patient":
         rid = resource.get("id")
         return f"Patient/{rid}" if isinstance(rid, str) else None
-    for key in _PATIENT_LINKS:
-        for ref in _as_list(resource.get(key)):
-            target = ref.get("reference") if isinstance(ref, dict) else None
-            if isinstance(target, str) and target.startswith("Patient/"):
-                return target.split("/_history", 1)[0]
+    if not isinstance(rtype, str):
+        return None
+    params = default_registry().compartment_params(rtype)
+    if not params:
+        return None
+    if rows is None:
+        rows = extract(resource)
+    by_param: dict[str, str] = {}
+    for row in rows:
+        if row.kind == "reference" and row.system == "Patient" and row.value:
+            by_param.setdefault(row.param, row.value)
+    for param in params:
+        if param in by_param:
+            return f"Patient/{by_param[param]}"
     return None
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]

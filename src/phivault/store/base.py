@@ -13,6 +13,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from phivault.types import IndexRow as IndexRow  # re-exported: the store persists these
+
 
 @dataclass(frozen=True, slots=True)
 class VersionRecord:
@@ -26,23 +28,7 @@ class VersionRecord:
     body: bytes | None  # opaque; None for a delete tombstone
     seq: int = 0  # global write order (system history, paging cursors)
     compartment: str | None = None  # patient compartment key, e.g. "Patient/123"
-
-
-@dataclass(frozen=True, slots=True)
-class IndexRow:
-    """One search-index value of one resource (current version only).
-
-    `kind` selects the table. String values of identifying fields arrive here already
-    replaced by blind hashes when encryption is on; the store cannot tell the difference.
-    """
-
-    param: str
-    kind: str  # token | string | date | reference | quantity | number | uri | composite
-    system: str | None = None
-    value: str | None = None
-    text: str | None = None
-    lo: float | None = None
-    hi: float | None = None
+    method: str = "PUT"  # POST, PUT, PATCH or DELETE
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +41,7 @@ class NewVersion:
     body: bytes | None
     compartment: str | None = None
     index: Sequence[IndexRow] = field(default_factory=tuple)
+    method: str = "PUT"
 
 
 @dataclass(frozen=True, slots=True)

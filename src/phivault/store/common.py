@@ -150,4 +150,5 @@ class SqlWriteTx(SqlReadView):
             body=new.body,
             seq=seq,
             compartment=new.compartment,
+            method=new.method,
         )

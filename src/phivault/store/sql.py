@@ -25,7 +25,7 @@ INDEX_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "composite": ("idx_composite", ("value", "lo", "hi")),
 }
 
-VERSION_COLUMNS = "seq, rtype, rid, version, last_updated, deleted, body, compartment"
+VERSION_COLUMNS = "seq, rtype, rid, version, last_updated, deleted, body, compartment, method"
 
 
 class Cursor(Protocol):
@@ -49,6 +49,7 @@ def row_to_version(row: Sequence[Any]) -> VersionRecord:
         deleted=bool(row[5]),
         body=bytes(body) if body is not None else None,
         compartment=row[7],
+        method=row[8],
     )
 
 
@@ -75,8 +76,9 @@ class Queries:
             f"SELECT {VERSION_COLUMNS} FROM versions WHERE rtype = ? AND rid = ? AND version = ?"
         )
         self.insert_version = r(
-            "INSERT INTO versions (rtype, rid, version, last_updated, deleted, body, compartment) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)" + (" RETURNING seq" if insert_returning else "")
+            "INSERT INTO versions "
+            "(rtype, rid, version, last_updated, deleted, body, compartment, method) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)" + (" RETURNING seq" if insert_returning else "")
         )
         self.upsert_current = r(
             "INSERT INTO resources (rtype, rid, version, seq, deleted, last_updated, compartment) "
@@ -188,4 +190,5 @@ def new_version_params(new: NewVersion, deleted_value: Any) -> tuple[Any, ...]:
         deleted_value,
         new.body,
         new.compartment,
+        new.method,
     )

@@ -47,6 +47,10 @@ class SqliteStore(SqlReadView):
                 timeout=BUSY_TIMEOUT_MS / 1000,
             )
             conn.execute("PRAGMA journal_mode=WAL")
+            for suffix in ("", "-wal", "-shm"):
+                side = Path(f"{self.path}{suffix}")
+                if side.exists():
+                    side.chmod(0o600)  # ciphertext, but still nobody else's business
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA foreign_keys=ON")

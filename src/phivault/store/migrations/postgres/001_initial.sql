@@ -8,6 +8,7 @@ CREATE TABLE versions (
     deleted      BOOLEAN NOT NULL,
     body         BYTEA,
     compartment  TEXT,
+    method       TEXT    NOT NULL,  -- POST, PUT, PATCH or DELETE: how this version came to be
     UNIQUE (rtype, rid, version)
 );
 CREATE INDEX versions_type_lu ON versions (rtype, last_updated);

@@ -14,8 +14,6 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import orjson
-
 from phivault.audit.events import SUCCESS, AccessEvent, AuditSink
 from phivault.crypto.codec import BodyCodec
 from phivault.errors import (
@@ -30,12 +28,13 @@ from phivault.errors import (
     ResourceTypeMismatch,
     VersionConflict,
 )
+from phivault.fhir import json as fhir_json
 from phivault.fhir import resources as fhir_types
 from phivault.fhir.conditions import Condition, parse_condition
-from phivault.fhir.indexing import index_rows, patient_compartment
+from phivault.fhir.indexing import IndexPolicy, index_rows, last_updated_rows, patient_compartment
 from phivault.fhir.validation import validate_resource
 from phivault.store.base import HistoryQuery, NewVersion, ReadView, Store, VersionRecord, WriteTx
-from phivault.types import Resource
+from phivault.types import IndexRow, Resource
 
 MAX_CONDITION_MATCHES = 2  # we only need to know 0, 1 or "more than one"
 
@@ -59,6 +58,7 @@ class Version:
     last_updated: str
     deleted: bool
     body: bytes | None
+    method: str = "PUT"  # how this version came to be (history's request.method)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +75,18 @@ class HistoryPage:
     next_cursor: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A resource made ready for storage before the write transaction opens: id and
+    lastUpdated set, index rows extracted (and blinded), its compartment's key in place."""
+
+    rtype: str
+    rid: str
+    resource: Resource
+    rows: list[IndexRow]
+    compartment: str | None
+
+
 @dataclass(slots=True)
 class ImportStats:
     created: int = 0
@@ -84,10 +96,13 @@ class ImportStats:
 
 
 class Service:
-    def __init__(self, store: Store, audit: AuditSink, codec: BodyCodec) -> None:
+    def __init__(
+        self, store: Store, audit: AuditSink, codec: BodyCodec, index_policy: IndexPolicy
+    ) -> None:
         self.store = store
         self.audit = audit
         self.codec = codec
+        self.index_policy = index_policy
 
     # -- reads --------------------------------------------------------------------------
     def read(self, ctx: Context, rtype: str, rid: str) -> Version:
@@ -155,13 +170,13 @@ class Service:
 
     def search_ids(self, rtype: str, condition: Condition) -> list[str]:
         """Ids of live resources matching a condition (conditional create/update/delete)."""
-        return _match(self.store, rtype, condition, MAX_CONDITION_MATCHES)
+        return _match(self.store, self.index_policy, rtype, condition, MAX_CONDITION_MATCHES)
 
     def search(
         self, ctx: Context, rtype: str, condition: Condition, *, count: int, offset: int
     ) -> tuple[list[Version], int]:
         fhir_types.check_type(rtype)
-        ids = _match(self.store, rtype, condition, None)
+        ids = _match(self.store, self.index_policy, rtype, condition, None)
         total = len(ids)
         page = ids[offset : offset + count]
         versions = [self._open(r) for r in self.store.current_many(rtype, page)]
@@ -193,10 +208,9 @@ class Service:
                 existing = self.read(ctx, rtype, found[0])
                 return WriteResult(existing, created=False, changed=False)
         # Server-assigned id: a client id in a POST body is ignored, as the spec requires.
-        rid = str(uuid.uuid4())
-        self.codec.prepare(patient_compartment({**resource, "id": rid}))
+        prepared = self.prepare(rtype, str(uuid.uuid4()), resource)
         with self.store.write() as tx:
-            return self._write(ctx, tx, rtype, rid, resource, expected=None, action="create")
+            return self._write(ctx, tx, prepared, expected=None, action="create")
 
     def update(
         self,
@@ -217,10 +231,10 @@ class Service:
             )
         if body_id != rid:
             raise IdMismatch(expression=[f"{rtype}.id"])
-        self.codec.prepare(patient_compartment(resource))
+        prepared = self.prepare(rtype, rid, resource)
         with self.store.write() as tx:
             tx.lock_resource(rtype, rid)
-            return self._write(ctx, tx, rtype, rid, resource, expected=if_match, action="update")
+            return self._write(ctx, tx, prepared, expected=if_match, action="update")
 
     def conditional_update(
         self, ctx: Context, rtype: str, query: str, resource: Resource, *, if_match: int | None
@@ -261,6 +275,7 @@ class Service:
                     deleted=True,
                     body=None,
                     compartment=current.compartment,
+                    method="DELETE",
                 )
             )
             self.audit.record(self._event(ctx, "delete", record), tx)
@@ -275,7 +290,7 @@ class Service:
         Invalid resources are counted and skipped; they never reach the store.
         """
         stats = ImportStats()
-        batch: list[tuple[str, str, Resource]] = []
+        batch: list[Prepared] = []
         for resource in resources:
             try:
                 rtype = resource.get("resourceType") if isinstance(resource, dict) else None
@@ -285,7 +300,7 @@ class Service:
                 self._validate(rtype, resource)
                 rid = resource.get("id")
                 rid = fhir_types.check_id(rid) if isinstance(rid, str) else str(uuid.uuid4())
-                batch.append((rtype, rid, resource))
+                batch.append(self.prepare(rtype, rid, resource))
             except PhivaultError as exc:
                 stats.failed += 1
                 if len(stats.errors) < 20:
@@ -298,14 +313,10 @@ class Service:
             self._import_batch(ctx, batch, stats)
         yield stats
 
-    def _import_batch(
-        self, ctx: Context, batch: Sequence[tuple[str, str, Resource]], stats: ImportStats
-    ) -> None:
-        for _rtype, rid, resource in batch:
-            self.codec.prepare(patient_compartment({**resource, "id": rid}))
+    def _import_batch(self, ctx: Context, batch: Sequence[Prepared], stats: ImportStats) -> None:
         with self.store.write() as tx:
-            for rtype, rid, resource in batch:
-                result = self._write(ctx, tx, rtype, rid, resource, expected=None, action="import")
+            for prepared in batch:
+                result = self._write(ctx, tx, prepared, expected=None, action="import")
                 if result.created:
                     stats.created += 1
                 else:
@@ -319,31 +330,47 @@ class Service:
             raise ResourceTypeMismatch(expression=["resourceType"])
         validate_resource(resource)
 
+    def prepare(self, rtype: str, rid: str, resource: Resource) -> Prepared:
+        """Everything about a write that needs no transaction: id, lastUpdated, index rows,
+        compartment, and the compartment's data key (created here, in its own short
+        transaction, never inside the data transaction)."""
+        stored = dict(resource)
+        stored["id"] = rid
+        meta = dict(stored.get("meta") or {})
+        meta.pop("versionId", None)
+        meta["lastUpdated"] = fhir_types.now_instant()
+        stored["meta"] = meta
+        rows = index_rows(stored)
+        compartment = patient_compartment(stored, rows)
+        self.codec.prepare(compartment)
+        return Prepared(rtype, rid, stored, self.index_policy.transform(rtype, rows), compartment)
+
     def _write(
         self,
         ctx: Context,
         tx: WriteTx,
-        rtype: str,
-        rid: str,
-        resource: Resource,
+        prepared: Prepared,
         *,
         expected: int | None,
         action: str,
     ) -> WriteResult:
+        rtype, rid = prepared.rtype, prepared.rid
         current = tx.current(rtype, rid)
         if expected is not None and (current is None or current.version != expected):
             raise VersionConflict()
         version = current.version + 1 if current else 1
+        stored = prepared.resource
+        # Stamped inside the transaction, after the resource lock, and never before the
+        # previous version: _since polling relies on lastUpdated not going backwards.
         last_updated = fhir_types.now_instant()
-        stored = dict(resource)
-        stored["id"] = rid
-        meta = dict(stored.get("meta") or {})
-        meta["versionId"] = str(version)
-        meta["lastUpdated"] = last_updated
-        stored["meta"] = meta
-        body = orjson.dumps(stored)
-        compartment = patient_compartment(stored)
-        sealed = self.codec.seal(rtype, rid, version, compartment, body)
+        if current is not None and current.last_updated > last_updated:
+            last_updated = current.last_updated
+        meta = {k: v for k, v in stored["meta"].items() if k != "lastUpdated"}
+        stored["meta"] = {"versionId": str(version), "lastUpdated": last_updated, **meta}
+        rows = [r for r in prepared.rows if r.param != "_lastUpdated"]
+        rows.extend(last_updated_rows(last_updated))
+        body = fhir_json.dumps(stored)
+        sealed = self.codec.seal(rtype, rid, version, prepared.compartment, body)
         record = tx.append_version(
             NewVersion(
                 rtype=rtype,
@@ -352,13 +379,14 @@ class Service:
                 last_updated=last_updated,
                 deleted=False,
                 body=sealed,
-                compartment=compartment,
-                index=index_rows(stored),
+                compartment=prepared.compartment,
+                index=rows,
+                method="POST" if action == "create" else "PUT",
             )
         )
         created = current is None
         event_action = action if action != "import" else ("create" if created else "update")
-        self.audit.record(self._event(ctx, event_action, record, body), tx)
+        self.audit.record(self._event(ctx, event_action, record), tx)
         return WriteResult(_version(record, body), created=created)
 
     def _open(self, record: VersionRecord) -> Version:
@@ -369,9 +397,7 @@ class Service:
             )
         return _version(record, body)
 
-    def _event(
-        self, ctx: Context, action: str, record: VersionRecord, plaintext: bytes | None = None
-    ) -> AccessEvent:
+    def _event(self, ctx: Context, action: str, record: VersionRecord) -> AccessEvent:
         digest = hashlib.sha256(record.body).hexdigest() if record.body is not None else None
         return AccessEvent(
             action=action,
@@ -411,10 +437,13 @@ def _version(record: VersionRecord, body: bytes | None) -> Version:
         last_updated=record.last_updated,
         deleted=record.deleted,
         body=body,
+        method=record.method,
     )
 
 
-def _match(view: ReadView, rtype: str, condition: Condition, limit: int | None) -> list[str]:
+def _match(
+    view: ReadView, policy: IndexPolicy, rtype: str, condition: Condition, limit: int | None
+) -> list[str]:
     """Intersect the ids each term matches (AND); a term's values are ORed."""
     result: set[str] | None = None
     cap = limit if limit is not None else 1_000_000
@@ -427,6 +456,8 @@ def _match(view: ReadView, rtype: str, condition: Condition, limit: int | None) 
                     ids.add(value)
             else:
                 # AND with a limit would cut a set before intersecting; only cap the last.
+                if policy.is_blinded(rtype, term.param):
+                    value = policy.query_token(term.param, value)
                 ids.update(view.find_token(rtype, term.param, system, value, 1_000_000))
         result = ids if result is None else result & ids
         if not result:

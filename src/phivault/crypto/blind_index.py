@@ -1,0 +1,147 @@
+"""The index policy with encryption on: identifying search values become blind indexes.
+
+Which values identify a person (DESIGN.md, "Storage and encryption sketch"): names,
+identifiers, telecom, address parts and birth/death dates of Patient, RelatedPerson,
+Practitioner and Person, and the identifier that a Reference may carry. Everything else
+(codes, statuses, quantities, references by id, dates of care) stays in clear for speed.
+
+Row shapes after blinding (the query layer mirrors them through the `query_*` methods):
+
+- string: one row per prefix token (`value`); the row of the whole value also carries the
+  `:exact` token in `text`. Prefixes are indexed up to `prefix_len` characters; a longer
+  query matches on its first `prefix_len` characters and must be re-checked.
+- token: `system` kept in clear (a naming system, not a person), `value` the token of the
+  code under "any system"; display texts are dropped.
+- date: becomes a token row (`kind="token"`, `system="date"`) of the date at its own
+  precision, so only equality searches work on it.
+- reference: `text` (Reference.identifier "system|value") becomes a token.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from phivault.crypto.blind import (
+    DEFAULT_PREFIX_LEN,
+    blind_exact,
+    blind_prefix_query,
+    blind_prefixes,
+    blind_token,
+)
+from phivault.types import IndexRow
+
+_PERSON_PARAMS = frozenset(
+    {
+        "name",
+        "family",
+        "given",
+        "phonetic",
+        "identifier",
+        "telecom",
+        "phone",
+        "email",
+        "address",
+        "address-city",
+        "address-country",
+        "address-postalcode",
+        "address-state",
+        "birthdate",
+        "death-date",
+    }
+)
+
+IDENTIFYING: dict[str, frozenset[str]] = {
+    "Patient": _PERSON_PARAMS,
+    "RelatedPerson": _PERSON_PARAMS,
+    "Practitioner": _PERSON_PARAMS,
+    "Person": _PERSON_PARAMS,
+}
+
+DATE_SYSTEM = "date"
+_DAY = 86_400
+
+
+class BlindIndexPolicy:
+    def __init__(self, key: bytes, *, prefix_len: int = DEFAULT_PREFIX_LEN) -> None:
+        self._key = key
+        self.prefix_len = prefix_len
+
+    def is_blinded(self, rtype: str, param: str) -> bool:
+        return param in IDENTIFYING.get(rtype, ())
+
+    def transform(self, rtype: str, rows: list[IndexRow]) -> list[IndexRow]:
+        blinded = IDENTIFYING.get(rtype)
+        out: list[IndexRow] = []
+        for row in rows:
+            if row.kind == "reference" and row.text:
+                out.append(
+                    IndexRow(
+                        row.param,
+                        "reference",
+                        system=row.system,
+                        value=row.value,
+                        text=self.query_reference_identifier(row.text),
+                    )
+                )
+            elif blinded is not None and row.param in blinded:
+                out.extend(self._blind(row))
+            else:
+                out.append(row)
+        return out
+
+    def _blind(self, row: IndexRow) -> list[IndexRow]:
+        key, param = self._key, row.param
+        if row.kind == "string":
+            if not row.value:
+                return []
+            tokens = blind_prefixes(key, param, row.value, self.prefix_len)
+            exact = blind_exact(key, param, row.text) if row.text is not None else None
+            rows = [IndexRow(param, "string", value=t) for t in tokens[:-1]]
+            rows.append(IndexRow(param, "string", value=tokens[-1], text=exact))
+            return rows
+        if row.kind == "token":
+            if row.value is None:
+                return []  # a display text alone: not searchable once blinded
+            return [
+                IndexRow(
+                    param, "token", system=row.system, value=self.query_token(param, row.value)
+                )
+            ]
+        if row.kind == "date":
+            day = _date_text(row.lo, row.hi)
+            if day is None:
+                return []
+            return [IndexRow(param, "token", system=DATE_SYSTEM, value=self.query_date(param, day))]
+        return []  # no other kind identifies a person; drop rather than leak
+
+    # -- the query side: the same transformations applied to search arguments -----------
+    def query_token(self, param: str, code: str) -> str:
+        return blind_token(self._key, param, None, code)
+
+    def query_prefix(self, param: str, text: str) -> tuple[str, bool]:
+        """(token, needs_recheck) for a default (starts-with) string search."""
+        found = blind_prefix_query(self._key, param, text, self.prefix_len)
+        return found.token, found.needs_recheck
+
+    def query_exact(self, param: str, raw: str) -> str:
+        return blind_exact(self._key, param, raw)
+
+    def query_date(self, param: str, date_text: str) -> str:
+        """Token of a date given at day, month or year precision (YYYY-MM-DD, YYYY-MM, YYYY)."""
+        return blind_token(self._key, param, DATE_SYSTEM, date_text)
+
+    def query_reference_identifier(self, system_value: str) -> str:
+        return blind_token(self._key, "reference:identifier", None, system_value)
+
+
+def _date_text(lo: float | None, hi: float | None) -> str | None:
+    """The date at the precision it was given, recovered from its index range."""
+    if lo is None or hi is None:
+        return None
+    start = datetime.fromtimestamp(lo, UTC)
+    span = hi - lo
+    if span <= _DAY:
+        return start.strftime("%Y-%m-%d")
+    if span <= 31 * _DAY:
+        return start.strftime("%Y-%m")
+    return start.strftime("%Y")
