@@ -118,7 +118,9 @@ def hkdf_sha256(ikm: bytes, info: bytes, length: int = KEY_LEN, salt: bytes | No
 
 
 def hmac_sha256(key: bytes, msg: bytes) -> bytes:
-    return hmac.new(key, msg, hashlib.sha256).digest()
+    # One-shot C implementation: several times faster than hmac.new(...).digest(), and
+    # blind indexing calls this ~100 times per Patient written.
+    return hmac.digest(key, msg, "sha256")
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,8 @@ from phivault.store.common import SqlReadView, SqlWriteTx
 from phivault.store.sql import VERSION_COLUMNS, Queries, load_migrations, row_to_version
 
 BUSY_TIMEOUT_MS = 30_000
+MAX_BATCH = 512  # writes per group commit
+MAX_BATCH_AGE_S = 0.05  # a batch never waits longer than this for more writers
 
 
 class SqliteStore(SqlReadView):
@@ -32,6 +35,9 @@ class SqliteStore(SqlReadView):
         self._queries = Queries(lambda s: s, insert_returning=True)
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        self._waiting_lock = threading.Lock()
+        self._waiting = 0
+        self._batch = _Batch()
         self._all_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._writer = self._connect()
@@ -73,27 +79,78 @@ class SqliteStore(SqlReadView):
     # -- writes ---------------------------------------------------------------------------
     @contextmanager
     def write(self) -> Iterator[SqlWriteTx]:
-        with self._write_lock:
+        """One write transaction, group-committed.
+
+        Each caller's block runs under the writer lock inside a SAVEPOINT of a shared
+        transaction; the last writer in line (or a full or old batch) commits, and every
+        caller returns only once the commit that holds its work is durable. One fsync
+        then covers many requests. A block that raises rolls back to its savepoint only.
+        """
+        with self._waiting_lock:
+            self._waiting += 1
+        self._write_lock.acquire()
+        with self._waiting_lock:
+            self._waiting -= 1
+        try:
             conn = self._writer
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise _translate(exc) from None
+            batch = self._batch
+            if not conn.in_transaction:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    raise _translate(exc) from None
+                batch.started = time.monotonic()
+            conn.execute("SAVEPOINT phivault_write")
             tx = SqlWriteTx(conn, self._queries, lambda sql, rows: _executemany(conn, sql, rows))
             try:
                 yield tx
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                raise _translate(exc) from None
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                self._undo_block(conn, batch)
+                self._maybe_commit(conn, batch)
+                if isinstance(exc, sqlite3.Error):
+                    raise _translate(exc) from None
                 raise
+            conn.execute("RELEASE phivault_write")
+            batch.count += 1
+            self._maybe_commit(conn, batch)
+        finally:
+            self._write_lock.release()
+        batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+
+    def _undo_block(self, conn: sqlite3.Connection, batch: _Batch) -> None:
+        try:
+            conn.execute("ROLLBACK TO phivault_write")
+            conn.execute("RELEASE phivault_write")
+        except sqlite3.Error:
+            pass
+        if not conn.in_transaction and batch.count:
+            # SQLite rolled back the whole transaction (e.g. disk full): the batch is lost.
+            self._finish(batch, StoreError())
+
+    def _maybe_commit(self, conn: sqlite3.Connection, batch: _Batch) -> None:
+        if batch.done.is_set():
+            return
+        with self._waiting_lock:
+            waiting = self._waiting
+        full = batch.count >= MAX_BATCH or time.monotonic() - batch.started > MAX_BATCH_AGE_S
+        if waiting and not full:
+            return  # the next writer in line continues this transaction
+        error: Exception | None = None
+        if conn.in_transaction:
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise _translate(exc) from None
+                error = _translate(exc)
+        self._finish(batch, error)
+
+    def _finish(self, batch: _Batch, error: Exception | None) -> None:
+        batch.error = error
+        batch.done.set()
+        self._batch = _Batch()
 
     # -- schema ---------------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -158,6 +215,16 @@ class SqliteStore(SqlReadView):
                 conn.close()
             except sqlite3.Error:
                 pass
+
+
+class _Batch:
+    """Writers whose blocks share one transaction, and how that transaction ended."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: Exception | None = None
+        self.count = 0
+        self.started = time.monotonic()
 
 
 class _ThreadLocalConn:
