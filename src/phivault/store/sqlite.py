@@ -8,6 +8,7 @@ power cut, not only a crash of the process.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -20,6 +21,8 @@ from phivault.errors import StorageFull, StoreError, VersionConflict
 from phivault.store.base import VersionRecord
 from phivault.store.common import SqlReadView, SqlWriteTx
 from phivault.store.sql import VERSION_COLUMNS, Queries, load_migrations, row_to_version
+
+log = logging.getLogger("phivault.store")
 
 BUSY_TIMEOUT_MS = 30_000
 MAX_BATCH = 512  # writes per group commit
@@ -246,6 +249,10 @@ def _executemany(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]
 
 def _translate(exc: sqlite3.Error) -> Exception:
     text = str(exc).lower()
+    if not isinstance(exc, sqlite3.IntegrityError):
+        # SQLite's messages name schema objects and conditions ("no such column", "disk is
+        # full"), never row values, so operators get the cause without PHI.
+        log.warning("sqlite error %s: %s", type(exc).__name__, str(exc)[:200])
     if isinstance(exc, sqlite3.IntegrityError) and "unique" in text:
         return VersionConflict()
     if "full" in text:
