@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from phivault.api.http import fhir_json
+from phivault.api.middleware.security_headers import HEADERS as SECURITY_HEADERS
 from phivault.errors import PhivaultError
 from phivault.fhir.outcome import issue, operation_outcome
 
@@ -41,6 +42,11 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     # Never echo the exception: its text may hold PHI or internals. The type is enough to
     # find it in a debugger; the full trace is deliberately not logged.
     log.error("unexpected error: %s", type(exc).__name__)
-    return fhir_json(
+    response = fhir_json(
         operation_outcome([issue("fatal", "exception", "internal server error")]), status=500
     )
+    # Starlette answers unexpected errors outside the middleware stack, so the security
+    # headers are added here too.
+    for name, value in SECURITY_HEADERS:
+        response.headers[name.decode()] = value.decode()
+    return response

@@ -31,7 +31,7 @@ class AccessEvent:
     rid: str | None = None
     version: int | None = None
     compartment: str | None = None
-    query: tuple[tuple[str, str], ...] = ()  # search parameters (names; values keyed-hashed)
+    query: tuple[tuple[str, str], ...] = ()  # search parameters; the log keeps values keyed-hashed
     result_ids: tuple[str, ...] = ()  # "Type/id/version" of what was returned
     data_hash: str | None = None  # sha256 of the stored version touched
     detail: str | None = None  # error class name on failure

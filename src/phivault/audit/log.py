@@ -57,7 +57,9 @@ def encode_entry(event: AccessEvent, when: str, pseudonymize: Pseudonymizer) -> 
         # The patient is named only by a keyed pseudonym: the log itself holds no identity.
         entry["patient"] = pseudonymize(event.compartment)
     if event.query:
-        entry["query"] = [list(t) for t in event.query]
+        # Search values may identify a person (a name, an MRN): only a keyed hash is kept,
+        # so the log shows that two searches asked the same thing, never what.
+        entry["query"] = [[name, pseudonymize(f"{name}={value}")] for name, value in event.query]
     if event.result_ids:
         entry["results"] = list(event.result_ids)
     if event.data_hash:

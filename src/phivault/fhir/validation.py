@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from phivault.errors import InvalidResource
+from phivault.fhir.json_types import type_errors
 from phivault.fhir.resources import NOT_VALIDATABLE, R4_TYPES
 from phivault.types import Resource
 
@@ -44,13 +45,22 @@ def validate_resource(resource: Any) -> Resource:
         )
     if rtype in NOT_VALIDATABLE:
         raise InvalidResource(f"{rtype} cannot be validated by this server and is not accepted")
+    model = _model(rtype)
     try:
-        _model(rtype).model_validate(resource)
+        model.model_validate(resource)
     except ValidationError as exc:
         raise _to_invalid(rtype, exc) from None
     except (ValueError, TypeError):
         # Model code outside pydantic's own checks; its message may quote the input.
         raise InvalidResource(f"the {rtype} resource is not valid FHIR R4") from None
+    wrong: list[str] = []
+    type_errors(resource, model, rtype, wrong)
+    if wrong:
+        raise InvalidResource(
+            "invalid FHIR R4 resource: "
+            + "; ".join(f"{path}: wrong JSON type for this element" for path in wrong),
+            expression=wrong,
+        )
     return resource
 
 
