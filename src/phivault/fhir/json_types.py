@@ -15,7 +15,7 @@ import sys
 import types
 import typing
 from decimal import Decimal
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 # kind codes
@@ -74,7 +74,7 @@ def _resource_model(rtype: Any) -> Any:
         return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shape(model: Any) -> Shape:
     shape: Shape = {}
     module = sys.modules.get(model.__module__)
