@@ -235,3 +235,198 @@ class KeyShredded(Gone):
     """The data key of a compartment was destroyed on purpose (crypto-shredding)."""
 
     default_message = "the data of this patient was destroyed (crypto-shredded)"
+
+
+# --- PATCH, bundles and bulk export ------------------------------------------------------
+
+
+class InvalidPatch(BadRequest):
+    """The JSON Patch document itself is malformed (not a list of RFC 6902 operations)."""
+
+    default_message = "the JSON Patch document is not valid (RFC 6902)"
+
+
+class PatchConflict(Conflict):
+    """A patch that does not apply to the resource as it is now (RFC 5789 "conflicting
+    state"): a `test` operation failed or a path it assumes does not exist."""
+
+    default_message = "the patch does not apply to the current version of the resource"
+
+
+class PatchRefused(InvalidResource):
+    """A patch whose result may not be stored (it changes the id or the resource type)."""
+
+    issue_code = "processing"
+    default_message = "a patch must not change the id or the resourceType of a resource"
+
+
+class UnresolvedReference(PreconditionFailed):
+    """A conditional reference (Type?query) in a Bundle that matched no resource."""
+
+    issue_code = "not-found"
+    default_message = "a conditional reference matched no resource"
+
+
+class TooManyExports(PhivaultError):
+    http_status = 429
+    issue_code = "throttled"
+    exit_code = 75
+    default_message = "too many bulk exports are in progress; retry later"
+
+
+class ExportFailed(PhivaultError):
+    """A bulk export job that ended in error (or whose worker stopped)."""
+
+    http_status = 500
+    issue_code = "exception"
+    exit_code = 1
+    default_message = "the bulk export failed"
+
+
+# --- audit: checkpoints, verification, witnesses --------------------------------------------
+
+
+class CheckpointError(IntegrityError):
+    """A signed checkpoint is malformed or its signature does not verify (never says which)."""
+
+    default_message = "the audit checkpoint does not verify"
+
+
+class AuditVerifyFailed(IntegrityError):
+    """`audit verify` found entries, nodes, checkpoints or data rows that do not verify."""
+
+    default_message = "the audit log does not verify"
+
+
+class WitnessAlarm(IntegrityError):
+    """A checkpoint is not a consistent extension of one a witness saw before: rollback,
+    fork or rewritten history."""
+
+    default_message = "the audit log is not a consistent extension of the witnessed one"
+
+
+# --- identity and access control -----------------------------------------------------------
+
+
+class InvalidToken(Unauthorized):
+    """Any bearer token that does not verify: missing, expired, wrong audience or issuer,
+    unknown algorithm, bad signature, revoked session. Deliberately says nothing about
+    which check failed."""
+
+    default_message = "the access token is missing or not valid"
+
+
+class LoginFailed(Unauthorized):
+    """Wrong username, password or one-time code (never says which)."""
+
+    default_message = "the username, password or one-time code is not correct"
+
+
+class TooManyAttempts(PhivaultError):
+    """Authentication throttled (backoff after failures, or a rate limit)."""
+
+    http_status = 429
+    issue_code = "throttled"
+    exit_code = 75
+    default_message = "too many attempts; retry later"
+
+
+class WeakPassword(BadRequest):
+    issue_code = "business-rule"
+    default_message = "the password is too short or too common (at least 12 characters)"
+
+
+class UserExists(Conflict):
+    default_message = "a user with this username already exists"
+
+
+class UnknownUser(NotFound):
+    default_message = "no such user"
+
+
+class BreakGlassRefused(Forbidden):
+    """Emergency access asked for without a reason, or by a role that may not claim it."""
+
+    default_message = "break-glass access needs a clinical role and a reason"
+
+
+class OAuthError(BadRequest):
+    """An OAuth 2.0 error (RFC 6749 section 5.2); the token endpoint answers it as JSON
+    `{"error": oauth_error}` rather than as an OperationOutcome."""
+
+    oauth_error: ClassVar[str] = "invalid_request"
+    default_message = "the OAuth request is not valid"
+
+
+class InvalidGrant(OAuthError):
+    oauth_error = "invalid_grant"
+    default_message = "the authorization grant or refresh token is not valid"
+
+
+class InvalidClient(OAuthError):
+    http_status = 401
+    issue_code = "login"
+    oauth_error = "invalid_client"
+    default_message = "client authentication failed"
+
+
+class InvalidScope(OAuthError):
+    oauth_error = "invalid_scope"
+    default_message = "the requested scope is not valid or exceeds what was granted"
+
+
+class UnsupportedGrantType(OAuthError):
+    oauth_error = "unsupported_grant_type"
+    default_message = "unsupported grant type"
+
+
+# --- backups ----------------------------------------------------------------------------------
+
+
+class BackupError(PhivaultError):
+    """A backup could not be written, listed or read (repository unreachable, damaged)."""
+
+    http_status = 500
+    issue_code = "exception"
+    exit_code = 74  # EX_IOERR
+    default_message = "the backup repository cannot be used"
+
+
+class AppendOnlyViolation(BackupError):
+    """Something tried to overwrite or delete a repository object with the server's access."""
+
+    exit_code = 77
+    default_message = "the backup repository is append-only: nothing is overwritten or deleted"
+
+
+class BackupIntegrityError(IntegrityError):
+    """A snapshot manifest or a chunk is missing, altered, swapped or unsigned (never says
+    which check failed on a sealed object)."""
+
+    default_message = "the backup does not verify"
+
+
+class BackupKeyError(KeyMaterialError):
+    default_message = "the backup key does not belong to this repository"
+
+
+class PruneRefused(Forbidden):
+    """`backup prune` run with the server's repository access instead of the operator's."""
+
+    exit_code = 77
+    default_message = (
+        "prune needs the operator's credentials and backup key; the server's access can only add"
+    )
+
+
+class SnapshotNotFound(NotFound):
+    default_message = "no such backup snapshot"
+
+
+class DataDirDamaged(IntegrityError):
+    """The data directory failed the start-up integrity check; serving it is refused."""
+
+    default_message = (
+        "the data directory failed its integrity check; restore it from a backup with "
+        "`phivault backup restore --to DIR` (see `phivault backup list`)"
+    )

@@ -409,7 +409,7 @@ def test_conditional_create(client: TestClient, vault: Vault) -> None:
     assert vault.store.count_current() == before
 
     # Unsupported condition parameters are refused, never ignored.
-    outcome(post(client, "Basic", basic("9"), **{"if-none-exist": "subject=Patient/1"}), 400)
+    outcome(post(client, "Basic", basic("9"), **{"if-none-exist": "no-such-param=1"}), 400)
     outcome(post(client, "Basic", basic("9"), **{"if-none-exist": "identifier="}), 400)
     assert vault.store.count_current() == before
 
@@ -690,7 +690,7 @@ def test_every_response_has_security_headers(client: TestClient) -> None:
         client.get(f"/fhir/Patient/{rid}"),  # 410
         client.get("/fhir/Patient/nobody"),  # 404
         client.get("/nowhere"),  # 404 from the router
-        client.patch(f"/fhir/Patient/{rid}", content=b"{}", headers=CT),  # 405
+        client.patch("/fhir/Patient", content=b"{}", headers=CT),  # 405: no such route
         client.post("/fhir/Patient", content=b"{", headers=CT),  # 400
         client.post("/fhir/Patient", content=b"<x/>", headers={"content-type": "text/xml"}),
         client.get("/fhir/metadata", headers={"accept": "application/fhir+xml"}),  # 406

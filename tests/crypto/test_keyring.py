@@ -150,11 +150,14 @@ def test_rewrap_all(ring: KeyRing, store: MemoryWrappedKeyStore) -> None:
         else:
             assert after.decrypt_body(k, blob, b"v1") == k.encode()
     assert after.blind_index_key() == index_key
+    # A ring left on the old KEK is told the KEK was rotated (not an integrity alarm).
     stale = KeyRing(old_kek, store)
-    with pytest.raises(DecryptionError):
+    with pytest.raises(KeyMaterialError, match="rotated"):
         stale.decrypt_body(SYSTEM_KEY_ID, bodies[SYSTEM_KEY_ID], b"v1")
-    with pytest.raises(DecryptionError):
+    with pytest.raises(KeyMaterialError, match="rotated"):
         stale.blind_index_key()
+    with pytest.raises(KeyMaterialError, match="rotated"):
+        stale.check_current()
     for key_id, blob in store.blobs.items():
         if key_id != patient_key_id("0"):
             assert blob != old_blobs[key_id]

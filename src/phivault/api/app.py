@@ -7,18 +7,36 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from phivault.access.runtime import AccessControl
 from phivault.api import errors
+from phivault.api.audit_routes import AuditRoutes
 from phivault.api.fhir_routes import FhirRoutes
+from phivault.api.interaction_routes import interaction_routes
+from phivault.api.middleware.auth import BearerAuth
 from phivault.api.middleware.security_headers import SecurityHeaders
+from phivault.api.oauth_routes import OAuthRoutes
+from phivault.api.search_routes import SearchRoutes
 from phivault.config import Settings
 from phivault.errors import PhivaultError
 from phivault.service import Service
 
 
-def create_app(service: Service, settings: Settings) -> Starlette:
+def create_app(
+    service: Service, settings: Settings, access: AccessControl | None = None
+) -> Starlette:
+    """With `access`, every FHIR route needs a bearer token and the access policy
+    decides each interaction; without it (in-process tools, loopback-only serve), neither."""
     fhir = FhirRoutes(service, settings)
     base = settings.base_path
     routes = [
+        # AuditEvent (every method: writes are refused, never stored) and /audit/...
+        # before anything that could match /fhir/AuditEvent as a generic type.
+        *AuditRoutes(service, settings).routes(),
+        # Bundles, PATCH, $everything and $export first: the generic {rtype}/{rid}
+        # routes below would otherwise match their paths.
+        *interaction_routes(service, settings),
+        # Search before {rtype}/{rid}: POST {rtype}/_search, GET Patient/{id}/{type}.
+        *SearchRoutes(fhir).routes(),
         Route(f"{base}/metadata", fhir.metadata, methods=["GET"]),
         Route(f"{base}/_history", fhir.history, methods=["GET"]),
         Route(f"{base}/{{rtype}}/_history", fhir.history, methods=["GET"]),
@@ -29,11 +47,15 @@ def create_app(service: Service, settings: Settings) -> Starlette:
         Route(f"{base}/{{rtype}}/{{rid}}", fhir.delete, methods=["DELETE"]),
         Route(f"{base}/{{rtype}}", fhir.create, methods=["POST"]),
         Route(f"{base}/{{rtype}}", fhir.conditional_update, methods=["PUT"]),
-        Route(f"{base}/{{rtype}}", fhir.search, methods=["GET"]),
     ]
+    middleware = [Middleware(SecurityHeaders)]
+    if access is not None:
+        service.policy = access.policy
+        routes = [*OAuthRoutes(access, base).routes(), *routes]
+        middleware.append(Middleware(BearerAuth, access=access, base_path=base))
     return Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=middleware,
         exception_handlers={
             PhivaultError: errors.phivault_error,
             HTTPException: errors.http_error,

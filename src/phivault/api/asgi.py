@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 
 from phivault.api.app import create_app
+from phivault.backup.schedule import start_scheduled_backups
 from phivault.config import resolve_data_dir
 from phivault.vault import key_source, open_vault
 
@@ -15,12 +16,15 @@ from phivault.vault import key_source, open_vault
 def create() -> Starlette:
     vault = open_vault(resolve_data_dir(None), key_source())
     app = create_app(vault.service, vault.settings)
+    backups = start_scheduled_backups(vault)  # None unless [backup] interval_minutes is set
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            if backups is not None:
+                backups.stop()
             vault.close()
 
     app.router.lifespan_context = lifespan

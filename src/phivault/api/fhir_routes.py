@@ -20,9 +20,8 @@ from phivault.api.http import (
 )
 from phivault.config import Settings
 from phivault.errors import BadRequest, MethodNotAllowed
-from phivault.fhir.bundles import HistoryItem, history_bundle, searchset_bundle
+from phivault.fhir.bundles import HistoryItem, history_bundle
 from phivault.fhir.capability import capability_statement
-from phivault.fhir.conditions import parse_condition
 from phivault.fhir.outcome import information
 from phivault.service import Context, Service, Version, WriteResult
 
@@ -189,35 +188,3 @@ class FhirRoutes:
             for v in page.items
         ]
         return fhir_json(history_bundle(base, items, page.total, links))
-
-    async def search(self, request: Request) -> Response:
-        check_accept(request)
-        rtype = request.path_params["rtype"]
-        count = self._count(request)
-        offset_raw = request.query_params.get("_offset", "0")
-        if not offset_raw.isdigit():
-            raise BadRequest("_offset must be a non-negative integer")
-        offset = int(offset_raw)
-        terms = [(k, v) for k, v in request.query_params.multi_items() if k not in _PAGING]
-        if not terms:
-            raise BadRequest(
-                "this server needs at least one search parameter (_id, identifier, _tag, _security)"
-            )
-        condition = parse_condition(rtype, urlencode(terms))
-        versions, total = await run_in_threadpool(
-            lambda: self.service.search(
-                self.context(request), rtype, condition, count=count, offset=offset
-            )
-        )
-        base = self.base_url(request)
-        query = urlencode([*terms, ("_count", count)])
-        links = {"self": f"{base}/{rtype}?{query}&_offset={offset}"}
-        if offset + count < total:
-            links["next"] = f"{base}/{rtype}?{query}&_offset={offset + count}"
-        if offset > 0:
-            links["previous"] = f"{base}/{rtype}?{query}&_offset={max(0, offset - count)}"
-        matches = [(v.rtype, v.rid, v.body or b"{}") for v in versions]
-        return fhir_json(searchset_bundle(base, matches, total, links))
-
-
-_PAGING = {"_count", "_offset", "_format"}

@@ -6,115 +6,194 @@ Reads: the caller blocks until its entry is durable; a single appender thread co
 entries of all concurrent readers in one transaction (group commit), so one fsync covers
 many requests. If the log cannot be written, `record` raises AuditUnavailable and the
 service releases nothing (fail closed).
+The same thread signs a checkpoint (signed tree head) once a second while the log grows,
+and once more on close, so that at most about a second of entries is ever unsigned.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+import time
+from collections.abc import Sequence
 
-import orjson
-
+from phivault.audit.checkpoint import CheckpointSigner, make_checkpoint, parse_checkpoint
+from phivault.audit.entry import (
+    ENTRY_FORMAT,
+    Pseudonymizer,
+    decode_entry,
+    encode_entry,
+    encode_fields,
+    entry_fields,
+    index_row_of,
+)
 from phivault.audit.events import AccessEvent
-from phivault.audit.merkle import leaf_hash, new_nodes_for_append
+from phivault.audit.merkle import NodeKey, leaf_hash, new_nodes_for_append, perfect_subtrees
+from phivault.audit.merkle import read_nodes as _read_nodes
 from phivault.errors import AuditUnavailable, PhivaultError
 from phivault.fhir.resources import now_instant
+from phivault.store.audit_sql import AuditIndexRow
 from phivault.store.base import Store, WriteTx
+
+__all__ = [
+    "ENTRY_FORMAT",
+    "AuditLog",
+    "RightEdge",
+    "append_entries",
+    "encode_entry",
+]
 
 log = logging.getLogger("phivault.audit")
 
-ENTRY_FORMAT = 1
-MAX_BATCH = 2000
 DURABLE_TIMEOUT_S = 10.0
-
-Pseudonymizer = Callable[[str], str]
-
-
-def encode_entry(event: AccessEvent, when: str, pseudonymize: Pseudonymizer) -> bytes:
-    """The canonical bytes of one entry (the Merkle leaf). Sorted keys, no whitespace."""
-    entry: dict[str, Any] = {
-        "v": ENTRY_FORMAT,
-        "time": when,
-        "action": event.action,
-        "outcome": event.outcome,
-        "actor": event.actor,
-    }
-    if event.client:
-        entry["client"] = event.client
-    if event.purpose:
-        entry["purpose"] = event.purpose
-    if event.rtype:
-        entry["type"] = event.rtype
-    if event.rid:
-        entry["id"] = event.rid
-    if event.version is not None:
-        entry["version"] = event.version
-    if event.compartment:
-        # The patient is named only by a keyed pseudonym: the log itself holds no identity.
-        entry["patient"] = pseudonymize(event.compartment)
-    if event.query:
-        # Search values may identify a person (a name, an MRN): only a keyed hash is kept,
-        # so the log shows that two searches asked the same thing, never what.
-        entry["query"] = [[name, pseudonymize(f"{name}={value}")] for name, value in event.query]
-    if event.result_ids:
-        entry["results"] = list(event.result_ids)
-    if event.data_hash:
-        entry["data_sha256"] = event.data_hash
-    if event.detail:
-        entry["detail"] = event.detail
-    if event.extra:
-        entry["extra"] = dict(event.extra)
-    return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
+CHECKPOINT_INTERVAL_S = 1.0
+FILL_MIN = 16  # below this many concurrent callers, commit at once
+FILL_WAIT_S = 0.001  # longest a commit waits for them
 
 
-def append_entries(tx: WriteTx, entries: Sequence[bytes]) -> int:
-    """Append leaves and every Merkle node they complete, in the caller's transaction.
+class RightEdge:
+    """The committed right edge of the tree (the perfect subtrees of ``[0, size)``).
 
-    Returns the index of the first entry.
+    It lets a group commit extend the tree without reading a node. It is only trusted when
+    the log still has exactly the size it was recorded at: the log only grows, so another
+    writer's (or another process's) append shows up as a different size and the edge is
+    read again. A staged edge becomes current only after its transaction committed.
     """
+
+    __slots__ = ("_current", "_staged")
+
+    def __init__(self) -> None:
+        self._current: tuple[int, dict[NodeKey, bytes]] | None = None
+        self._staged: tuple[int, dict[NodeKey, bytes]] | None = None
+
+    def at(self, size: int) -> dict[NodeKey, bytes] | None:
+        current = self._current
+        return current[1] if current is not None and current[0] == size else None
+
+    def stage(self, size: int, edge: dict[NodeKey, bytes]) -> None:
+        self._staged = (size, edge)
+
+    def commit(self) -> None:
+        self._current, self._staged = self._staged, None
+
+    def discard(self) -> None:
+        self._current = self._staged = None
+
+
+def append_entries(
+    tx: WriteTx,
+    entries: Sequence[bytes],
+    index: Sequence[AuditIndexRow] | None = None,
+    edge: RightEdge | None = None,
+) -> int:
+    """Append leaves, every Merkle node they complete and their index rows, in the caller's
+    transaction. Returns the index of the first entry.
+
+    With `edge`, a right edge cached at the current size replaces the node reads, and the
+    new edge is staged on it (the caller commits it once the transaction is durable).
+    """
+    if index is None:
+        index = [index_row_of(decode_entry(e)) for e in entries]
     tx.lock_audit()
     size = tx.audit_size()
-    nodes = new_nodes_for_append(size, [leaf_hash(e) for e in entries], tx.audit_nodes)
-    tx.audit_append(size, entries, nodes)
+    old_edge = edge.at(size) if edge is not None else None
+    if old_edge is None:
+        old_edge = _read_nodes(tx.audit_nodes, perfect_subtrees(0, size))
+    cached = old_edge
+
+    def from_edge(keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
+        return {key: cached[key] for key in keys if key in cached}
+
+    nodes = new_nodes_for_append(size, [leaf_hash(e) for e in entries], from_edge)
+    tx.audit_append(size, entries, nodes, index)
+    if edge is not None:
+        new_size = size + len(entries)
+        edge.stage(
+            new_size,
+            {k: nodes.get(k) or cached[k] for k in perfect_subtrees(0, new_size)},
+        )
     return size
 
 
-@dataclass(slots=True)
-class _Pending:
-    entry: bytes
-    done: threading.Event = field(default_factory=threading.Event)
-    failed: bool = False
+class _Batch:
+    """The entries of one group commit and, per entry, a lock its caller blocks on.
+
+    A held lock per caller, released by the appender, rather than one shared Event:
+    waking hundreds of waiters of one Event makes them all queue again for its internal
+    lock, which costs more than the commit itself.
+    """
+
+    __slots__ = ("entries", "failed", "rows", "waiters")
+
+    def __init__(self) -> None:
+        self.entries: list[bytes] = []
+        self.rows: list[AuditIndexRow] = []
+        self.waiters: list[threading.Lock] = []
+        self.failed = False
+
+    def release(self) -> None:
+        for waiter in self.waiters:
+            waiter.release()
 
 
 class AuditLog:
-    """AuditSink over the store's audit tables."""
+    """AuditSink over the store's audit tables, with the checkpoint signer."""
 
-    def __init__(self, store: Store, pseudonymize: Pseudonymizer) -> None:
-        self._store = store
+    def __init__(
+        self,
+        store: Store,
+        pseudonymize: Pseudonymizer,
+        signer: CheckpointSigner | None = None,
+        *,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL_S,
+    ) -> None:
+        self.store = store
+        self.signer = signer
         self._pseudonymize = pseudonymize
-        self._queue: queue.Queue[_Pending | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._interval = checkpoint_interval
+        self._edge = RightEdge()
         self._lock = threading.Lock()
+        self._open = _Batch()
+        self._wakeup = threading.Event()
+        self._filled = threading.Event()
+        self._expect = 0  # callers the last commit released: they are about to queue again
+        self._thread: threading.Thread | None = None
         self._closed = False
+        self._checkpointed_size = 0
 
+    def pseudonymize(self, compartment: str) -> str:
+        """The keyed pseudonym the log uses for a patient compartment ("Patient/<id>")."""
+        return self._pseudonymize(compartment)
+
+    # -- recording --------------------------------------------------------------------------
     def record(self, event: AccessEvent, tx: WriteTx | None = None) -> None:
-        entry = encode_entry(event, now_instant(), self._pseudonymize)
+        fields = entry_fields(event, now_instant(), self._pseudonymize)
+        entry, row = encode_fields(fields), index_row_of(fields)
+        self._ensure_thread()
         if tx is not None:
             try:
-                append_entries(tx, [entry])
+                append_entries(tx, [entry], [row])
             except PhivaultError:
                 raise
             except Exception:
                 raise AuditUnavailable() from None
             return
-        pending = _Pending(entry)
-        self._ensure_thread()
-        self._queue.put(pending)
-        if not pending.done.wait(DURABLE_TIMEOUT_S) or pending.failed:
+        durable = threading.Lock()
+        durable.acquire()
+        with self._lock:
+            if self._closed:
+                raise AuditUnavailable()
+            batch = self._open
+            batch.entries.append(entry)
+            batch.rows.append(row)
+            batch.waiters.append(durable)
+            if len(batch.entries) == 1:
+                self._wakeup.set()
+            if len(batch.entries) >= self._expect:
+                self._filled.set()
+        # Fail closed: no answer within the timeout is a refusal, even if the entry is
+        # committed later (an entry for an access that did not happen is harmless).
+        if not durable.acquire(timeout=DURABLE_TIMEOUT_S) or batch.failed:
             raise AuditUnavailable()
 
     def _ensure_thread(self) -> None:
@@ -130,40 +209,72 @@ class AuditLog:
                 self._thread.start()
 
     def _run(self) -> None:
+        last_checkpoint = time.monotonic()
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit(batch)
+            self._wakeup.wait(self._interval)
+            if self._expect >= FILL_MIN:
+                # Under load, the callers the last commit released are queueing again: a
+                # moment's wait lets one fsync cover them all instead of half of them.
+                with self._lock:
+                    short = len(self._open.entries) < self._expect
+                    if short:
+                        self._filled.clear()
+                if short:
+                    self._filled.wait(FILL_WAIT_S)
+            with self._lock:
+                batch = self._open
+                if batch.entries:
+                    self._open = _Batch()
+                self._wakeup.clear()
+                stop = self._closed
+            if batch.entries:
+                self._commit(batch)
+                with self._lock:
+                    # Those just released plus those already waiting: how many to expect.
+                    self._expect = (len(batch.entries) + len(self._open.entries)) * 7 // 8
+            now = time.monotonic()
+            if stop or now - last_checkpoint >= self._interval:
+                self._checkpoint_if_grown()
+                last_checkpoint = now
             if stop:
                 return
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _commit(self, batch: _Batch) -> None:
         try:
-            with self._store.write() as tx:
-                append_entries(tx, [p.entry for p in batch])
+            with self.store.write() as tx:
+                append_entries(tx, batch.entries, batch.rows, self._edge)
+            self._edge.commit()
         except Exception as exc:  # any failure: every waiter is refused
+            self._edge.discard()
             log.error("audit append failed: %s", type(exc).__name__)
-            for pending in batch:
-                pending.failed = True
-        for pending in batch:
-            pending.done.set()
+            batch.failed = True
+        batch.release()
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _checkpoint_if_grown(self) -> None:
+        if self.signer is None:
+            return
+        try:
+            if self.store.audit_size() > self._checkpointed_size:
+                self.checkpoint()
+        except Exception as exc:  # the next tick tries again; never kill the appender
+            log.warning("audit checkpoint failed: %s", type(exc).__name__)
+
+    def checkpoint(self) -> bytes | None:
+        """Sign and store a checkpoint of the current tree (on demand); None if empty."""
+        if self.signer is None:
+            raise AuditUnavailable("the audit log has no signing key")
+        blob = make_checkpoint(self.store, self.signer)
+        if blob is not None:
+            self._checkpointed_size = parse_checkpoint(blob)[0].size
+        return blob
 
     def close(self) -> None:
+        """Commit what is queued, sign a last checkpoint and stop the appender."""
         with self._lock:
             self._closed = True
-            thread, self._thread = self._thread, None
+            thread = self._thread
+            self._wakeup.set()
         if thread is not None:
-            self._queue.put(None)
             thread.join(timeout=DURABLE_TIMEOUT_S)
+            self._thread = None

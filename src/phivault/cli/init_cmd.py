@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
 from phivault.cli.common import data_option, db_option, handle_errors, key_file_option
 from phivault.config import resolve_data_dir
+from phivault.crypto import primitives
 from phivault.crypto.kek import create_key_file
 from phivault.errors import ConfigError
 from phivault.vault import init_data_dir, key_source
@@ -23,9 +25,21 @@ from phivault.vault import init_data_dir, key_source
     default=None,
     help="Create a new random key file here and lock the data directory with it.",
 )
+@click.option(
+    "--self-signed-cert",
+    "cert_hosts",
+    multiple=True,
+    metavar="HOST",
+    help="Also make a self-signed TLS certificate for HOST (repeat for more names or IPs); "
+    "written as tls-cert.pem and tls-key.pem (mode 0600) in the data directory.",
+)
 @handle_errors
 def init(
-    data: Path | None, key_file: Path | None, db: str | None, generate_key_file: Path | None
+    data: Path | None,
+    key_file: Path | None,
+    db: str | None,
+    generate_key_file: Path | None,
+    cert_hosts: tuple[str, ...],
 ) -> None:
     """Create a data directory locked with a passphrase or key file."""
     data_dir = resolve_data_dir(data)
@@ -43,3 +57,17 @@ def init(
         )
     init_data_dir(data_dir, key_source(key_file=key_file), db_url=db)
     click.echo(f"initialised {data_dir}")
+    if cert_hosts:
+        cert, key = primitives.self_signed_certificate(list(cert_hosts))
+        _write_private(data_dir / "tls-key.pem", key)
+        _write_private(data_dir / "tls-cert.pem", cert)
+        click.echo(
+            f"self-signed certificate for {', '.join(cert_hosts)}: serve with "
+            f"--tls-cert {data_dir / 'tls-cert.pem'} --tls-key {data_dir / 'tls-key.pem'}"
+        )
+
+
+def _write_private(path: Path, content: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)

@@ -5,10 +5,16 @@ from __future__ import annotations
 import click
 
 from phivault import __version__
+from phivault.cli.audit_cmd import audit
+from phivault.cli.backup_cmd import backup
 from phivault.cli.demo_cmd import demo
 from phivault.cli.import_cmd import import_
 from phivault.cli.init_cmd import init
+from phivault.cli.keys_cmd import keys
+from phivault.cli.reindex_cmd import reindex_cmd
 from phivault.cli.serve_cmd import serve
+from phivault.cli.token_cmd import token
+from phivault.cli.user_cmd import user
 
 
 @click.group()
@@ -21,6 +27,12 @@ cli.add_command(init)
 cli.add_command(serve)
 cli.add_command(import_)
 cli.add_command(demo)
+cli.add_command(keys)
+cli.add_command(reindex_cmd)
+cli.add_command(user)
+cli.add_command(token)
+cli.add_command(audit)
+cli.add_command(backup)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -17,6 +18,10 @@ from phivault.cli.common import (
 )
 from phivault.config import resolve_data_dir
 from phivault.errors import ConfigError
+
+# Flipped to True once api/asgi.py builds AccessControl and passes it to create_app, so
+# that every FHIR route needs a bearer token; until then serve stays on loopback.
+ACCESS_CONTROL_WIRED = False
 
 
 def _is_loopback(host: str) -> bool:
@@ -35,19 +40,44 @@ def _is_loopback(host: str) -> bool:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--insecure-http",
+    is_flag=True,
+    help="Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).",
+)
 @handle_errors
 def serve(
-    data: Path | None, key_file: Path | None, db: str | None, host: str, port: int, workers: int
+    data: Path | None,
+    key_file: Path | None,
+    db: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    insecure_http: bool,
 ) -> None:
-    """Serve the FHIR API at http://HOST:PORT/fhir."""
+    """Serve the FHIR API at http(s)://HOST:PORT/fhir."""
     import uvicorn
 
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("give both --tls-cert and --tls-key")
+    tls = tls_cert is not None
     if not _is_loopback(host):
-        # No authentication exists yet: PHI must not be reachable from the network.
-        raise ConfigError(
-            "phivault serves on loopback only until access control is in place "
-            "(use --host 127.0.0.1)"
-        )
+        if not ACCESS_CONTROL_WIRED:
+            # The ASGI entry point does not yet enable bearer authentication: PHI must not
+            # be reachable from the network until it does.
+            raise ConfigError(
+                "phivault serves on loopback only until access control is enabled in the "
+                "server (use --host 127.0.0.1)"
+            )
+        if not tls and not insecure_http:
+            raise ConfigError(
+                "refusing plain HTTP on a network address: give --tls-cert and --tls-key "
+                "(or --insecure-http behind a TLS proxy)"
+            )
     data_dir = resolve_data_dir(data)
     # Unlock once here so a wrong key stops us before any worker starts.
     vault = open_from_cli(data_dir, key_file, db_url=db)
@@ -57,10 +87,13 @@ def serve(
         os.environ["PHIVAULT_KEY_FILE"] = str(key_file.resolve())
     if db:
         os.environ["PHIVAULT_DB"] = db
-    click.echo(
-        f"phivault serving {data_dir} at http://{host}:{port}/fhir "
-        "(loopback only: access control is not enabled yet)"
-    )
+    scheme = "https" if tls else "http"
+    click.echo(f"phivault serving {data_dir} at {scheme}://{host}:{port}/fhir")
+    # TLS 1.2 is the floor: Python's PROTOCOL_TLS_SERVER context (uvicorn's default)
+    # refuses SSLv3, TLS 1.0 and 1.1 since Python 3.10.
+    tls_options: dict[str, Any] = {}
+    if tls:
+        tls_options = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)}
     uvicorn.run(
         "phivault.api.asgi:create",
         factory=True,
@@ -70,4 +103,5 @@ def serve(
         log_level="warning",
         access_log=False,  # URLs carry search values, which may be PHI
         server_header=False,
+        **tls_options,
     )

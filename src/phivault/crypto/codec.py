@@ -15,13 +15,23 @@ class BodyCodec(Protocol):
     name: str
 
     def prepare(self, compartment: str | None) -> None:
-        """Make sure the key for `compartment` exists; called before a write transaction
-        opens, because creating a key is a write of its own."""
+        """Check `compartment` can be written (e.g. not crypto-shredded) before a write
+        transaction opens."""
         ...
 
     def seal(
-        self, rtype: str, rid: str, version: int, compartment: str | None, body: bytes
-    ) -> bytes: ...
+        self,
+        rtype: str,
+        rid: str,
+        version: int,
+        compartment: str | None,
+        body: bytes,
+        within: object | None = None,
+    ) -> bytes:
+        """`within`: the caller's open write transaction, if any. A compartment's first
+        data key is then created in it (one commit); without it, in a transaction of its
+        own, so never call `seal` inside a write transaction without passing it."""
+        ...
 
     def open(
         self, rtype: str, rid: str, version: int, compartment: str | None, blob: bytes
@@ -51,17 +61,37 @@ class KeyRingCodec:
         self.keyring = keyring
 
     def prepare(self, compartment: str | None) -> None:
-        self.keyring.data_key(key_id_for(compartment), create=True)
+        self.keyring.check_writable(key_id_for(compartment))
 
     def seal(
-        self, rtype: str, rid: str, version: int, compartment: str | None, body: bytes
+        self,
+        rtype: str,
+        rid: str,
+        version: int,
+        compartment: str | None,
+        body: bytes,
+        within: object | None = None,
     ) -> bytes:
-        return self.keyring.encrypt_body(key_id_for(compartment), body, _aad(rtype, rid, version))
+        return self.keyring.encrypt_body(
+            key_id_for(compartment), body, _aad(rtype, rid, version), within=within
+        )
 
     def open(
         self, rtype: str, rid: str, version: int, compartment: str | None, blob: bytes
     ) -> bytes:
         return self.keyring.decrypt_body(key_id_for(compartment), blob, _aad(rtype, rid, version))
+
+    def reseal(
+        self, rtype: str, rid: str, version: int, compartment: str | None, blob: bytes
+    ) -> bytes | None:
+        """The body sealed again under the current data-key generation, or None if it
+        already is (data-key rotation). Raises like `open`."""
+        generation = self.keyring.body_generation(blob)
+        if generation is not None and generation >= self.keyring.refresh().generation:
+            return None
+        body = self.open(rtype, rid, version, compartment, blob)
+        self.keyring.data_key(key_id_for(compartment), create=True)  # the new generation's
+        return self.seal(rtype, rid, version, compartment, body)
 
 
 class PlaintextCodec:
@@ -74,7 +104,13 @@ class PlaintextCodec:
         return None
 
     def seal(
-        self, rtype: str, rid: str, version: int, compartment: str | None, body: bytes
+        self,
+        rtype: str,
+        rid: str,
+        version: int,
+        compartment: str | None,
+        body: bytes,
+        within: object | None = None,
     ) -> bytes:
         return body
 

@@ -43,6 +43,13 @@ context), or a wrapped key could be moved to another key id.
 
 A key check value (`make_key_check`) is stored with the parameters so that a wrong
 passphrase or key file is reported at startup, before anything is read or written.
+
+Online KEK rotation hands the new KEK to servers that still hold the old one (see
+crypto/keystate.py). A KEK that supports this has `transfer_kind` and `transfer_state()`:
+what another process needs to rebuild it, which the rotation wraps under the old KEK. For
+`LocalKek` that is the key itself; a KMS KEK would return its key reference (the process
+authenticates to the KMS by itself) and register a loader for its kind with
+`register_kek_loader`. A KEK without them can still be rotated with the servers stopped.
 """
 
 from __future__ import annotations
@@ -76,9 +83,12 @@ __all__ = [
     "create_key_file",
     "get_key_source",
     "initialize_kek",
+    "kek_from_transfer",
+    "kek_transfer_state",
     "key_source_names",
     "make_key_check",
     "read_key_file",
+    "register_kek_loader",
     "register_key_source",
     "unlock_kek",
     "verify_key_check",
@@ -157,6 +167,7 @@ class LocalKek:
     """A KEK held in this process; wraps with AES-256-GCM."""
 
     __slots__ = ("_key", "key_id")
+    transfer_kind = "local"
 
     def __init__(self, key: bytes) -> None:
         if len(key) != primitives.KEY_LEN:
@@ -176,6 +187,52 @@ class LocalKek:
         if blob[:1] != _WRAP_V1:
             raise DecryptionError()
         return primitives.aead_decrypt(self._key, blob[1:], _WRAP_AAD_PREFIX + aad)
+
+    def transfer_state(self) -> bytes:
+        # The raw KEK, for an online rotation only: the caller wraps it under the old KEK
+        # at once (keystate.seal_transition) and the record is deleted when the rotation
+        # ends. Any other use would put the KEK beside the data.
+        return self._key
+
+
+# --- handing a KEK to another process (online rotation) --------------------------------------
+
+_KEK_LOADERS: dict[str, Callable[[bytes], Kek]] = {"local": LocalKek}
+
+
+def register_kek_loader(kind: str, loader: Callable[[bytes], Kek]) -> None:
+    """Make KEKs of `kind` transferable: `loader(transfer_state)` rebuilds one."""
+    if kind in _KEK_LOADERS:
+        raise ConfigError(f"a KEK loader named {kind!r} is already registered")
+    _KEK_LOADERS[kind] = loader
+
+
+def kek_transfer_state(kek: Kek) -> tuple[str, bytes]:
+    """(kind, state) of a KEK that can be handed to running servers during a rotation."""
+    kind = getattr(kek, "transfer_kind", None)
+    export = getattr(kek, "transfer_state", None)
+    if not isinstance(kind, str) or kind not in _KEK_LOADERS or not callable(export):
+        raise ConfigError(
+            "this key source cannot be handed to running servers: "
+            "stop the servers, rotate, and start them with the new key"
+        )
+    state = export()
+    if not isinstance(state, bytes):
+        raise ConfigError("the key source returned an invalid transfer state")
+    return kind, state
+
+
+def kek_from_transfer(kind: str, state: bytes) -> Kek:
+    loader = _KEK_LOADERS.get(kind)
+    key: Kek | None = None
+    if loader is not None:
+        try:
+            key = loader(state)
+        except ValueError:
+            key = None
+    if key is None:
+        raise KeyMaterialError("the key rotation record names an unknown kind of key")
+    return key
 
 
 # --- key check ------------------------------------------------------------------------------

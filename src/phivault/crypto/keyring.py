@@ -3,141 +3,100 @@
 Key ids:
 
 - ``patient:<id>``: the data key of one Patient compartment. Shredding it destroys every
-  copy of that patient's data, backups included, because backups hold only ciphertext.
+  copy of that patient's data, because every copy is ciphertext (backups taken before a
+  shred still hold the wrapped key: docs/ENCRYPTION.md).
 - ``system``: the data key for resources outside any patient compartment.
 - ``index``: the index root key, the source (via HKDF) of the blind-index key and the
   audit-pseudonym key. It is separate from the data keys on purpose, so that shredding a
   patient does not change how other patients are indexed or pseudonymized.
 
+Data keys have generations (`phivault keys rotate --data-keys`): generation 1 is stored
+under the bare id, generation n under ``<id>#<n>``. New bodies are sealed with the current
+generation (in the shared state record, crypto/keystate.py); older generations are kept,
+decrypt-only, because backups still hold ciphertext under them.
+
 The wrapped keys live in a `WrappedKeyStore` (a table of the store). The key ring only
-ever hands it wrapped blobs, and unwrapped keys are kept in a small bounded LRU cache.
+ever hands it wrapped blobs, and unwrapped keys are kept in a small bounded LRU cache,
+dropped whenever the shared state record's epoch moves (a shred or rotation by another
+process); the ring re-reads that one row at most every `refresh_interval` seconds.
 
 A shredded key id is replaced by a tombstone, not just deleted, so that reading its old
 ciphertext reports `KeyShredded` (410) instead of a missing key (an integrity alarm),
 and so that a later write cannot silently create a new key under the same id.
 
-Body blob format, version 1::
-
-    0x01 || nonce(12) || ciphertext || tag(16)
-    AAD = 0x01 || "phivault/body/v1" 0x00 || key_id 0x00 || caller's aad
-
-The version byte is inside the AAD, so it cannot be swapped to select another format.
+Body blobs: crypto/body.py (format v1 for generation 1, v2 with the generation after).
 """
 
 from __future__ import annotations
 
-import re
+import functools
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable
 
 from phivault.crypto import primitives
+from phivault.crypto.body import BODY_V1, body_aad, parse_body, seal_body
 from phivault.crypto.kek import Kek
+from phivault.crypto.keystate import (
+    INDEX_KEY_ID,
+    STATE_ID,
+    SYSTEM_KEY_ID,
+    TOMBSTONE,
+    TRANSITION_ID,
+    KeyState,
+    Transition,
+    check_key_id,
+    key_row_id,
+    open_transition,
+    parse_row_id,
+    patient_key_id,
+    rewrap_rows,
+    wrap_aad,
+)
+from phivault.crypto.keystore import KeyTx, MemoryWrappedKeyStore, WrappedKeyStore
 from phivault.errors import DecryptionError, KeyMaterialError, KeyShredded
 
 __all__ = [
     "INDEX_KEY_ID",
     "SYSTEM_KEY_ID",
     "KeyRing",
+    "KeyTx",
     "MemoryWrappedKeyStore",
     "WrappedKeyStore",
     "patient_key_id",
 ]
 
-SYSTEM_KEY_ID = "system"
-INDEX_KEY_ID = "index"
-_PATIENT_PREFIX = "patient:"
-# FHIR id: [A-Za-z0-9\-\.]{1,64}. Anything else in a key id (a NUL, a colon) could make two
-# different ids encode to the same AAD bytes.
-_KEY_ID_RE = re.compile(r"(?:system|patient:[A-Za-z0-9.\-]{1,64})")
-
-BODY_V1 = 1
-_BODY_DOMAIN = b"phivault/body/v1\x00"
-_DATA_KEY_WRAP_DOMAIN = b"phivault/data-key/v1\x00"
-_INDEX_WRAP_AAD = b"phivault/index-root/v1"
-# A tombstone is not a valid wrapped blob (LocalKek blobs start with 0x01).
-_TOMBSTONE = b"\x00shredded"
-
 _BLIND_INDEX_INFO = b"phivault/blind-index/v1"
 _AUDIT_PSEUDONYM_INFO = b"phivault/audit-pseudonym/v1"
 _AUDIT_SIGNING_INFO = b"phivault/audit-signing/v1"
 
-
-def patient_key_id(patient_id: str) -> str:
-    key_id = _PATIENT_PREFIX + patient_id
-    _check_key_id(key_id)
-    return key_id
-
-
-def _check_key_id(key_id: str) -> None:
-    if not _KEY_ID_RE.fullmatch(key_id):
-        raise ValueError("a data key id is 'system' or 'patient:<FHIR id>'")
-
-
-def _wrap_aad(key_id: str) -> bytes:
-    # Binding the key id means a wrapped key copied to another id does not unwrap: without
-    # it, an attacker with write access to the key table could make patient B's records
-    # decrypt under patient A's key id, or resurrect a shredded id with another key.
-    return _DATA_KEY_WRAP_DOMAIN + key_id.encode("ascii")
-
-
-class WrappedKeyStore(Protocol):
-    """Persistent home of wrapped keys (a table of the store).
-
-    `put_wrapped` both creates and replaces (rewrap, tombstone); it must be atomic. Key
-    creation must be serialized with other writers of the same key id (the store's
-    single writer does this): two processes creating the same patient's key at once
-    would leave one of them with data under a key that is then overwritten.
-    Deleting must really destroy the bytes (e.g. SQLite `PRAGMA secure_delete`).
-    """
-
-    def get_wrapped(self, key_id: str) -> bytes | None: ...
-
-    def put_wrapped(self, key_id: str, blob: bytes) -> None: ...
-
-    def add_wrapped(self, key_id: str, blob: bytes) -> bytes:
-        """Insert unless a blob is already stored; return the blob that is stored.
-
-        Key creation uses this, so that of two processes creating one patient's key at
-        once, both end up using the same (first) key.
-        """
-        ...
-
-    def delete_wrapped(self, key_id: str) -> None: ...
-
-    def iter_key_ids(self) -> Iterator[str]: ...
-
-
-class MemoryWrappedKeyStore:
-    """A `WrappedKeyStore` in a dict, for tests and tools."""
-
-    def __init__(self) -> None:
-        self.blobs: dict[str, bytes] = {}
-
-    def get_wrapped(self, key_id: str) -> bytes | None:
-        return self.blobs.get(key_id)
-
-    def put_wrapped(self, key_id: str, blob: bytes) -> None:
-        self.blobs[key_id] = blob
-
-    def add_wrapped(self, key_id: str, blob: bytes) -> bytes:
-        return self.blobs.setdefault(key_id, blob)
-
-    def delete_wrapped(self, key_id: str) -> None:
-        self.blobs.pop(key_id, None)
-
-    def iter_key_ids(self) -> Iterator[str]:
-        return iter(list(self.blobs))
+ROTATED_MESSAGE = (
+    "the key-encryption key of this data directory was rotated: "
+    "restart with the new passphrase or key file"
+)
 
 
 class KeyRing:
-    """Data keys per compartment, wrapped by a KEK, with a bounded cache of open keys."""
+    """Data keys per compartment, wrapped by a KEK, with a bounded cache of open keys.
 
-    def __init__(self, kek: Kek, store: WrappedKeyStore, *, cache_size: int = 256) -> None:
+    Locking rule: `self._lock` guards in-memory state only and is never held during store
+    I/O or a KEK call. A writer holding the store's write lock may be waiting for it (to
+    seal a body); holding it across store I/O would deadlock the two.
+    """
+
+    def __init__(
+        self,
+        kek: Kek,
+        store: WrappedKeyStore,
+        *,
+        cache_size: int = 256,
+        refresh_interval: float = 1.0,
+    ) -> None:
         if cache_size < 1:
             raise ValueError("cache_size must be at least 1")
-        self._kek = kek
+        # [0] wraps new keys; every entry may unwrap (during a KEK rotation: new, then old).
+        self._keks: list[Kek] = [kek]
         self._store = store
         # Bounded: every cached key is plaintext key material in memory (Python cannot
         # wipe bytes); an unbounded cache would hold every patient's key after a scan.
@@ -145,95 +104,279 @@ class KeyRing:
         self._cache_size = cache_size
         self._derived: dict[bytes, bytes] = {}
         self._lock = threading.RLock()
+        # How stale a shred or rotation done by another process may look here, at most.
+        self.refresh_interval = refresh_interval
+        self._state = KeyState()
+        self._state_raw: bytes | None = None
+        self._loaded = False
+        self._stale = False
+        self._last_refresh = -float("inf")
 
     @property
     def kek_id(self) -> str:
-        return self._kek.key_id
+        return self._keks[0].key_id
+
+    @property
+    def kek(self) -> Kek:
+        """The KEK that wraps new keys."""
+        return self._keks[0]
+
+    @property
+    def keks(self) -> tuple[Kek, ...]:
+        """Every KEK this ring unwraps with (two while a KEK rotation is under way)."""
+        return tuple(self._keks)
+
+    @property
+    def store(self) -> WrappedKeyStore:
+        return self._store
+
+    @property
+    def state(self) -> KeyState:
+        return self._state
+
+    # --- shared state ---------------------------------------------------------------------
+
+    def refresh(self, *, force: bool = False, within: object | None = None) -> KeyState:
+        """Re-read the shared state row (at most every `refresh_interval` unless forced):
+        drop cached keys if another process shredded or rotated, and follow a KEK rotation
+        that another process started. `within`: read through the caller's transaction."""
+        now = time.monotonic()
+        with self._lock:
+            if not force and now < self._last_refresh + self.refresh_interval:
+                return self._state
+            self._last_refresh = now  # claimed: concurrent callers keep the current state
+
+        def get(key_id: str) -> bytes | None:
+            return self._store.get_wrapped(key_id, within=within)
+
+        return self._apply(get(STATE_ID), get)
+
+    def _apply(self, raw: bytes | None, get: Callable[[str], bytes | None]) -> KeyState:
+        """Make `raw` (the state row as just read) this ring's state."""
+        with self._lock:
+            if self._loaded and raw == self._state_raw:
+                return self._state
+            keks = list(self._keks)
+        state = KeyState.from_bytes(raw)
+        keks, stale = self._follow(state, keks, get)  # I/O and KEK calls: outside the lock
+        with self._lock:
+            if self._loaded and state.epoch < self._state.epoch:
+                return self._state  # a concurrent refresh already applied a newer state
+            if not self._loaded or state.epoch != self._state.epoch:
+                self._cache.clear()
+            self._state, self._state_raw, self._loaded = state, raw, True
+            self._keks, self._stale = keks, stale
+            return state
+
+    def _follow(
+        self, state: KeyState, keks: list[Kek], get: Callable[[str], bytes | None]
+    ) -> tuple[list[Kek], bool]:
+        """The KEKs this ring should use under `state`, and whether it is stale (holds a
+        KEK that no longer wraps the store's keys and cannot follow the rotation)."""
+        if state.kek is None:
+            return keks, False  # no state record: nothing to follow
+        wrapping = keks[0]
+        to = state.transition_to
+        if to is not None and wrapping.key_id != to:
+            raw = get(TRANSITION_ID)
+            found = Transition.from_bytes(raw) if raw is not None else None
+            if found is not None and found.to_kek == to:
+                for old in keks:
+                    if old.key_id == found.from_kek:
+                        return [open_transition(old, found), old], False
+        if wrapping.key_id == to:
+            return keks, False  # on the new KEK; keep the old one to unwrap until the end
+        if wrapping.key_id == state.kek:
+            return [wrapping], False
+        return keks, True
+
+    def check_current(self) -> None:
+        """Raise `KeyMaterialError` if this ring's KEK is no longer the store's (a
+        rotation finished while this process held the old key): refuse to start."""
+        self.refresh(force=True)
+        if self._stale:
+            raise KeyMaterialError(ROTATED_MESSAGE)
+
+    def adopt(self, new_kek: Kek) -> None:
+        """Wrap with `new_kek` from now on, still unwrapping with the current KEKs."""
+        with self._lock:
+            self._keks = [new_kek, *(k for k in self._keks if k.key_id != new_kek.key_id)]
+
+    def update_state(self, change: Callable[[KeyTx, KeyState], KeyState | None]) -> KeyState:
+        """Change the shared state in one key transaction; `change` returns the new state
+        (bumped) or None to leave it. Returns the state after the transaction."""
+
+        def run(tx: KeyTx) -> KeyState:
+            current = self._read_state(tx)
+            new = change(tx, current)
+            if new is None:
+                return current
+            tx.put(STATE_ID, new.to_bytes())
+            return new
+
+        result = self._store.transact(run)
+        self.refresh(force=True)
+        return result
+
+    def _read_state(self, tx: KeyTx) -> KeyState:
+        raw = tx.get(STATE_ID)
+        # A store from before the state record: start one that names the KEK in use.
+        return KeyState.from_bytes(raw) if raw is not None else KeyState(kek=self.kek_id)
 
     # --- data keys ------------------------------------------------------------------------
 
     def data_key(self, key_id: str, create: bool = True) -> bytes:
-        """The unwrapped data key of `key_id`, creating it if asked and absent.
+        """The unwrapped data key of `key_id` (current generation), creating it if asked
+        and absent.
 
         Raises `KeyShredded` if the key was shredded, `KeyMaterialError` if it is absent
         and `create` is false, `DecryptionError` if the stored blob does not unwrap.
         """
-        _check_key_id(key_id)
-        return self._key(key_id, create)
+        check_key_id(key_id)
+        return self._key(key_id, self.refresh().generation, create)
 
-    def _key(self, key_id: str, create: bool) -> bytes:
+    def _key(
+        self, key_id: str, generation: int, create: bool, within: object | None = None
+    ) -> bytes:
+        row_id = key_row_id(key_id, generation) if key_id != INDEX_KEY_ID else key_id
         with self._lock:
-            cached = self._cache.get(key_id)
+            cached = self._cache.get(row_id)
             if cached is not None:
-                self._cache.move_to_end(key_id)
+                self._cache.move_to_end(row_id)
                 return cached
-        # Store I/O happens outside the lock: creating a key is a write transaction, and a
-        # writer that already holds the store's write lock may be waiting for this lock to
-        # seal a body (lock-order deadlock). add_wrapped makes concurrent creation safe.
-        blob = self._store.get_wrapped(key_id)
-        if blob == _TOMBSTONE:
-            raise KeyShredded()
-        if blob is None:
-            if not create:
-                raise KeyMaterialError("a data key is missing from the key store")
-            fresh = self._kek.wrap(primitives.random_key(), _wrap_aad(key_id))
-            blob = self._store.add_wrapped(key_id, fresh)
-            if blob == _TOMBSTONE:
+        blob: bytes | None
+        if within is not None:
+            # Inside the caller's transaction: read (or make) the row there, never through
+            # a second connection (a pool of them could be exhausted by such waits).
+            blob = self._create(key_id, row_id, within)
+        else:
+            blob = self._store.get_wrapped(row_id)
+            if blob is None and row_id != key_id and self._is_tombstone(key_id):
                 raise KeyShredded()
-        key = self._kek.unwrap(blob, _wrap_aad(key_id))
+            if blob is None:
+                if not create:
+                    raise KeyMaterialError("a data key is missing from the key store")
+                blob = self._create(key_id, row_id, None)
+        if blob == TOMBSTONE:
+            raise KeyShredded()
+        key = self._unwrap(row_id, blob)
         with self._lock:
-            self._cache[key_id] = key
-            self._cache.move_to_end(key_id)
+            self._cache[row_id] = key
+            self._cache.move_to_end(row_id)
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return key
 
+    def _is_tombstone(self, key_id: str) -> bool:
+        return self._store.get_wrapped(key_id) == TOMBSTONE
+
+    def _unwrap(self, row_id: str, blob: bytes) -> bytes:
+        for attempt in range(2):
+            for kek in list(self._keks):
+                try:
+                    return kek.unwrap(blob, wrap_aad(row_id))
+                except DecryptionError:
+                    continue
+            if attempt == 0:
+                self.refresh(force=True)  # a rotation may have begun elsewhere: follow it
+        if self._stale:
+            raise KeyMaterialError(ROTATED_MESSAGE)
+        raise DecryptionError()
+
+    def _create(self, key_id: str, row_id: str, within: object | None) -> bytes:
+        """The stored blob of `row_id`, created if absent, in a key transaction (joining
+        `within` if given) that holds the state row's shared lock: a key must never be
+        wrapped under a KEK that a rotation is replacing, or a restart with the new KEK
+        could not open it."""
+        insert = functools.partial(self._insert_key, key_id, row_id)
+        for _ in range(8):
+            stored = self._store.transact(insert, exclusive=False, within=within)
+            if stored is not None:
+                return stored
+        raise KeyMaterialError("the key ring's state keeps changing; try again")
+
+    def _insert_key(self, key_id: str, row_id: str, tx: KeyTx) -> bytes | None:
+        """Runs inside the key transaction. None: the state changed under us, try again."""
+        raw = tx.get(STATE_ID)
+        self._apply(raw, tx.get)  # follow a rotation that began, as this transaction sees it
+        with self._lock:
+            if self._stale:
+                raise KeyMaterialError(ROTATED_MESSAGE)
+            if raw != self._state_raw:
+                return None  # a concurrent refresh applied another state meanwhile
+            wrapping = self._keks[0]
+        if tx.get(key_id) == TOMBSTONE:
+            raise KeyShredded()
+        existing = tx.get(row_id)
+        if existing is not None:
+            return existing
+        fresh = wrapping.wrap(primitives.random_key(), wrap_aad(row_id))
+        return tx.add(row_id, fresh)  # another process may have created it first: use theirs
+
     def has_key(self, key_id: str) -> bool:
-        blob = self._store.get_wrapped(key_id)
-        return blob is not None and blob != _TOMBSTONE
+        if self.is_shredded(key_id):
+            return False
+        return any(
+            (parsed := parse_row_id(row)) is not None and parsed[0] == key_id
+            for row in self._store.iter_key_ids()
+        )
 
     def is_shredded(self, key_id: str) -> bool:
-        return self._store.get_wrapped(key_id) == _TOMBSTONE
+        return self._store.get_wrapped(key_id) == TOMBSTONE
 
     def shred(self, key_id: str) -> None:
-        """Destroy a data key: every ciphertext under it becomes unreadable, for good."""
-        _check_key_id(key_id)
+        """Destroy a data key, every generation: every ciphertext under it becomes
+        unreadable, for good, here and in every backup."""
+        check_key_id(key_id)
         if key_id == SYSTEM_KEY_ID:
             raise ValueError("the system data key cannot be shredded")
+
+        def destroy(tx: KeyTx, state: KeyState) -> KeyState:
+            # Delete, then tombstone: the wrapped key is gone even if a store implemented
+            # put as insert-new-row-keep-old.
+            for row in tx.ids():
+                parsed = parse_row_id(row)
+                if parsed is not None and parsed[0] == key_id:
+                    tx.delete(row)
+            tx.put(key_id, TOMBSTONE)
+            return state.bumped()  # tells other processes to drop their cached copy
+
+        self.update_state(destroy)
         with self._lock:
-            self._cache.pop(key_id, None)
-        # Store writes outside the lock (see _key). Delete first, then tombstone: the
-        # wrapped key is gone even if a store implements put as insert-new-row-keep-old.
-        self._store.delete_wrapped(key_id)
-        self._store.put_wrapped(key_id, _TOMBSTONE)
-        with self._lock:
-            self._cache.pop(key_id, None)  # a reader may have cached it meanwhile
+            for row in list(self._cache):
+                parsed = parse_row_id(row)
+                if parsed is not None and parsed[0] == key_id:
+                    del self._cache[row]
 
     def rewrap_all(self, new_kek: Kek) -> int:
-        """Rewrap every wrapped key (data keys and the index root) under `new_kek`.
+        """Rewrap every wrapped key (every generation of every data key, and the index
+        root) under `new_kek`, then record `new_kek` as the store's KEK and wrap with it.
 
-        KEK rotation; returns how many keys were rewrapped.
-
-        Resumable: a key already wrapped by `new_kek` (from an interrupted run) is left
-        as is. Store the new key check only after this returns, and keep the old KEK
-        source until then.
+        Returns how many keys were rewrapped. Resumable: a key already wrapped by
+        `new_kek` (from an interrupted run) is left as is; a key that opens under neither
+        KEK aborts with `DecryptionError`. Store the new key check only after this
+        returns, and keep the old KEK source until then.
         """
-        with self._lock:
-            count = 0
-            for key_id in list(self._store.iter_key_ids()):
-                blob = self._store.get_wrapped(key_id)
-                if blob is None or blob == _TOMBSTONE:
-                    continue
-                aad = _wrap_aad(key_id) if key_id != INDEX_KEY_ID else _INDEX_WRAP_AAD
-                try:
-                    key = self._kek.unwrap(blob, aad)
-                except DecryptionError:
-                    new_kek.unwrap(blob, aad)  # already rewrapped, or raises: not ours
-                    continue
-                self._store.put_wrapped(key_id, new_kek.wrap(key, aad))
-                count += 1
-            self._kek = new_kek
-            return count
+        old = list(self._keks)
+        rows = [r for r in self._store.iter_key_ids() if r == INDEX_KEY_ID or parse_row_id(r)]
+        count = 0
+        for start in range(0, len(rows), 200):
+            batch = rows[start : start + 200]
+            count += self._store.transact(
+                functools.partial(rewrap_rows, rows=batch, old=old, new_kek=new_kek)
+            )
+
+        def finish(tx: KeyTx, state: KeyState) -> KeyState:
+            nonlocal count
+            # Again, in the locked transaction: a key created by a process that had not
+            # yet followed the rotation when the first pass read its row.
+            rows = [r for r in tx.ids() if r == INDEX_KEY_ID or parse_row_id(r)]
+            count += rewrap_rows(tx, rows, old, new_kek)
+            return state.bumped(kek=new_kek.key_id)
+
+        self.adopt(new_kek)
+        self.update_state(finish)
+        return count
 
     def forget_cached(self) -> None:
         """Drop every cached key (e.g. on lock or idle timeout)."""
@@ -243,23 +386,78 @@ class KeyRing:
 
     # --- bodies ---------------------------------------------------------------------------
 
-    def encrypt_body(self, key_id: str, plaintext: bytes, aad: bytes) -> bytes:
-        """Encrypt a resource body under `key_id`'s data key (created if absent).
+    def encrypt_body(
+        self, key_id: str, plaintext: bytes, aad: bytes, *, within: object | None = None
+    ) -> bytes:
+        """Encrypt a resource body under `key_id`'s data key (current generation),
+        creating the key if absent: inside `within`, the caller's open write transaction,
+        when one is given.
 
         `aad` should name the version (type/id/version): a body copied onto another
         version then fails to decrypt instead of showing the wrong record.
         """
-        key = self.data_key(key_id, create=True)
-        version = bytes([BODY_V1])
-        return version + primitives.aead_encrypt(key, plaintext, _body_aad(key_id, aad))
+        check_key_id(key_id)
+        generation, key = self._sealing_key(key_id, within)
+        return seal_body(key, key_id, generation, plaintext, aad)
+
+    def _sealing_key(self, key_id: str, within: object | None) -> tuple[int, bytes]:
+        current = self.refresh(within=within).generation
+        if within is not None:
+            return current, self._key(key_id, current, create=True, within=within)
+        try:
+            return current, self._key(key_id, current, create=False)
+        except KeyMaterialError:
+            if self._stale:
+                raise
+        # Perhaps inside a write transaction that was not handed to us, where creating a
+        # key would open a second one (SQLite's writer would wait on itself): seal with the
+        # newest generation that exists; the data-key rotation's sweep re-encrypts it.
+        for generation in range(current - 1, 0, -1):
+            try:
+                return generation, self._key(key_id, generation, create=False)
+            except KeyMaterialError:
+                if self._stale:
+                    raise
+        return current, self._key(key_id, current, create=True)
+
+    def check_writable(self, key_id: str) -> None:
+        """Before a write transaction opens: raise `KeyShredded` for a shredded id (and
+        `KeyMaterialError` for a rotated-out KEK). A missing key is fine: the write
+        creates it inside its own transaction."""
+        check_key_id(key_id)
+        try:
+            self._key(key_id, self.refresh().generation, create=False)
+        except KeyMaterialError:
+            if self._stale:
+                raise
 
     def decrypt_body(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
         """Raises `KeyShredded` for a shredded key id, `DecryptionError` for any other
         failure (wrong key id, wrong aad, tampering, unknown format)."""
-        key = self.data_key(key_id, create=False)
-        if blob[:1] != bytes([BODY_V1]):
+        check_key_id(key_id)
+        self.refresh()  # a shred by another process drops the cached key within the interval
+        parsed = parse_body(blob)
+        if parsed is None:
+            if self.is_shredded(key_id):
+                raise KeyShredded()
             raise DecryptionError()
-        return primitives.aead_decrypt(key, blob[1:], _body_aad(key_id, aad))
+        fmt, generation, payload = parsed
+        key: bytes | None = None
+        try:
+            key = self._key(key_id, generation, create=False)
+        except KeyMaterialError:
+            if fmt == BODY_V1 or self._stale:
+                raise
+        if key is None:
+            # The generation comes from an unauthenticated header: a missing key for it is
+            # as likely tampering as loss, and must look like any other failed decrypt.
+            raise DecryptionError()
+        return primitives.aead_decrypt(key, payload, body_aad(fmt, key_id, generation, aad))
+
+    def body_generation(self, blob: bytes) -> int | None:
+        """The data-key generation a body was sealed with (None: not a body blob)."""
+        parsed = parse_body(blob)
+        return parsed[1] if parsed else None
 
     # --- keys derived from the index root -------------------------------------------------
 
@@ -280,20 +478,8 @@ class KeyRing:
         with self._lock:
             derived = self._derived.get(info)
         if derived is None:
-            derived = primitives.hkdf_sha256(self._index_root(), info)  # I/O outside the lock
+            root = self._key(INDEX_KEY_ID, 1, create=True)  # I/O outside the lock
+            derived = primitives.hkdf_sha256(root, info)
             with self._lock:
                 derived = self._derived.setdefault(info, derived)
         return derived
-
-    def _index_root(self) -> bytes:
-        blob = self._store.get_wrapped(INDEX_KEY_ID)
-        if blob is None:
-            fresh = self._kek.wrap(primitives.random_key(), _INDEX_WRAP_AAD)
-            blob = self._store.add_wrapped(INDEX_KEY_ID, fresh)
-        return self._kek.unwrap(blob, _INDEX_WRAP_AAD)
-
-
-def _body_aad(key_id: str, aad: bytes) -> bytes:
-    # Binding the key id: a body moved from patient A's rows to patient B's does not
-    # decrypt, even if the store were tricked into using B's key for A's row.
-    return bytes([BODY_V1]) + _BODY_DOMAIN + key_id.encode("ascii") + b"\x00" + aad

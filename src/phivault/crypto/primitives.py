@@ -56,6 +56,7 @@ __all__ = [
     "seal_to_public",
     "sign",
     "verify_signature",
+    "x25519_public_key_of",
 ]
 
 KEY_LEN = 32
@@ -206,6 +207,15 @@ def generate_x25519_keypair() -> tuple[bytes, bytes]:
     )
 
 
+def x25519_public_key_of(private_key: bytes) -> bytes:
+    """The raw 32-byte X25519 public key of a raw private key (to check a key file)."""
+    return (
+        X25519PrivateKey.from_private_bytes(private_key)
+        .public_key()
+        .public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
+    )
+
+
 def _sealed_key(shared: bytes, ephemeral_pub: bytes, recipient_pub: bytes) -> bytes:
     # Both public keys go into the salt so that the key is bound to this exact exchange;
     # without them a blob could be re-targeted to another recipient sharing the secret
@@ -243,3 +253,45 @@ def open_sealed(recipient_private: bytes, blob: bytes, aad: bytes) -> bytes:
     if key is None:
         raise DecryptionError()
     return aead_decrypt(key, blob[33:], aad)
+
+
+# --- TLS: a self-signed certificate for a clinic LAN ------------------------------------------
+
+
+def self_signed_certificate(
+    hostnames: list[str], *, days: int = 825, common_name: str = "phivault"
+) -> tuple[bytes, bytes]:
+    """(certificate PEM, private key PEM) for a server on a LAN: ECDSA P-256, SHA-256,
+    the given DNS names and IP addresses as subjectAltName. 825 days is the longest
+    validity that browsers and Apple platforms accept for a TLS server certificate."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for host in hostnames or ["localhost"]:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
+    return cert.public_bytes(ser.Encoding.PEM), key_pem

@@ -68,8 +68,9 @@ def searchset_bundle(
     total: int | None,
     links: dict[str, str],
     outcome: bytes | None = None,
+    included: Sequence[tuple[str, str, bytes]] = (),
 ) -> bytes:
-    """matches: (rtype, rid, body) in result order."""
+    """matches and included: (rtype, rid, body) in result order."""
     head: dict[str, object] = {
         "resourceType": "Bundle",
         "type": "searchset",
@@ -85,6 +86,14 @@ def searchset_bundle(
         + body
         + b',"search":{"mode":"match"}}'
         for rtype, rid, body in matches
+    ]
+    parts += [
+        b'{"fullUrl":"'
+        + f"{base_url}/{rtype}/{rid}".encode()
+        + b'","resource":'
+        + body
+        + b',"search":{"mode":"include"}}'
+        for rtype, rid, body in included
     ]
     if outcome is not None:
         parts.append(b'{"resource":' + outcome + b',"search":{"mode":"outcome"}}')

@@ -6,13 +6,15 @@ from functools import lru_cache
 from typing import Any
 
 from phivault import __version__
-from phivault.fhir.conditions import TOKEN_PARAMS
 from phivault.fhir.resources import STORABLE_TYPES
+from phivault.fhir.search import default_registry
+from phivault.fhir.search.query import MODIFIERS
 
 _INTERACTIONS = [
     "read",
     "vread",
     "update",
+    "patch",
     "delete",
     "history-instance",
     "history-type",
@@ -20,10 +22,73 @@ _INTERACTIONS = [
     "search-type",
 ]
 
+_BULK = "http://hl7.org/fhir/uv/bulkdata"
+# Operations per resource type (Patient $everything; Bulk Data $export at Patient and
+# Group level); the system-level $export is declared on rest.operation.
+_TYPE_OPERATIONS: dict[str, list[dict[str, str]]] = {
+    "Patient": [
+        {
+            "name": "everything",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+        },
+        {"name": "export", "definition": f"{_BULK}/OperationDefinition/patient-export"},
+    ],
+    "Group": [{"name": "export", "definition": f"{_BULK}/OperationDefinition/group-export"}],
+}
+
+
+def _with_operations(rtype: str, resource: dict[str, Any]) -> dict[str, Any]:
+    operations = _TYPE_OPERATIONS.get(rtype)
+    return {**resource, "operation": operations} if operations else resource
+
+
+_PREFIXES = "prefixes eq ne gt lt ge le sa eb ap"
+_SEARCH_DOC = (
+    "Search: OR with commas, AND by repeating a parameter; chained parameters and _has one "
+    "level deep; _include/_revinclude (with :iterate); _sort, _count, _summary, _elements, "
+    "_total; paging by opaque cursors. Unknown parameters are ignored and reported unless "
+    "Prefer: handling=strict. Identifying parameters of Patient, RelatedPerson, Practitioner "
+    "and Person (names, identifiers, telecom, address, birth and death dates) are encrypted "
+    "blind indexes: they support starts-with, :exact, :missing and token equality, and "
+    "refuse :contains, :text, date ranges and sorting."
+)
+
+
+def _search_params(rtype: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for code, param in default_registry().params_for(rtype).items():
+        modifiers = MODIFIERS.get(param.type)
+        if modifiers is None:
+            continue  # special parameters (near) are not supported
+        names = sorted(modifiers) + (["[type]"] if param.type == "reference" else [])
+        doc = "modifiers " + " ".join(f":{m}" for m in names)
+        if param.type in ("date", "number", "quantity"):
+            doc += "; " + _PREFIXES
+        entry = {"name": code, "definition": param.url, "type": param.type}
+        found.append({**entry, "documentation": doc})
+    return found
+
+
+@lru_cache(maxsize=1)
+def _rev_includes() -> dict[str, list[str]]:
+    """Target type -> the "Source:param" references that can point at it."""
+    registry = default_registry()
+    found: dict[str, list[str]] = {}
+    for source in sorted(STORABLE_TYPES):
+        for code, param in registry.params_for(source).items():
+            if param.type == "reference":
+                for target in param.targets:
+                    found.setdefault(target, []).append(f"{source}:{code}")
+    return found
+
+
+def _includes(rtype: str) -> list[str]:
+    params = default_registry().params_for(rtype)
+    return ["*"] + [f"{rtype}:{c}" for c, p in params.items() if p.type == "reference"]
+
 
 @lru_cache(maxsize=8)
 def _resources() -> tuple[dict[str, Any], ...]:
-    params = [{"name": name, "type": "token"} for name in sorted(TOKEN_PARAMS)]
     return tuple(
         {
             "type": rtype,
@@ -35,7 +100,9 @@ def _resources() -> tuple[dict[str, Any], ...]:
             "conditionalUpdate": True,
             "conditionalRead": "not-supported",
             "conditionalDelete": "not-supported",
-            "searchParam": params,
+            "searchInclude": _includes(rtype),
+            "searchRevInclude": _rev_includes().get(rtype, []),
+            "searchParam": _search_params(rtype),
         }
         for rtype in sorted(STORABLE_TYPES)
     )
@@ -51,11 +118,21 @@ def capability_statement(base_url: str) -> dict[str, Any]:
         "implementation": {"description": "phivault FHIR R4 server", "url": base_url},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "instantiates": [f"{_BULK}/CapabilityStatement/bulk-data"],
         "rest": [
             {
                 "mode": "server",
-                "resource": list(_resources()),
-                "interaction": [{"code": "history-system"}],
+                "documentation": _SEARCH_DOC,
+                "resource": [_with_operations(r["type"], r) for r in _resources()],
+                "interaction": [
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "history-system"},
+                ],
+                "operation": [
+                    {"name": "export", "definition": f"{_BULK}/OperationDefinition/export"}
+                ],
             }
         ],
     }

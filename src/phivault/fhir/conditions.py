@@ -1,42 +1,24 @@
-"""Search conditions as used by conditional create, update and delete.
+"""Search conditions of conditional create, update, patch and delete.
 
-Conditional interactions must never guess: a parameter the server cannot evaluate would
-silently widen the match, so here an unsupported parameter is always an error.
+A condition is an ordinary search, parsed by the real parser in strict mode: conditional
+interactions must never guess, and a parameter the server ignored would silently widen
+the match (and update or delete the wrong record). Result parameters (_sort, _count, ...)
+have no meaning in a condition and are refused too.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from phivault.errors import BadRequest, UnsupportedSearchParameter
-
-MAX_TERMS = 20
-MAX_VALUES = 50
-
-TOKEN_PARAMS = frozenset({"_id", "identifier", "_tag", "_security"})
-
-
-@dataclass(frozen=True, slots=True)
-class Term:
-    param: str
-    values: tuple[tuple[str | None, str], ...]  # (system or None for any, code), ORed
+from phivault.errors import BadRequest
+from phivault.fhir.search.model import SearchRequest
+from phivault.fhir.search.query import MAX_PARAMS, parse_search
 
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    terms: tuple[Term, ...]  # ANDed
-
-    def audit_terms(self) -> tuple[tuple[str, str], ...]:
-        """Parameter names with hashed values: the audit log records what was asked
-        without recording identifying values in clear."""
-        out = []
-        for term in self.terms:
-            for system, code in term.values:
-                digest = hashlib.sha256(f"{system or ''}|{code}".encode()).hexdigest()[:16]
-                out.append((term.param, digest))
-        return tuple(out)
+    request: SearchRequest
 
 
 def parse_condition(rtype: str, query: str) -> Condition:
@@ -48,32 +30,15 @@ def parse_condition(rtype: str, query: str) -> Condition:
             raise BadRequest("the condition names another resource type")
     try:
         pairs = parse_qsl(
-            query, keep_blank_values=True, strict_parsing=True, max_num_fields=MAX_TERMS
+            query, keep_blank_values=True, strict_parsing=True, max_num_fields=MAX_PARAMS
         )
     except ValueError:
         raise BadRequest("the condition is not a valid query string") from None
     if not pairs:
         raise BadRequest("the condition is empty")
-    terms: list[Term] = []
-    for name, raw in pairs:
-        if name not in TOKEN_PARAMS:
-            raise UnsupportedSearchParameter(
-                "unsupported parameter in a condition: "
-                + (name if name.replace("_", "").replace("-", "").isalnum() else "(invalid)")
-            )
-        values = raw.split(",")
-        if len(values) > MAX_VALUES or any(not v for v in values):
-            raise BadRequest(f"invalid value for {name}")
-        parsed: list[tuple[str | None, str]] = []
-        for value in values:
-            if name == "_id":
-                parsed.append((None, value))
-            elif "|" in value:
-                system, code = value.split("|", 1)
-                if not code:
-                    raise BadRequest(f"a {name} condition needs a code")
-                parsed.append((system, code))
-            else:
-                parsed.append((None, value))
-        terms.append(Term(name, tuple(parsed)))
-    return Condition(tuple(terms))
+    request = parse_search(rtype, pairs, strict=True)
+    if request.has_results_controls:
+        raise BadRequest("a condition takes search parameters only (no _sort, _count, ...)")
+    if not request.filters:
+        raise BadRequest("the condition is empty")
+    return Condition(request)

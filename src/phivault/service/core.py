@@ -10,17 +10,23 @@ module does. Everything here is synchronous; the HTTP layer runs it in worker th
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import overload
 
-from phivault.audit.events import SUCCESS, AccessEvent, AuditSink
+from phivault.access.policy import AccessPolicy, AllowAll
+from phivault.access.principal import Principal
+from phivault.audit.events import MINOR_FAILURE, SERIOUS_FAILURE, SUCCESS, AccessEvent, AuditSink
 from phivault.crypto.codec import BodyCodec
 from phivault.errors import (
     BadRequest,
+    DecryptionError,
     Gone,
     IdMismatch,
     InvalidResource,
+    KeyShredded,
     MalformedJson,
     NotFound,
     PhivaultError,
@@ -33,12 +39,19 @@ from phivault.fhir import resources as fhir_types
 from phivault.fhir.conditions import Condition, parse_condition
 from phivault.fhir.indexing import IndexPolicy, index_rows, last_updated_rows, patient_compartment
 from phivault.fhir.validation import validate_resource
-from phivault.store.base import HistoryQuery, NewVersion, ReadView, Store, VersionRecord, WriteTx
+from phivault.service import authorize
+from phivault.service.audited import audits_failure, check_writable
+from phivault.service.patch import patch_resource
+from phivault.service.search import Searcher, SearchResult
+from phivault.store.base import HistoryQuery, NewVersion, Store, VersionRecord, WriteTx
 from phivault.types import IndexRow, Resource
 
 MAX_CONDITION_MATCHES = 2  # we only need to know 0, 1 or "more than one"
-
-
+# Integrity alarms (a stored body that fails authentication). Type and row number only:
+# never ids, values or key material.
+security_log = logging.getLogger("phivault.security")
+# The interaction recorded in history (versions.method) per write action.
+_METHODS = {"create": "POST", "patch": "PATCH"}
 @dataclass(frozen=True, slots=True)
 class Context:
     """Who is asking, from where and why. Filled in by the API's authentication step."""
@@ -46,6 +59,9 @@ class Context:
     actor: str = "anonymous"
     client: str | None = None
     purpose: str | None = None
+    # The authenticated caller (roles, scopes, patient context, session, break-glass);
+    # None for trusted in-process callers (CLI with the key), which the policy allows.
+    principal: Principal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,23 +113,32 @@ class ImportStats:
 
 class Service:
     def __init__(
-        self, store: Store, audit: AuditSink, codec: BodyCodec, index_policy: IndexPolicy
+        self,
+        store: Store,
+        audit: AuditSink,
+        codec: BodyCodec,
+        index_policy: IndexPolicy,
+        policy: AccessPolicy | None = None,
     ) -> None:
         self.store = store
         self.audit = audit
         self.codec = codec
         self.index_policy = index_policy
+        self.policy: AccessPolicy = policy or AllowAll()
+        self.searcher = Searcher(store, codec, index_policy, audit)
 
     # -- reads --------------------------------------------------------------------------
     def read(self, ctx: Context, rtype: str, rid: str) -> Version:
         fhir_types.check_type(rtype)
         fhir_types.check_id(rid)
+        authorize.type_level(self, ctx, "read", rtype, rid)
         record = self.store.current(rtype, rid)
         return self._release(ctx, "read", rtype, rid, record)
 
     def vread(self, ctx: Context, rtype: str, rid: str, version: int) -> Version:
         fhir_types.check_type(rtype)
         fhir_types.check_id(rid)
+        authorize.type_level(self, ctx, "vread", rtype, rid)
         record = self.store.version(rtype, rid, version)
         return self._release(ctx, "vread", rtype, rid, record)
 
@@ -126,7 +151,13 @@ class Service:
         if record.deleted:
             self._audit_failure(ctx, action, rtype, rid, Gone())
             raise Gone(f"{rtype}/{rid} was deleted")
-        version = self._open(record)
+        try:
+            version = self._open(record)
+        except (KeyShredded, DecryptionError) as exc:
+            outcome = MINOR_FAILURE if isinstance(exc, KeyShredded) else SERIOUS_FAILURE
+            self._audit_failure(ctx, action, rtype, rid, exc, outcome=outcome)
+            raise
+        authorize.instance(self, ctx, action, rtype, rid, record.compartment, version.body)
         # Released only once the audit entry is durable (fail closed).
         self.audit.record(self._event(ctx, action, record))
         return version
@@ -145,6 +176,7 @@ class Service:
             fhir_types.check_type(rtype)
         if rid is not None:
             fhir_types.check_id(rid)
+        authorize.type_level(self, ctx, "history", rtype, rid)
         since_text = fhir_types.instant_text(fhir_types.parse_instant(since)) if since else None
         query = HistoryQuery(rtype=rtype, rid=rid, since=since_text, before_seq=cursor, count=count)
         records = self.store.history(query)
@@ -153,7 +185,16 @@ class Service:
                 self._audit_failure(ctx, "history", rtype, rid, NotFound())
                 raise NotFound(f"{rtype}/{rid} is not known")
         total = self.store.history_total(query)
-        items = [self._open(r) for r in records]
+        items = self._open_many(ctx, "history", records)
+        if ctx.principal is not None:
+            shown = authorize.visible(self, ctx, "history", items, records)
+            if rid is not None and items and len(shown) < len(items):
+                first = records[0]
+                authorize.instance(
+                    self, ctx, "history", first.rtype, rid, first.compartment, items[0].body
+                )
+            # The store's total would count what this caller may not see.
+            items, total = shown, len(shown)
         next_cursor = records[-1].seq if len(records) == count and records else None
         self.audit.record(
             AccessEvent(
@@ -163,42 +204,84 @@ class Service:
                 purpose=ctx.purpose,
                 rtype=rtype,
                 rid=rid,
-                result_ids=tuple(f"{r.rtype}/{r.rid}/{r.version}" for r in records),
+                result_ids=tuple(f"{v.rtype}/{v.rid}/{v.version}" for v in items),
             )
         )
         return HistoryPage(items=items, total=total, next_cursor=next_cursor)
 
     def search_ids(self, rtype: str, condition: Condition) -> list[str]:
-        """Ids of live resources matching a condition (conditional create/update/delete)."""
-        return _match(self.store, self.index_policy, rtype, condition, MAX_CONDITION_MATCHES)
+        """Ids of live resources matching a condition (conditional create/update/patch):
+        the search engine, strict, stopping at MAX_CONDITION_MATCHES."""
+        fhir_types.check_type(rtype)
+        return self.searcher.find_ids(rtype, condition.request, MAX_CONDITION_MATCHES)
+
+    @overload
+    def search(
+        self,
+        ctx: Context,
+        rtype: str,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        strict: bool = False,
+        default_count: int = 50,
+        max_count: int = 1000,
+        base_url: str | None = None,
+        compartment: str | None = None,
+    ) -> SearchResult: ...
+
+    @overload
+    def search(
+        self, ctx: Context, rtype: str, pairs: Condition, *, count: int, offset: int = 0
+    ) -> tuple[list[Version], int]: ...
 
     def search(
-        self, ctx: Context, rtype: str, condition: Condition, *, count: int, offset: int
-    ) -> tuple[list[Version], int]:
-        fhir_types.check_type(rtype)
-        ids = _match(self.store, self.index_policy, rtype, condition, None)
-        total = len(ids)
-        page = ids[offset : offset + count]
-        versions = [self._open(r) for r in self.store.current_many(rtype, page)]
-        self.audit.record(
-            AccessEvent(
-                action="search",
-                actor=ctx.actor,
-                client=ctx.client,
-                purpose=ctx.purpose,
-                rtype=rtype,
-                query=condition.audit_terms(),
-                result_ids=tuple(f"{v.rtype}/{v.rid}/{v.version}" for v in versions),
-            )
+        self,
+        ctx: Context,
+        rtype: str,
+        pairs: Sequence[tuple[str, str]] | Condition,
+        *,
+        strict: bool = False,
+        default_count: int = 50,
+        max_count: int = 1000,
+        base_url: str | None = None,
+        compartment: str | None = None,
+        count: int | None = None,
+        offset: int = 0,
+    ) -> SearchResult | tuple[list[Version], int]:
+        """FHIR search on one type, or in Patient/`compartment` (service/search.py).
+
+        With a parsed `Condition` and `count`: the first page of its matches as
+        (versions, total), `offset` 0 only (paging is by cursor)."""
+        if isinstance(pairs, Condition):
+            if offset:
+                raise BadRequest("search pages are reached by cursor, not by offset")
+            request = replace(pairs.request, count=count)
+            result = self.searcher.run(ctx, request, default_count=count or default_count)
+            versions = [
+                Version(e.rtype, e.rid, e.version, e.last_updated, False, e.body)
+                for e in result.matches
+            ]
+            total = result.total if result.total is not None else len(versions)
+            return versions, total
+        return self.searcher.search(
+            ctx,
+            rtype,
+            pairs,
+            strict=strict,
+            default_count=default_count,
+            max_count=max_count,
+            base_url=base_url,
+            compartment=compartment,
         )
-        return versions, total
 
     # -- writes -------------------------------------------------------------------------
+    @audits_failure("create")
     def create(
         self, ctx: Context, rtype: str, resource: Resource, *, if_none_exist: str | None = None
     ) -> WriteResult:
         fhir_types.check_type(rtype)
         self._validate(rtype, resource)
+        authorize.writable(self, ctx, "create", rtype, None, resource)
         if if_none_exist:
             condition = parse_condition(rtype, if_none_exist)
             found = self.search_ids(rtype, condition)
@@ -212,6 +295,7 @@ class Service:
         with self.store.write() as tx:
             return self._write(ctx, tx, prepared, expected=None, action="create")
 
+    @audits_failure("update", id_arg=True)
     def update(
         self,
         ctx: Context,
@@ -231,11 +315,13 @@ class Service:
             )
         if body_id != rid:
             raise IdMismatch(expression=[f"{rtype}.id"])
+        authorize.writable(self, ctx, "update", rtype, rid, resource)
         prepared = self.prepare(rtype, rid, resource)
         with self.store.write() as tx:
             tx.lock_resource(rtype, rid)
             return self._write(ctx, tx, prepared, expected=if_match, action="update")
 
+    @audits_failure("update")
     def conditional_update(
         self, ctx: Context, rtype: str, query: str, resource: Resource, *, if_match: int | None
     ) -> WriteResult:
@@ -256,30 +342,38 @@ class Service:
             return self.update(ctx, rtype, body_id, resource, if_match=if_match)
         return self.create(ctx, rtype, resource)
 
+    @audits_failure("delete", id_arg=True)
     def delete(self, ctx: Context, rtype: str, rid: str) -> WriteResult | None:
         fhir_types.check_type(rtype)
         fhir_types.check_id(rid)
+        authorize.writable(self, ctx, "delete", rtype, rid, None)
         with self.store.write() as tx:
-            tx.lock_resource(rtype, rid)
-            current = tx.current(rtype, rid)
-            if current is None:
-                raise NotFound(f"{rtype}/{rid} is not known")
-            if current.deleted:
-                return None  # deleting twice changes nothing
-            record = tx.append_version(
-                NewVersion(
-                    rtype=rtype,
-                    rid=rid,
-                    version=current.version + 1,
-                    last_updated=fhir_types.now_instant(),
-                    deleted=True,
-                    body=None,
-                    compartment=current.compartment,
-                    method="DELETE",
-                )
-            )
-            self.audit.record(self._event(ctx, "delete", record), tx)
-        return WriteResult(_version(record, None), created=False)
+            return self._delete(ctx, tx, rtype, rid)
+
+    @audits_failure("patch", id_arg=True)
+    def patch(
+        self,
+        ctx: Context,
+        rtype: str,
+        rid: str,
+        operations: object,
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        """Apply a JSON Patch (RFC 6902); versioned and validated like an update."""
+        return patch_resource(self, ctx, rtype, rid, operations, if_match=if_match)
+
+    @audits_failure("patch")
+    def conditional_patch(
+        self, ctx: Context, rtype: str, query: str, operations: object, *, if_match: int | None
+    ) -> WriteResult:
+        fhir_types.check_type(rtype)
+        found = self.search_ids(rtype, parse_condition(rtype, query))
+        if not found:
+            raise NotFound("the condition matched no resource")
+        if len(found) > 1:
+            raise PreconditionFailed("the condition matched more than one resource")
+        return self.patch(ctx, rtype, found[0], operations, if_match=if_match)
 
     def import_resources(
         self, ctx: Context, resources: Iterable[Resource], *, batch_size: int = 500
@@ -334,6 +428,7 @@ class Service:
         """Everything about a write that needs no transaction: id, lastUpdated, index rows,
         compartment, and the compartment's data key (created here, in its own short
         transaction, never inside the data transaction)."""
+        check_writable(rtype)
         stored = dict(resource)
         stored["id"] = rid
         meta = dict(stored.get("meta") or {})
@@ -370,7 +465,8 @@ class Service:
         rows = [r for r in prepared.rows if r.param != "_lastUpdated"]
         rows.extend(last_updated_rows(last_updated))
         body = fhir_json.dumps(stored)
-        sealed = self.codec.seal(rtype, rid, version, prepared.compartment, body)
+        # In this transaction: a new compartment's data key is created with its first data.
+        sealed = self.codec.seal(rtype, rid, version, prepared.compartment, body, tx)
         record = tx.append_version(
             NewVersion(
                 rtype=rtype,
@@ -381,7 +477,7 @@ class Service:
                 body=sealed,
                 compartment=prepared.compartment,
                 index=rows,
-                method="POST" if action == "create" else "PUT",
+                method=_METHODS.get(action, "PUT"),
             )
         )
         created = current is None
@@ -389,13 +485,66 @@ class Service:
         self.audit.record(self._event(ctx, event_action, record), tx)
         return WriteResult(_version(record, body), created=created)
 
+    def _delete(self, ctx: Context, tx: WriteTx, rtype: str, rid: str) -> WriteResult | None:
+        """Delete inside the caller's transaction; None if it was deleted already."""
+        check_writable(rtype)
+        tx.lock_resource(rtype, rid)
+        current = tx.current(rtype, rid)
+        if current is None:
+            raise NotFound(f"{rtype}/{rid} is not known")
+        if current.deleted:
+            # Deleting twice changes nothing, but it is still an answered request (204).
+            self.audit.record(self._event(ctx, "delete", current), tx)
+            return None
+        record = tx.append_version(
+            NewVersion(
+                rtype=rtype,
+                rid=rid,
+                version=current.version + 1,
+                last_updated=fhir_types.now_instant(),
+                deleted=True,
+                body=None,
+                compartment=current.compartment,
+                method="DELETE",
+            )
+        )
+        self.audit.record(self._event(ctx, "delete", record), tx)
+        return WriteResult(_version(record, None), created=False)
+
     def _open(self, record: VersionRecord) -> Version:
         body = None
         if record.body is not None:
-            body = self.codec.open(
-                record.rtype, record.rid, record.version, record.compartment, record.body
-            )
+            try:
+                body = self.codec.open(
+                    record.rtype, record.rid, record.version, record.compartment, record.body
+                )
+            except DecryptionError:
+                security_log.warning(
+                    "stored version failed authentication: type=%s seq=%d",
+                    record.rtype,
+                    record.seq,
+                )
+                raise
         return _version(record, body)
+
+    def _open_many(
+        self, ctx: Context, action: str, records: Sequence[VersionRecord]
+    ) -> list[Version]:
+        """Open versions for a bundle. Crypto-shredded ones are left out (their data no
+        longer exists); one that fails authentication fails the request (audited), so
+        that tampering is never passed over in silence."""
+        opened: list[Version] = []
+        for record in records:
+            try:
+                opened.append(self._open(record))
+            except KeyShredded:
+                continue
+            except DecryptionError as exc:
+                self._audit_failure(
+                    ctx, action, record.rtype, record.rid, exc, outcome=SERIOUS_FAILURE
+                )
+                raise
+        return opened
 
     def _event(self, ctx: Context, action: str, record: VersionRecord) -> AccessEvent:
         digest = hashlib.sha256(record.body).hexdigest() if record.body is not None else None
@@ -413,12 +562,19 @@ class Service:
         )
 
     def _audit_failure(
-        self, ctx: Context, action: str, rtype: str | None, rid: str | None, error: PhivaultError
+        self,
+        ctx: Context,
+        action: str,
+        rtype: str | None,
+        rid: str | None,
+        error: PhivaultError,
+        *,
+        outcome: str = MINOR_FAILURE,
     ) -> None:
         self.audit.record(
             AccessEvent(
                 action=action,
-                outcome="4",
+                outcome=outcome,
                 actor=ctx.actor,
                 client=ctx.client,
                 purpose=ctx.purpose,
@@ -440,27 +596,3 @@ def _version(record: VersionRecord, body: bytes | None) -> Version:
         method=record.method,
     )
 
-
-def _match(
-    view: ReadView, policy: IndexPolicy, rtype: str, condition: Condition, limit: int | None
-) -> list[str]:
-    """Intersect the ids each term matches (AND); a term's values are ORed."""
-    result: set[str] | None = None
-    cap = limit if limit is not None else 1_000_000
-    for term in condition.terms:
-        ids: set[str] = set()
-        for system, value in term.values:
-            if term.param == "_id":
-                record = view.current(rtype, value)
-                if record is not None and not record.deleted:
-                    ids.add(value)
-            else:
-                # AND with a limit would cut a set before intersecting; only cap the last.
-                if policy.is_blinded(rtype, term.param):
-                    value = policy.query_token(term.param, value)
-                ids.update(view.find_token(rtype, term.param, system, value, 1_000_000))
-        result = ids if result is None else result & ids
-        if not result:
-            return []
-    found = sorted(result or ())
-    return found[:cap]

@@ -11,9 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from phivault.store.audit_sql import AuditIndexRow, AuditQuery
+from phivault.store.compartment_sql import CompartmentQuery
+from phivault.store.export_jobs import ExportJobRecord
 from phivault.types import IndexRow as IndexRow  # re-exported: the store persists these
+
+if TYPE_CHECKING:  # search_spec imports VersionRecord from here
+    from phivault.store.search_spec import Reference, SearchPage, SearchSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +95,73 @@ class ReadView(Protocol):
         """Newest first."""
         ...
 
+    def audit_all_checkpoints(self) -> list[tuple[int, bytes]]:
+        """(size, checkpoint) of every stored checkpoint, oldest first."""
+        ...
+
+    def audit_nodes_range(self, level: int, start: int, stop: int) -> list[tuple[int, bytes]]:
+        """(index, hash) of the stored nodes of one level with start <= index < stop."""
+        ...
+
+    def audit_rows(self, start: int, stop: int) -> list[tuple[Any, ...]]:
+        """(index, entry, time, action, outcome, actor, rtype, rid, patient) of entries
+        start <= index < stop, in order: an entry with its derived search columns."""
+        ...
+
+    def audit_search(self, query: AuditQuery) -> list[tuple[int, bytes]]:
+        """(index, entry) of the entries the derived index matches, newest first."""
+        ...
+
+    def compartment(self, query: CompartmentQuery) -> list[VersionRecord]:
+        """Current live versions in one patient compartment, ordered by (rtype, rid)."""
+        ...
+
+    def compartment_total(self, query: CompartmentQuery) -> int: ...
+
+    def export_job(self, job_id: str) -> ExportJobRecord | None: ...
+
+    def export_jobs_expired(self, now: str) -> list[str]: ...
+
+    def export_jobs_active(self) -> int: ...
+
+    # -- search (store/search_spec.py describes the predicates) ----------------------------
+    def search(self, spec: SearchSpec) -> SearchPage:
+        """One page of current live resources matching `spec`, in its sort order."""
+        ...
+
+    def search_count(self, spec: SearchSpec, cap: int | None = None) -> int:
+        """How many resources match (counting stops at `cap` when given)."""
+        ...
+
+    def references_from(
+        self,
+        rtype: str,
+        rids: Sequence[str],
+        params: Sequence[str] | None,
+        *,
+        limit: int | None = None,
+    ) -> list[Reference]:
+        """Local typed references held by these resources (all reference params if None)."""
+        ...
+
+    def references_to(
+        self,
+        source: str,
+        params: Sequence[str] | None,
+        target_type: str,
+        targets: Sequence[str],
+        *,
+        limit: int | None = None,
+    ) -> list[Reference]:
+        """References of live `source` resources that point at these targets."""
+        ...
+
+    # -- key management (data-key rotation) -------------------------------------------------
+    def version_bodies(self, after_seq: int, limit: int) -> list[VersionRecord]:
+        """Versions that have a body (any version, current or not, of any compartment)
+        with seq > after_seq, in seq order: the data-key rotation walks the table."""
+        ...
+
 
 class WriteTx(ReadView, Protocol):
     """One atomic write transaction: everything commits together or nothing does."""
@@ -110,14 +183,49 @@ class WriteTx(ReadView, Protocol):
         ...
 
     def audit_append(
-        self, start: int, entries: Sequence[bytes], nodes: dict[tuple[int, int], bytes]
-    ) -> None: ...
+        self,
+        start: int,
+        entries: Sequence[bytes],
+        nodes: dict[tuple[int, int], bytes],
+        index: Sequence[AuditIndexRow] = (),
+    ) -> None:
+        """Insert entries from `start`, their new Merkle nodes and their derived index rows
+        (one per entry, or none)."""
+        ...
 
     def audit_put_checkpoint(self, size: int, checkpoint: bytes) -> None: ...
 
     def key_put(self, key_id: str, blob: bytes, *, replace: bool) -> None: ...
 
     def key_delete(self, key_id: str) -> None: ...
+
+    def key_lock(self, key_id: str, *, exclusive: bool) -> None:
+        """Lock one wrapped-key row until the transaction ends (PostgreSQL: FOR SHARE or
+        FOR UPDATE; SQLite: nothing, its write transaction excludes every other writer)."""
+        ...
+
+    def export_job_insert(self, job: ExportJobRecord) -> None: ...
+
+    def export_job_update(self, job: ExportJobRecord) -> bool:
+        """Replace a job's state; False if the job no longer exists (it was cancelled)."""
+        ...
+
+    def export_job_delete(self, job_id: str) -> None: ...
+
+    def replace_index(self, rtype: str, rid: str, rows: Sequence[IndexRow]) -> None:
+        """Replace the index rows of the current version of one resource (reindex)."""
+        ...
+
+    def replace_body(self, seq: int, old: bytes, new: bytes) -> bool:
+        """Swap one version's stored body if it is still `old` (data-key rotation
+        re-encrypts in place); False if it changed meanwhile."""
+        ...
+
+    def delete_compartment_index(self, compartment: str) -> int:
+        """Remove every index row of every resource whose current version is in the
+        compartment (e.g. "Patient/123"), before that patient's key is shredded.
+        Returns how many resources were concerned."""
+        ...
 
 
 class Store(ReadView, Protocol):

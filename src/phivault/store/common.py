@@ -5,8 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from phivault.store.base import HistoryQuery, NewVersion, VersionRecord
+from phivault.store import audit_sql, export_jobs
+from phivault.store.audit_sql import AuditIndexRow, AuditQuery
+from phivault.store.base import HistoryQuery, IndexRow, NewVersion, VersionRecord
+from phivault.store.compartment_sql import CompartmentQuery, compartment_sql
+from phivault.store.export_jobs import ExportJobRecord
+from phivault.store.search_spec import Reference, SearchPage, SearchRow, SearchSpec
+from phivault.store.search_sql import (
+    Dialect,
+    count_sql,
+    page_sql,
+    references_from_sql,
+    references_to_sql,
+)
 from phivault.store.sql import (
+    INDEX_TABLES,
+    VERSION_COLUMNS,
     Queries,
     history_sql,
     index_params,
@@ -33,12 +47,18 @@ class SqlReadView:
         return row_to_version(row) if row else None
 
     def current_many(self, rtype: str, rids: Sequence[str]) -> list[VersionRecord]:
-        found: list[VersionRecord] = []
-        for rid in rids:
-            record = self.current(rtype, rid)
-            if record is not None:
-                found.append(record)
-        return found
+        """Current versions (deleted ones included) of these ids, in the order given."""
+        by_rid: dict[str, VersionRecord] = {}
+        for chunk in _chunks(list(dict.fromkeys(rids))):
+            sql = (
+                f"SELECT {', '.join('v.' + c.strip() for c in VERSION_COLUMNS.split(','))} "
+                "FROM resources r JOIN versions v ON v.seq = r.seq WHERE r.rtype = ? AND r.rid "
+                f"IN ({', '.join('?' for _ in chunk)})"
+            )
+            for row in self._conn.execute(self._q.render(sql), [rtype, *chunk]).fetchall():
+                record = row_to_version(row)
+                by_rid[record.rid] = record
+        return [by_rid[rid] for rid in rids if rid in by_rid]
 
     def history(self, query: HistoryQuery) -> list[VersionRecord]:
         sql, params = history_sql(query, total=False)
@@ -48,6 +68,107 @@ class SqlReadView:
     def history_total(self, query: HistoryQuery) -> int:
         sql, params = history_sql(query, total=True)
         return int(self._conn.execute(self._q.render(sql), params).fetchone()[0])
+
+    # -- patient compartments ($everything, export) ----------------------------------------
+    def compartment(self, query: CompartmentQuery) -> list[VersionRecord]:
+        sql, params = compartment_sql(query, total=False, columns=VERSION_COLUMNS)
+        rows = self._conn.execute(self._q.render(sql), params).fetchall()
+        return [row_to_version(r) for r in rows]
+
+    def compartment_total(self, query: CompartmentQuery) -> int:
+        sql, params = compartment_sql(query, total=True, columns=VERSION_COLUMNS)
+        return int(self._conn.execute(self._q.render(sql), params).fetchone()[0])
+
+    # -- bulk export jobs -------------------------------------------------------------------
+    def export_job(self, job_id: str) -> ExportJobRecord | None:
+        row = self._conn.execute(self._q.render(export_jobs.GET), (job_id,)).fetchone()
+        return export_jobs.row_to_job(row) if row else None
+
+    def export_jobs_expired(self, now: str) -> list[str]:
+        rows = self._conn.execute(self._q.render(export_jobs.EXPIRED), (now,)).fetchall()
+        return [r[0] for r in rows]
+
+    def export_jobs_active(self) -> int:
+        sql = self._q.render(export_jobs.COUNT_ACTIVE)
+        row = self._conn.execute(sql, (export_jobs.ACCEPTED, export_jobs.RUNNING)).fetchone()
+        return int(row[0])
+
+    # -- search (search_sql.py compiles the spec) ---------------------------------------------
+    def _dialect(self) -> Dialect:
+        # The PostgreSQL queries are rendered with %s placeholders, SQLite's keep "?".
+        return Dialect(postgres=self._q.render("?") != "?")
+
+    def search(self, spec: SearchSpec) -> SearchPage:
+        sql, params = page_sql(spec, self._dialect())
+        rows = self._conn.execute(self._q.render(sql), params).fetchall()
+        more = len(rows) > spec.limit
+        rows = rows[: spec.limit]
+        records = self._by_seq([int(r[1]) for r in rows])
+        found = [
+            SearchRow(records[int(r[1])], (*r[2:], r[0])) for r in rows if int(r[1]) in records
+        ]
+        if spec.backward:
+            found.reverse()
+        return SearchPage(found, more)
+
+    def search_count(self, spec: SearchSpec, cap: int | None = None) -> int:
+        sql, params = count_sql(spec, self._dialect(), cap)
+        return int(self._conn.execute(self._q.render(sql), params).fetchone()[0])
+
+    def references_from(
+        self,
+        rtype: str,
+        rids: Sequence[str],
+        params: Sequence[str] | None,
+        *,
+        limit: int | None = None,
+    ) -> list[Reference]:
+        found: list[Reference] = []
+        for chunk in _chunks(list(dict.fromkeys(rids))):
+            sql, args = references_from_sql(rtype, chunk, params, limit)
+            rows = self._conn.execute(self._q.render(sql), args).fetchall()
+            found.extend(Reference(r[0], r[1], r[2], r[3]) for r in rows)
+            if limit is not None and len(found) >= limit:
+                return found[:limit]
+        return found
+
+    def references_to(
+        self,
+        source: str,
+        params: Sequence[str] | None,
+        target_type: str,
+        targets: Sequence[str],
+        *,
+        limit: int | None = None,
+    ) -> list[Reference]:
+        found: list[Reference] = []
+        for chunk in _chunks(list(dict.fromkeys(targets))):
+            sql, args = references_to_sql(source, params, target_type, chunk, limit)
+            rows = self._conn.execute(self._q.render(sql), args).fetchall()
+            found.extend(Reference(r[0], r[1], r[2], r[3]) for r in rows)
+            if limit is not None and len(found) >= limit:
+                return found[:limit]
+        return found
+
+    def _by_seq(self, seqs: Sequence[int]) -> dict[int, VersionRecord]:
+        found: dict[int, VersionRecord] = {}
+        for chunk in _chunks(list(seqs)):
+            sql = (
+                f"SELECT {VERSION_COLUMNS} FROM versions WHERE seq IN "
+                f"({', '.join('?' for _ in chunk)})"
+            )
+            for row in self._conn.execute(self._q.render(sql), chunk).fetchall():
+                found[int(row[0])] = row_to_version(row)
+        return found
+
+    # -- key management (data-key rotation) -------------------------------------------------
+    def version_bodies(self, after_seq: int, limit: int) -> list[VersionRecord]:
+        sql = (
+            f"SELECT {VERSION_COLUMNS} FROM versions WHERE seq > ? AND body IS NOT NULL "
+            "ORDER BY seq LIMIT ?"
+        )
+        rows = self._conn.execute(self._q.render(sql), (after_seq, limit)).fetchall()
+        return [row_to_version(r) for r in rows]
 
     # -- audit log ------------------------------------------------------------------------
     def audit_size(self) -> int:
@@ -60,15 +181,33 @@ class SqlReadView:
 
     def audit_nodes(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         found: dict[tuple[int, int], bytes] = {}
-        for level, idx in keys:
-            row = self._conn.execute(self._q.audit_node, (level, idx)).fetchone()
-            if row is not None:
-                found[(level, idx)] = bytes(row[0])
+        for sql, params in audit_sql.select_nodes(keys):
+            for row in self._conn.execute(self._q.render(sql), params).fetchall():
+                found[(int(row[0]), int(row[1]))] = bytes(row[2])
         return found
 
     def audit_checkpoints(self, limit: int) -> list[bytes]:
         rows = self._conn.execute(self._q.audit_checkpoints, (limit,)).fetchall()
         return [bytes(r[0]) for r in rows]
+
+    def audit_all_checkpoints(self) -> list[tuple[int, bytes]]:
+        sql = self._q.render(audit_sql.SELECT_ALL_CHECKPOINTS)
+        return [(int(r[0]), bytes(r[1])) for r in self._conn.execute(sql, ()).fetchall()]
+
+    def audit_nodes_range(self, level: int, start: int, stop: int) -> list[tuple[int, bytes]]:
+        sql = self._q.render(audit_sql.SELECT_NODE_RANGE)
+        rows = self._conn.execute(sql, (level, start, stop)).fetchall()
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    def audit_rows(self, start: int, stop: int) -> list[tuple[Any, ...]]:
+        sql = self._q.render(audit_sql.SELECT_ROWS)
+        rows: list[tuple[Any, ...]] = self._conn.execute(sql, (start, stop)).fetchall()
+        return rows
+
+    def audit_search(self, query: AuditQuery) -> list[tuple[int, bytes]]:
+        sql, params = audit_sql.search_sql(query)
+        rows = self._conn.execute(self._q.render(sql), params).fetchall()
+        return [(int(r[0]), bytes(r[1])) for r in rows]
 
     # -- wrapped keys -----------------------------------------------------------------------
     def key_get(self, key_id: str) -> bytes | None:
@@ -110,18 +249,69 @@ class SqlWriteTx(SqlReadView):
         return None
 
     def audit_append(
-        self, start: int, entries: Sequence[bytes], nodes: dict[tuple[int, int], bytes]
+        self,
+        start: int,
+        entries: Sequence[bytes],
+        nodes: dict[tuple[int, int], bytes],
+        index: Sequence[AuditIndexRow] = (),
     ) -> None:
-        self._executemany(
-            self._q.audit_insert_entry, [(start + i, e) for i, e in enumerate(entries)]
-        )
-        self._executemany(self._q.audit_insert_node, [(lv, ix, h) for (lv, ix), h in nodes.items()])
+        if index and len(index) != len(entries):
+            raise ValueError("one index row per entry")
+        empty = (None,) * 7
+        entry_rows = [
+            (start + i, e, *(index[i].values() if index else empty)) for i, e in enumerate(entries)
+        ]
+        node_rows = [(lv, ix, h) for (lv, ix), h in nodes.items()]
+        self.insert_rows("audit_entries", audit_sql.ENTRY_COLUMNS, entry_rows)
+        self.insert_rows("audit_nodes", audit_sql.NODE_COLUMNS, node_rows)
+
+    def insert_rows(
+        self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Bulk insert in a few multi-row statements (a backend may do better: COPY)."""
+        for sql, params in audit_sql.insert_chunks(table, columns, rows):
+            self._conn.execute(self._q.render(sql), params)
 
     def key_put(self, key_id: str, blob: bytes, *, replace: bool) -> None:
         self._conn.execute(self._q.key_put if replace else self._q.key_add, (key_id, blob))
 
     def key_delete(self, key_id: str) -> None:
         self._conn.execute(self._q.key_delete, (key_id,))
+
+    def key_lock(self, key_id: str, *, exclusive: bool) -> None:
+        if self._q.render("?") == "?":
+            return  # SQLite: this write transaction already excludes every other writer
+        mode = "UPDATE" if exclusive else "SHARE"
+        sql = f"SELECT key_id FROM wrapped_keys WHERE key_id = ? FOR {mode}"
+        self._conn.execute(self._q.render(sql), (key_id,))
+
+    def export_job_insert(self, job: ExportJobRecord) -> None:
+        self._conn.execute(self._q.render(export_jobs.INSERT), export_jobs.insert_params(job))
+
+    def export_job_update(self, job: ExportJobRecord) -> bool:
+        sql = self._q.render(export_jobs.UPDATE)
+        return self._conn.execute(sql, export_jobs.update_params(job)).fetchone() is not None
+
+    def export_job_delete(self, job_id: str) -> None:
+        self._conn.execute(self._q.render(export_jobs.DELETE), (job_id,))
+
+    def replace_index(self, rtype: str, rid: str, rows: Sequence[IndexRow]) -> None:
+        for stmt in self._q.delete_index.values():
+            self._conn.execute(stmt, (rtype, rid))
+        for kind, params in index_params(rtype, rid, rows).items():
+            self._executemany(self._q.insert_index[kind], params)
+
+    def replace_body(self, seq: int, old: bytes, new: bytes) -> bool:
+        sql = "UPDATE versions SET body = ? WHERE seq = ? AND body = ? RETURNING seq"
+        return self._conn.execute(self._q.render(sql), (new, seq, old)).fetchone() is not None
+
+    def delete_compartment_index(self, compartment: str) -> int:
+        owned = "SELECT rtype, rid FROM resources WHERE compartment = ?"
+        for table, _ in INDEX_TABLES.values():
+            sql = f"DELETE FROM {table} WHERE (rtype, rid) IN ({owned})"
+            self._conn.execute(self._q.render(sql), (compartment,))
+        sql = f"SELECT COUNT(*) FROM ({owned}) AS owned"
+        return int(self._conn.execute(self._q.render(sql), (compartment,)).fetchone()[0])
 
     def audit_put_checkpoint(self, size: int, checkpoint: bytes) -> None:
         self._conn.execute(self._q.audit_insert_checkpoint, (size, checkpoint))
@@ -152,3 +342,8 @@ class SqlWriteTx(SqlReadView):
             compartment=new.compartment,
             method=new.method,
         )
+
+
+def _chunks(items: list[Any], size: int = 500) -> list[list[Any]]:
+    """Bounded IN lists (SQLite limits bound parameters per statement)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]

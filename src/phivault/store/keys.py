@@ -1,37 +1,67 @@
 """The key ring's wrapped keys, kept in the store's `wrapped_keys` table.
 
-Each change is its own short write transaction. Callers create keys before they open a
-data write transaction (the service prepares the key first), never inside one.
+Each change is its own short write transaction, except a key created for a body being
+sealed: that one joins the data's write transaction (one commit, and no second
+transaction opened while the first holds SQLite's writer).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar, cast
 
-from phivault.store.base import Store
+from phivault.crypto.keystate import STATE_ID
+from phivault.store.base import Store, WriteTx
+
+T = TypeVar("T")
 
 
 class StoreWrappedKeys:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def get_wrapped(self, key_id: str) -> bytes | None:
+    def get_wrapped(self, key_id: str, within: object | None = None) -> bytes | None:
+        if within is not None:
+            return cast(WriteTx, within).key_get(key_id)
         return self._store.key_get(key_id)
-
-    def put_wrapped(self, key_id: str, blob: bytes) -> None:
-        with self._store.write() as tx:
-            tx.key_put(key_id, blob, replace=True)
-
-    def add_wrapped(self, key_id: str, blob: bytes) -> bytes:
-        with self._store.write() as tx:
-            tx.key_put(key_id, blob, replace=False)
-            stored = tx.key_get(key_id)
-        assert stored is not None  # just written in this transaction
-        return stored
-
-    def delete_wrapped(self, key_id: str) -> None:
-        with self._store.write() as tx:
-            tx.key_delete(key_id)
 
     def iter_key_ids(self) -> Iterator[str]:
         return iter(self._store.key_ids())
+
+    def transact(
+        self, fn: Callable[[_KeyTx], T], *, exclusive: bool = True, within: object | None = None
+    ) -> T:
+        if within is not None:
+            # The caller's data transaction (a key created with the data that needs it).
+            tx = cast(WriteTx, within)
+            tx.key_lock(STATE_ID, exclusive=exclusive)
+            return fn(_KeyTx(tx))
+        with self._store.write() as tx:
+            # Locked first: shared by key creation, exclusive by rotations and shreds, so
+            # that on PostgreSQL no key is created under the old KEK once a rotation began
+            # (SQLite's write transaction excludes every other writer already).
+            tx.key_lock(STATE_ID, exclusive=exclusive)
+            return fn(_KeyTx(tx))
+
+
+class _KeyTx:
+    def __init__(self, tx: WriteTx) -> None:
+        self._tx = tx
+
+    def get(self, key_id: str) -> bytes | None:
+        return self._tx.key_get(key_id)
+
+    def put(self, key_id: str, blob: bytes) -> None:
+        self._tx.key_put(key_id, blob, replace=True)
+
+    def add(self, key_id: str, blob: bytes) -> bytes:
+        self._tx.key_put(key_id, blob, replace=False)
+        stored = self._tx.key_get(key_id)
+        assert stored is not None  # just written, or there already
+        return stored
+
+    def delete(self, key_id: str) -> None:
+        self._tx.key_delete(key_id)
+
+    def ids(self) -> list[str]:
+        return self._tx.key_ids()

@@ -25,6 +25,7 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Any advisory lock key works as long as every phivault process uses the same one.
 _MIGRATION_LOCK = 0x70686976
 _AUDIT_LOCK = 0x70686961
+_COPY_FROM_ROWS = 4  # smaller bulk inserts are plain INSERTs
 
 
 def split_schema(url: str) -> tuple[str, str]:
@@ -123,13 +124,15 @@ class PostgresStore(SqlReadView):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)"
             )
-            row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
-            current = int(row[0] or 0) if row else 0
+            rows = conn.execute("SELECT version FROM schema_migrations").fetchall()
+            applied = {int(r[0]) for r in rows}
+            current = max(applied, default=0)
             for version, script in load_migrations("postgres"):
-                if version > current:
+                # Every migration not yet applied, even one numbered below the newest.
+                if version not in applied:
                     conn.execute(script.encode())
                     conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
-                    current = version
+                    current = max(current, version)
             conn.commit()
         return current
 
@@ -164,6 +167,19 @@ class _PgWriteTx(SqlWriteTx):
                 cur.executemany(sql, rows)
 
         super().__init__(conn, queries, executemany)
+
+    def insert_rows(
+        self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    ) -> None:
+        # COPY: one stream, no client-side parsing of a statement with thousands of
+        # placeholders (psycopg does not cache those), whatever the group commit's size.
+        if len(rows) <= _COPY_FROM_ROWS:
+            super().insert_rows(table, columns, rows)  # one entry of a write: one INSERT
+            return
+        statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        with self._conn.cursor() as cur, cur.copy(statement.encode()) as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def lock_resource(self, rtype: str, rid: str) -> None:
         # Transaction-scoped advisory lock on the resource's identity: concurrent writers

@@ -164,9 +164,15 @@ class SqliteStore(SqlReadView):
 
     def migrate(self) -> int:
         with self._write_lock:
-            current = self.schema_version()
+            self.schema_version()  # creates schema_migrations if needed
+            applied = {
+                int(r[0]) for r in self._writer.execute("SELECT version FROM schema_migrations")
+            }
+            current = max(applied, default=0)
             for version, script in load_migrations("sqlite"):
-                if version <= current:
+                # Every migration not yet applied, even one numbered below the newest:
+                # migrations written in parallel may land out of order.
+                if version in applied:
                     continue
                 conn = self._writer
                 conn.execute("BEGIN IMMEDIATE")
@@ -178,7 +184,7 @@ class SqliteStore(SqlReadView):
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
-                current = version
+                current = max(current, version)
             return current
 
     # -- bulk reads -----------------------------------------------------------------------

@@ -1,0 +1,263 @@
+"""What encryption at rest costs, measured in one run on this machine.
+
+1. The store's codec (AES-256-GCM under a patient's data key, with phivault's header, AAD
+   and key lookup) against the machine's own AES-GCM (`openssl speed -evp aes-256-gcm
+   -seconds 2`, its 1024- and 8192-byte columns), single thread both.
+2. Create / read / search over HTTP with encryption on and off: the same app
+   (bench/crypto_app.py: `open_vault(encryption=...)` under uvicorn, one worker, the same
+   settings as `phivault serve`), the demo clinic loaded, the load generator in a separate
+   process (loadgen.run_load). Every figure is the best of `--rounds` alternating runs.
+
+    .venv/bin/python bench/bench_crypto.py [--patients 200] [--requests 3000]
+        [--concurrency 16] [--backends sqlite,postgresql] [--rounds 2]
+
+Results: markdown on stdout, bench/results/crypto.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_http import Get, Post, free_port, load, new_patients, wait_ready
+from loadgen import LoadResult
+
+from phivault.crypto import primitives
+from phivault.crypto.codec import KeyRingCodec
+from phivault.crypto.kek import KeyFileKeySource, create_key_file
+from phivault.demo.clinic import ClinicSpec, generate_clinic
+from phivault.service import Context
+from phivault.vault import init_data_dir, open_vault
+
+BIN = Path(sys.executable).parent
+PG_URL = os.environ.get("PHIVAULT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+SIZES = (1024, 8192)
+TARGET = 0.85
+
+
+# --- 1. codec against openssl ---------------------------------------------------------------
+
+
+def openssl_gcm() -> dict[int, float]:
+    """MB/s of `openssl speed -evp aes-256-gcm` at 1024 and 8192 bytes."""
+    out = subprocess.run(
+        ["openssl", "speed", "-evp", "aes-256-gcm", "-seconds", "2"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    header = next(line for line in out.splitlines() if line.startswith("type"))
+    row = next(line for line in out.splitlines() if line.lower().startswith("aes-256-gcm"))
+    sizes = [int(s) for s in re.findall(r"(\d+) bytes", header)]
+    rates = [float(v.rstrip("k")) * 1000 / 1e6 for v in row.split()[1:]]  # "k" = 1000s B/s
+    by_size = dict(zip(sizes, rates, strict=True))
+    return {size: by_size[size] for size in SIZES}
+
+
+def per_second(fn: Callable[[], object], seconds: float = 1.0) -> float:
+    """Calls of `fn` per second, over at least `seconds`."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        for _ in range(200):
+            fn()
+        calls += 200
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return calls / elapsed
+
+
+def codec_speed(work: Path) -> dict[str, dict[int, float]]:
+    key_file, data = work / "codec.key", work / "codec-data"
+    create_key_file(key_file)
+    init_data_dir(data, KeyFileKeySource(key_file))
+    vault = open_vault(data, KeyFileKeySource(key_file))
+    try:
+        codec = vault.service.codec
+        assert isinstance(codec, KeyRingCodec)
+        compartment = "Patient/bench"
+        codec.prepare(compartment)
+        key = primitives.random_key()
+        found: dict[str, dict[int, float]] = {"seal": {}, "open": {}, "aead": {}}
+        for size in SIZES:
+            body = (b'{"resourceType":"Observation","note":"' + b"x" * size)[:size]
+            blob = codec.seal("Observation", "o1", 1, compartment, body)
+            mb = size / 1e6
+            found["seal"][size] = mb * per_second(
+                lambda b=body: codec.seal("Observation", "o1", 1, compartment, b)
+            )
+            found["open"][size] = mb * per_second(
+                lambda b=blob: codec.open("Observation", "o1", 1, compartment, b)
+            )
+            found["aead"][size] = mb * per_second(
+                lambda b=body: primitives.aead_encrypt(key, b, b"Observation/o1/1")
+            )
+        return found
+    finally:
+        vault.close()
+
+
+# --- 2. HTTP, encryption on and off ---------------------------------------------------------
+
+
+def prepare_dir(work: Path, backend: str, encryption: bool, patients: int) -> tuple[Path, Path]:
+    tag = f"{backend}-{'on' if encryption else 'off'}"
+    key_file, data = work / f"{tag}.key", work / f"data-{tag}"
+    create_key_file(key_file)
+    db = None
+    if backend == "postgresql":
+        db = f"{PG_URL}?schema=bench_crypto_{uuid.uuid4().hex[:8]}"
+    init_data_dir(data, KeyFileKeySource(key_file), db_url=db, encryption=encryption)
+    vault = open_vault(data, KeyFileKeySource(key_file), encryption=encryption)
+    try:
+        clinic = generate_clinic(ClinicSpec(patients=patients, seed=1))
+        for stats in vault.service.import_resources(
+            Context(actor="bench"), clinic, batch_size=1000
+        ):
+            assert stats.failed == 0, stats.errors
+    finally:
+        vault.close()
+    return data, key_file
+
+
+def start_server(
+    data: Path, key_file: Path, encryption: bool
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = dict(
+        os.environ,
+        BENCH_DATA=str(data),
+        BENCH_KEY_FILE=str(key_file),
+        BENCH_ENCRYPTION="1" if encryption else "0",
+    )
+    server = subprocess.Popen(
+        [str(BIN / "uvicorn"), "crypto_app:create", "--factory", "--port", str(port),
+         "--log-level", "warning", "--no-access-log", "--no-server-header",
+         "--app-dir", str(Path(__file__).parent)],
+        env=env,
+    )  # fmt: skip
+    wait_ready(port, "/fhir/metadata")
+    return server, port
+
+
+def workloads(patients: int, requests: int) -> dict[str, tuple[object, int]]:
+    clinic = list(generate_clinic(ClinicSpec(patients=patients, seed=1)))
+    people = [r for r in clinic if r["resourceType"] == "Patient"]
+    observation = next(r for r in clinic if r["resourceType"] == "Observation")
+    observations = []
+    for i, person in enumerate(people[:200]):
+        body = {k: v for k, v in observation.items() if k not in ("id", "encounter")}
+        body["subject"] = {"reference": f"Patient/{person['id']}"}
+        body["valueQuantity"] = {**body.get("valueQuantity", {}), "value": 60 + i % 40}
+        observations.append(orjson.dumps(body))
+    families = sorted({p["name"][0]["family"] for p in people})
+    return {
+        "create Patient": (Post("/fhir/Patient", new_patients(500)), requests),
+        "create Observation": (Post("/fhir/Observation", observations), requests),
+        "read": (Get([f"/fhir/Patient/{p['id']}" for p in people]), requests * 2),
+        "search": (Get([f"/fhir/Patient?family={quote(f)}" for f in families]), requests),
+    }
+
+
+def bench_http(
+    args: argparse.Namespace, work: Path, backend: str
+) -> dict[str, dict[str, LoadResult]]:
+    servers: dict[bool, tuple[subprocess.Popen[bytes], int]] = {}
+    best: dict[str, dict[str, LoadResult]] = {"on": {}, "off": {}}
+    try:
+        for encryption in (True, False):
+            data, key_file = prepare_dir(work, backend, encryption, args.patients)
+            servers[encryption] = start_server(data, key_file, encryption)
+        jobs = workloads(args.patients, args.requests)
+        for round_no in range(args.rounds):
+            for op, (make, total) in jobs.items():
+                order = (True, False) if round_no % 2 == 0 else (False, True)
+                for encryption in order:
+                    result = load(make, total, args.concurrency, servers[encryption][1])
+                    side = best["on" if encryption else "off"]
+                    if op not in side or result.rate > side[op].rate:
+                        side[op] = result
+    finally:
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(timeout=30)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--patients", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    report: dict[str, object] = {}
+    lines = [
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"{platform.platform()}",
+        "",
+        "## Codec against the machine's AES-256-GCM (single thread, MB/s)",
+        "",
+        "| size | openssl speed | aead_encrypt (Python) | codec seal | codec open | seal / openssl | open / openssl |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    with tempfile.TemporaryDirectory(prefix="phivault-bench-crypto-") as tmp:
+        work = Path(tmp)
+        ssl = openssl_gcm()
+        codec = codec_speed(work)
+        for size in SIZES:
+            seal, opened = codec["seal"][size], codec["open"][size]
+            lines.append(
+                f"| {size} | {ssl[size]:,.0f} | {codec['aead'][size]:,.0f} | {seal:,.0f} | "
+                f"{opened:,.0f} | {seal / ssl[size]:.2f} | {opened / ssl[size]:.2f} |"
+            )
+        report["codec_mb_s"] = {"openssl": ssl, **codec}
+        lines += [
+            "",
+            f"## HTTP, encryption on vs off (demo clinic {args.patients} patients, "
+            f"{args.concurrency} connections, one worker, best of {args.rounds})",
+            "",
+            "| backend | op | on req/s | off req/s | on/off | on p50 ms | off p50 ms | on p99 ms | off p99 ms | errors |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        http: dict[str, object] = {}
+        for backend in args.backends.split(","):
+            best = bench_http(args, work, backend)
+            for op, on in best["on"].items():
+                off = best["off"][op]
+                ratio = on.rate / off.rate if off.rate else 0.0
+                flag = "" if op == "search" or ratio >= TARGET else " (below target)"
+                lines.append(
+                    f"| {backend} | {op} | {on.rate:,.0f} | {off.rate:,.0f} | {ratio:.2f}{flag} | "
+                    f"{on.pct(50):.1f} | {off.pct(50):.1f} | {on.pct(99):.1f} | {off.pct(99):.1f} | "
+                    f"{on.errors + off.errors} |"
+                )
+                http.setdefault(backend, {})[op] = {  # type: ignore[union-attr]
+                    "on": on.rate,
+                    "off": off.rate,
+                    "ratio": ratio,
+                    "errors": on.errors + off.errors,
+                }
+        report["http"] = http
+    print("\n".join(lines))
+    results = Path(__file__).parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / "crypto.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

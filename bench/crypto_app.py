@@ -1,0 +1,40 @@
+"""The phivault FHIR app over `open_vault(encryption=...)`, for bench_crypto.py.
+
+`phivault serve` cannot turn encryption off (by design), so the comparison runs this
+factory under uvicorn instead, with the same settings as `serve`:
+
+    BENCH_DATA=DIR BENCH_KEY_FILE=FILE BENCH_ENCRYPTION=1|0 \
+        uvicorn crypto_app:create --factory --app-dir bench
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+
+from phivault.api.app import create_app
+from phivault.crypto.kek import KeyFileKeySource
+from phivault.vault import open_vault
+
+
+def create() -> Starlette:
+    vault = open_vault(
+        Path(os.environ["BENCH_DATA"]),
+        KeyFileKeySource(os.environ["BENCH_KEY_FILE"]),
+        encryption=os.environ.get("BENCH_ENCRYPTION", "1") == "1",
+    )
+    app = create_app(vault.service, vault.settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            vault.close()
+
+    app.router.lifespan_context = lifespan
+    return app

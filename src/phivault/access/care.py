@@ -1,0 +1,134 @@
+"""Facts the policy needs about a patient: who cares for them, and what they consented to.
+
+A clinical user has a care relationship with a patient through an active CareTeam that
+lists them, an Encounter they took part in, or an Appointment with them within a window
+around now. Facts are read from the patient's compartment (bodies decrypted through the
+caller's opener) and cached briefly per patient: a revoked membership may still count for
+up to `ttl` seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+
+from phivault.access.consent import as_list, instant_seconds
+from phivault.store.base import ReadView, VersionRecord
+from phivault.store.compartment_sql import CompartmentQuery
+from phivault.types import Resource
+
+FACT_TYPES = ("Appointment", "CareTeam", "Consent", "Encounter")
+_INACTIVE_APPOINTMENTS = {"cancelled", "noshow", "entered-in-error"}
+
+Opener = Callable[[VersionRecord], bytes | None]
+
+
+@dataclass(frozen=True, slots=True)
+class PatientFacts:
+    care_team: frozenset[str] = frozenset()  # members of active CareTeams
+    encounters: frozenset[str] = frozenset()  # participants of any Encounter
+    appointments: tuple[tuple[str, float], ...] = ()  # (participant, start) of live ones
+    consents: tuple[Resource, ...] = field(default_factory=tuple)
+
+    def related(self, who: str, now: float, window: float) -> bool:
+        if who in self.care_team or who in self.encounters:
+            return True
+        return any(p == who and abs(start - now) <= window for p, start in self.appointments)
+
+
+def facts_from(resources: list[Resource]) -> PatientFacts:
+    team: set[str] = set()
+    encounters: set[str] = set()
+    appointments: list[tuple[str, float]] = []
+    consents: list[Resource] = []
+    for res in resources:
+        kind = res.get("resourceType")
+        if kind == "CareTeam" and res.get("status") == "active":
+            for part in as_list(res.get("participant")):
+                team.update(_ref(part, "member"))
+        elif kind == "Encounter" and res.get("status") != "entered-in-error":
+            for part in as_list(res.get("participant")):
+                encounters.update(_ref(part, "individual"))
+        elif kind == "Appointment" and res.get("status") not in _INACTIVE_APPOINTMENTS:
+            start = instant_seconds(res.get("start"))
+            if start is not None:
+                for part in as_list(res.get("participant")):
+                    appointments.extend((who, start) for who in _ref(part, "actor"))
+        elif kind == "Consent" and res.get("status") == "active":
+            consents.append(res)
+    return PatientFacts(
+        frozenset(team), frozenset(encounters), tuple(appointments), tuple(consents)
+    )
+
+
+def _ref(part: object, key: str) -> list[str]:
+    if not isinstance(part, dict):
+        return []
+    target = part.get(key)
+    if isinstance(target, dict) and isinstance(target.get("reference"), str):
+        return [target["reference"]]
+    return []
+
+
+class StoreCareFacts:
+    """PatientFacts read from the store, with a small time-bounded cache."""
+
+    def __init__(
+        self,
+        view: ReadView,
+        opener: Opener,
+        *,
+        ttl: float = 10.0,
+        max_patients: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._view = view
+        self._open = opener
+        self._ttl = ttl
+        self._max = max_patients
+        self._clock = clock
+        self._cache: OrderedDict[str, tuple[float, PatientFacts]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def facts(self, compartment: str) -> PatientFacts:
+        now = self._clock()
+        with self._lock:
+            hit = self._cache.get(compartment)
+            if hit is not None and now - hit[0] < self._ttl:
+                return hit[1]
+        found = facts_from(self._load(compartment))
+        with self._lock:
+            self._cache[compartment] = (now, found)
+            self._cache.move_to_end(compartment)
+            while len(self._cache) > self._max:
+                self._cache.popitem(last=False)
+        return found
+
+    def forget(self, compartment: str | None = None) -> None:
+        with self._lock:
+            if compartment is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(compartment, None)
+
+    def _load(self, compartment: str) -> list[Resource]:
+        resources: list[Resource] = []
+        after: tuple[str, str] | None = None
+        while True:
+            page = self._view.compartment(
+                CompartmentQuery(compartment, rtypes=FACT_TYPES, after=after, limit=500)
+            )
+            for record in page:
+                body = self._open(record)
+                if body:
+                    parsed = orjson.loads(body)
+                    if isinstance(parsed, dict):
+                        resources.append(parsed)
+            if len(page) < 500:
+                return resources
+            after = (page[-1].rtype, page[-1].rid)

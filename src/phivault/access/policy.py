@@ -1,0 +1,277 @@
+"""THE one place that decides who may do what: role x scope x care relationship x
+consent x break-glass -> allow, deny, or hide.
+
+- `deny` is a type-level refusal (this role or token may never do this interaction on
+  this resource type). It does not depend on any stored data, so answering 403 reveals
+  nothing about which resources exist.
+- `hide` is an instance-level refusal (this patient is outside the token's launch
+  context, the user has no care relationship, or a Consent denies it). The caller must
+  answer exactly as if the resource did not exist (404, or leave it out of a search
+  before totals are counted), so a refusal never confirms that a record exists.
+
+A context without a principal is a trusted in-process caller (CLI holding the key,
+import): allowed. The HTTP layer always sets a principal once authentication is enabled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol, TypeVar
+
+from phivault.access import consent
+from phivault.access.care import PatientFacts
+from phivault.access.principal import (
+    ADMIN,
+    AUDITOR,
+    BILLING,
+    CLINICAL_ROLES,
+    CLINICIAN,
+    FRONT_DESK,
+    NURSE,
+    SYSTEM,
+    Principal,
+)
+from phivault.access.scopes import INTERACTIONS, PATIENT
+from phivault.errors import Forbidden
+from phivault.types import Resource
+
+T = TypeVar("T")
+
+DEMOGRAPHICS = frozenset({"Patient", "RelatedPerson", "Person"})
+SCHEDULING = frozenset({"Appointment", "AppointmentResponse", "Schedule", "Slot"})
+DIRECTORY = frozenset(
+    {
+        "Practitioner",
+        "PractitionerRole",
+        "Organization",
+        "Location",
+        "HealthcareService",
+        "Endpoint",
+    }
+)
+FINANCIAL = frozenset(
+    {
+        "Coverage",
+        "CoverageEligibilityRequest",
+        "CoverageEligibilityResponse",
+        "Claim",
+        "ClaimResponse",
+        "Account",
+        "ChargeItem",
+        "ExplanationOfBenefit",
+        "Invoice",
+        "PaymentNotice",
+        "PaymentReconciliation",
+        "EnrollmentRequest",
+        "EnrollmentResponse",
+    }
+)
+AUDIT = frozenset({"AuditEvent"})
+
+
+def role_permissions(role: str, rtype: str) -> str:
+    """The SMART permission letters (`cruds`) a role has on a resource type."""
+    if role in (CLINICIAN, NURSE):
+        if rtype in AUDIT:
+            return ""
+        if rtype in DIRECTORY:
+            return "rs"  # the directory is the admin's to keep
+        return "cruds" if role == CLINICIAN else "crus"
+    if role == FRONT_DESK:
+        if rtype in SCHEDULING:
+            return "cruds"
+        if rtype in DEMOGRAPHICS:
+            return "crus"
+        return "rs" if rtype in DIRECTORY else ""
+    if role == BILLING:
+        if rtype in FINANCIAL:
+            return "cruds"
+        return "rs" if rtype in DEMOGRAPHICS | DIRECTORY else ""
+    if role == AUDITOR:
+        return "rs" if rtype in AUDIT else ""
+    if role == ADMIN:
+        return "cruds" if rtype in DIRECTORY else ""
+    return ""  # researcher: de-identified exports only, never the live records
+
+
+class Decision(Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+    HIDE = "hide"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What an access touches: a resource (with its body when the caller has it) or a
+    patient compartment as a whole (rid None)."""
+
+    rtype: str
+    rid: str | None = None
+    compartment: str | None = None
+    resource: Resource | None = None
+
+
+class HasPrincipal(Protocol):
+    @property
+    def principal(self) -> Principal | None: ...
+
+    @property
+    def purpose(self) -> str | None: ...
+
+
+class CareFacts(Protocol):
+    def facts(self, compartment: str) -> PatientFacts: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    appointment_window: float = 30 * 86400.0  # an Appointment relates within +-30 days
+
+
+class Policy:
+    def __init__(
+        self,
+        care: CareFacts,
+        settings: PolicySettings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.care = care
+        self.settings = settings or PolicySettings()
+        self.clock = clock
+
+    # -- the decisions ---------------------------------------------------------------------------
+    def decide_type(self, principal: Principal | None, interaction: str, rtype: str) -> Decision:
+        """Type-level: may this caller ever do `interaction` on `rtype`?"""
+        if principal is None:
+            return Decision.ALLOW
+        letter = INTERACTIONS.get(interaction)
+        if letter is None or not any(s.allows(rtype, interaction) for s in principal.scopes):
+            return Decision.DENY
+        if principal.kind == SYSTEM:
+            return Decision.ALLOW
+        if any(letter in role_permissions(r, rtype) for r in principal.roles):
+            return Decision.ALLOW
+        return Decision.DENY
+
+    def decide(self, ctx: HasPrincipal, interaction: str, target: Target) -> Decision:
+        principal = ctx.principal
+        if principal is None:
+            return Decision.ALLOW
+        if self.decide_type(principal, interaction, target.rtype) is Decision.DENY:
+            return Decision.DENY
+        compartment = target.compartment
+        if compartment is None:
+            return Decision.ALLOW  # not patient data (directory, terminology ...)
+        scopes = [s for s in principal.scopes if s.allows(target.rtype, interaction)]
+        if all(s.context == PATIENT for s in scopes):
+            if principal.patient is None or compartment != f"Patient/{principal.patient}":
+                return Decision.HIDE
+        elif interaction == "create" and target.rtype == "Patient":
+            return Decision.ALLOW  # registering a new patient: no relationship can exist yet
+        now = self.clock()
+        emergency = principal.is_clinical and principal.break_glass_active(now)
+        facts = self.care.facts(compartment)
+        if principal.kind != SYSTEM and not emergency:
+            if not self._role_allows_patient(principal, interaction, target.rtype, facts, now):
+                return Decision.HIDE
+        if facts.consents and not emergency:
+            access = consent.Access(
+                actors=frozenset(p for p in (principal.practitioner,) if p),
+                purpose=ctx.purpose,
+                rtype=target.rtype,
+                labels=consent.data_labels(target.resource),
+                now=now,
+            )
+            if target.resource is None and consent.needs_data(facts.consents):
+                return Decision.HIDE  # cannot tell the data's category: fail closed
+            if consent.any_denies(facts.consents, access):
+                return Decision.HIDE
+        return Decision.ALLOW
+
+    def _role_allows_patient(
+        self, principal: Principal, interaction: str, rtype: str, facts: PatientFacts, now: float
+    ) -> bool:
+        letter = INTERACTIONS[interaction]
+        for role in principal.roles:
+            if letter not in role_permissions(role, rtype):
+                continue
+            if role not in CLINICAL_ROLES:
+                return True  # clerical roles work clinic-wide, within their types
+            who = principal.practitioner
+            if who and facts.related(who, now, self.settings.appointment_window):
+                return True
+        return False
+
+    # -- the API other modules call ----------------------------------------------------------------
+    def check(self, ctx: HasPrincipal, interaction: str, target: Target) -> None:
+        """Raise Forbidden unless allowed. Callers that must not reveal existence use
+        `decide` and answer HIDE as not-found."""
+        if self.decide(ctx, interaction, target) is not Decision.ALLOW:
+            raise Forbidden()
+
+    def filter(
+        self,
+        ctx: HasPrincipal,
+        interaction: str,
+        candidates: Sequence[T],
+        describe: Callable[[T], Target],
+    ) -> list[T]:
+        """The candidates this caller may see, in their order.
+
+        For search, `_include`/`_revinclude`, chained search, `_has`, history,
+        `$everything` and `$export`: call it on the full candidate list BEFORE counting
+        totals or cutting pages, so that `Bundle.total` and paging never reveal what was
+        left out. `describe` turns a candidate into a Target; give it the resource body
+        when available (a Consent that restricts data categories needs it; without it the
+        candidate is left out, failing closed). Type-level refusals are the caller's to
+        raise first (`decide_type`), as 403.
+        """
+        if ctx.principal is None:
+            return list(candidates)
+        return [
+            c for c in candidates if self.decide(ctx, interaction, describe(c)) is Decision.ALLOW
+        ]
+
+
+class AllowAll:
+    """The policy of a service with access control off (in-process tools and tests)."""
+
+    def decide_type(self, principal: Principal | None, interaction: str, rtype: str) -> Decision:
+        return Decision.ALLOW
+
+    def decide(self, ctx: HasPrincipal, interaction: str, target: Target) -> Decision:
+        return Decision.ALLOW
+
+    def check(self, ctx: HasPrincipal, interaction: str, target: Target) -> None:
+        return None
+
+    def filter(
+        self,
+        ctx: HasPrincipal,
+        interaction: str,
+        candidates: Sequence[T],
+        describe: Callable[[T], Target],
+    ) -> list[T]:
+        return list(candidates)
+
+
+class AccessPolicy(Protocol):
+    def decide_type(
+        self, principal: Principal | None, interaction: str, rtype: str
+    ) -> Decision: ...
+
+    def decide(self, ctx: HasPrincipal, interaction: str, target: Target) -> Decision: ...
+
+    def check(self, ctx: HasPrincipal, interaction: str, target: Target) -> None: ...
+
+    def filter(
+        self,
+        ctx: HasPrincipal,
+        interaction: str,
+        candidates: Sequence[T],
+        describe: Callable[[T], Target],
+    ) -> list[T]: ...

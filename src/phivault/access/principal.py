@@ -1,0 +1,44 @@
+"""Who is asking: the authenticated identity a bearer token stands for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from phivault.access.scopes import Scope
+
+USER = "user"
+SYSTEM = "system"
+
+CLINICIAN = "clinician"
+NURSE = "nurse"
+FRONT_DESK = "front-desk"
+BILLING = "billing"
+RESEARCHER = "researcher"
+AUDITOR = "auditor"
+ADMIN = "admin"
+ROLES = frozenset({CLINICIAN, NURSE, FRONT_DESK, BILLING, RESEARCHER, AUDITOR, ADMIN})
+CLINICAL_ROLES = frozenset({CLINICIAN, NURSE})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller. `subject` is a user id or a registered client's id."""
+
+    subject: str
+    kind: str = USER  # USER (interactive, via a SMART app) or SYSTEM (backend services)
+    roles: frozenset[str] = frozenset()
+    scopes: tuple[Scope, ...] = ()
+    client_id: str | None = None
+    patient: str | None = None  # launch patient context: a Patient id
+    practitioner: str | None = None  # "Practitioner/<id>" the user acts as
+    session_id: str | None = None
+    break_glass_until: float | None = None  # epoch seconds; None: no emergency access
+    token_id: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def break_glass_active(self, now: float) -> bool:
+        return self.break_glass_until is not None and now < self.break_glass_until
+
+    @property
+    def is_clinical(self) -> bool:
+        return bool(self.roles & CLINICAL_ROLES)

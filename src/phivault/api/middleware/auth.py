@@ -1,0 +1,87 @@
+"""Authentication of the FHIR API: a Bearer token becomes the request's service Context.
+
+Every request under the FHIR base path except the CapabilityStatement needs a valid
+access token. Any failure (no token, expired, wrong audience or issuer, `alg: none`,
+tampered, another key, revoked session) gets the same 401 OperationOutcome and
+`WWW-Authenticate: Bearer error="invalid_token"`, and is audited as a denied access.
+"""
+
+from __future__ import annotations
+
+from anyio import to_thread
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from phivault.access.runtime import AccessControl
+from phivault.api.errors import outcome_response
+from phivault.audit.events import MINOR_FAILURE, AccessEvent
+from phivault.errors import InvalidToken, PhivaultError
+from phivault.service import Context
+
+CONTEXT_KEY = "phivault.context"
+_PUBLIC = ("/metadata",)
+_NEEDS_TOKEN = ("/oauth/break-glass",)
+
+
+class BearerAuth:
+    def __init__(self, app: ASGIApp, access: AccessControl, base_path: str) -> None:
+        self.app = app
+        self.access = access
+        self.base_path = base_path.rstrip("/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not self._protected(path):
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        address = client[0] if client else None
+        token = _bearer(scope)
+        try:
+            if token is None:
+                raise InvalidToken()
+            principal = await to_thread.run_sync(self.access.principal, token)
+        except InvalidToken as exc:
+            await to_thread.run_sync(self._audit_denied, address)
+            response = outcome_response(exc)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="phivault", error="invalid_token"'
+            await response(scope, receive, send)
+            return
+        except PhivaultError as exc:
+            await outcome_response(exc)(scope, receive, send)
+            return
+        scope[CONTEXT_KEY] = Context(
+            actor=principal.subject,
+            client=address,
+            purpose=self.access.purpose(principal),
+            principal=principal,
+        )
+        await self.app(scope, receive, send)
+
+    def _protected(self, path: str) -> bool:
+        if path in _NEEDS_TOKEN:
+            return True
+        if path != self.base_path and not path.startswith(self.base_path + "/"):
+            return False
+        return path[len(self.base_path) :] not in _PUBLIC
+
+    def _audit_denied(self, address: str | None) -> None:
+        self.access.audit.record(
+            AccessEvent(
+                action="authenticate",
+                outcome=MINOR_FAILURE,
+                actor="anonymous",
+                client=address,
+                detail="InvalidToken",
+            )
+        )
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            text: str = bytes(value).decode("latin-1")
+            kind, _, token = text.partition(" ")
+            if kind.lower() == "bearer" and token.strip():
+                return token.strip()
+            return None
+    return None

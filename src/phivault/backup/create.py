@@ -1,0 +1,270 @@
+"""Writing one snapshot: capture, chunk, deduplicate, seal, upload, sign.
+
+Only chunks the repository does not hold yet are compressed, sealed and uploaded (two
+worker threads: zstd and AES-GCM release the GIL while the chunker scans). Chunks reused
+from earlier snapshots get their retention extended when the backend has one, before the
+manifest that needs them is written, so a prune running meanwhile cannot take them. The
+manifest goes last; after it, the chunk list is read again and any chunk a concurrent
+prune removed is uploaded anew (chunking is deterministic, so the same ids come back).
+
+One backup at a time per data directory: an exclusive lock file, so that of several
+server workers only one runs the schedule, and a manual `backup create` waits its turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from phivault.backup.keys import ServerKeys, b64
+from phivault.backup.repository import (
+    DEFAULT_ZSTD_LEVEL,
+    Repository,
+    SnapshotHeader,
+    chunk_id_of,
+    chunk_object_name,
+    new_snapshot_id,
+    utc_now,
+)
+from phivault.backup.snapshot import LOCK_FILE, Capture, capture, clean_stale_temp
+from phivault.errors import BackupError
+
+WORKERS = 2
+IN_FLIGHT = 8  # chunks being sealed or uploaded at once (bounds memory to ~8 x 4 MiB)
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+
+    def advance(self, amount: int) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total: int) -> None:
+        return None
+
+    def advance(self, amount: int) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class BackupResult:
+    snapshot_id: str
+    time: str
+    files: int
+    bytes: int
+    chunks: int
+    new_chunks: int
+    new_bytes: int  # stored size of the new chunks
+    seconds: float
+    healed: int = 0
+
+
+@contextlib.contextmanager
+def backup_lock(data_dir: Path, *, wait: bool = False) -> Iterator[None]:
+    """Hold the data directory's backup lock; BackupError if held elsewhere and not `wait`."""
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BackupError("another backup of this data directory is running") from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+class _Uploader:
+    """Seals and uploads new chunks on worker threads, a bounded number at a time."""
+
+    def __init__(self, repo: Repository, level: int) -> None:
+        self._repo = repo
+        self._level = level
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="phivault-backup")
+        self._slots = threading.BoundedSemaphore(IN_FLIGHT)
+        self._futures: list[Future[int]] = []
+        self.stored = 0
+        self.submitted = 0
+
+    def _run(self, chunk_id: str, data: bytes) -> int:
+        try:
+            blob = self._repo.seal_chunk(chunk_id, data, self._level)
+            self._repo.put_chunk(chunk_id, blob)  # False: a concurrent writer added it
+            return len(blob)
+        finally:
+            self._slots.release()
+
+    def submit(self, chunk_id: str, data: bytes) -> None:
+        self._slots.acquire()
+        self.submitted += 1
+        self._futures.append(self._pool.submit(self._run, chunk_id, data))
+        if len(self._futures) > 4 * IN_FLIGHT:
+            self._collect(done_only=True)
+
+    def _collect(self, done_only: bool = False) -> None:
+        keep: list[Future[int]] = []
+        for future in self._futures:
+            if done_only and not future.done():
+                keep.append(future)
+            else:
+                self.stored += future.result()  # re-raises a worker's error here
+        self._futures = keep
+
+    def finish(self) -> None:
+        try:
+            self._collect()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _scan(
+    cap: Capture,
+    repo: Repository,
+    keys: ServerKeys,
+    wanted: set[str] | None,
+    uploader: _Uploader,
+    progress: Progress,
+) -> list[dict[str, Any]]:
+    """Chunk every captured file; upload the chunks in `wanted` (None: those not present)."""
+    chunker = repo.chunker(keys.chunk_id_key)
+    present = repo.chunk_ids() if wanted is None else set()
+    files: list[dict[str, Any]] = []
+    for item in cap.files:
+        digest = hashlib.sha256()
+        ids: list[str] = []
+        size = 0
+        with open(item.source, "rb") as handle:
+            for data in chunker.chunks(handle):
+                digest.update(data)
+                chunk_id = chunk_id_of(keys.chunk_id_key, data)
+                ids.append(chunk_id)
+                size += len(data)
+                needed = chunk_id in wanted if wanted is not None else chunk_id not in present
+                if needed:
+                    (wanted if wanted is not None else present).discard(chunk_id)
+                    if wanted is None:
+                        present.add(chunk_id)
+                    uploader.submit(chunk_id, data)
+                progress.advance(len(data))
+        files.append(
+            {
+                "path": item.path,
+                "size": size,
+                "mode": item.mode,
+                "sha256": digest.hexdigest(),
+                "chunks": ids,
+            }
+        )
+    return files
+
+
+def _retention(repo: Repository) -> timedelta | None:
+    days = getattr(getattr(repo.backend, "options", None), "retention_days", None)
+    return timedelta(days=int(days)) if days else None
+
+
+def _protect_reused(repo: Repository, reused: set[str], retention: timedelta | None) -> str | None:
+    """Extend the retention of reused chunks; returns the new retain-until (or None)."""
+    if retention is None:
+        return None
+    now = datetime.now(UTC)
+    until = now + retention
+    ids = repo.snapshot_ids()
+    fresh: set[str] = set()
+    if ids:
+        latest = repo.read_header(ids[-1])
+        if (
+            latest.retain_until
+            and datetime.fromisoformat(latest.retain_until) > now + retention / 2
+        ):
+            fresh = set(latest.chunks)  # protected long enough by the previous backup
+    stale = sorted(reused - fresh)
+    repo.backend.protect([chunk_object_name(c) for c in stale], until)
+    return until.isoformat()
+
+
+def create_backup(
+    data_dir: Path,
+    repo: Repository,
+    keys: ServerKeys,
+    db_url: str | None,
+    *,
+    progress: Progress | None = None,
+    level: int = DEFAULT_ZSTD_LEVEL,
+    lock: bool = True,
+) -> BackupResult:
+    """`lock=False`: the caller already holds `backup_lock`."""
+    progress = progress or _NoProgress()
+    started = time.monotonic()
+    snapshot_id = new_snapshot_id()
+    with backup_lock(data_dir) if lock else contextlib.nullcontext():
+        clean_stale_temp(data_dir)
+        with capture(data_dir, db_url) as cap:
+            progress.start(sum(f.source.stat().st_size for f in cap.files))
+            uploader = _Uploader(repo, level)
+            try:
+                files = _scan(cap, repo, keys, None, uploader, progress)
+            finally:
+                uploader.finish()
+            every = {c for f in files for c in f["chunks"]}
+            retain_until = _protect_reused(repo, every, _retention(repo))
+            repo.backend.flush()
+            header = SnapshotHeader(
+                snapshot_id=snapshot_id,
+                repo_id=repo.config.repo_id,
+                time=utc_now(),
+                chunks=tuple(sorted(every)),
+                body_sha256="",
+                retain_until=retain_until,
+                stats={
+                    "files": len(files),
+                    "bytes": sum(int(f["size"]) for f in files),
+                    "chunks": len(every),
+                    "new_chunks": uploader.submitted,
+                    "new_bytes": uploader.stored,
+                },
+                backend=cap.backend,
+            )
+            body = {
+                "files": files,
+                "facts": cap.facts,
+                "backend": cap.backend,
+                "chunk_id_key": b64(keys.chunk_id_key),
+            }
+            header = repo.write_manifest(header, body, keys.signing_seed)
+            healed = _heal(cap, repo, keys, every, level)
+    return BackupResult(
+        snapshot_id=snapshot_id,
+        time=header.time,
+        files=len(files),
+        bytes=header.stats["bytes"],
+        chunks=len(every),
+        new_chunks=header.stats.get("new_chunks", 0),
+        new_bytes=uploader.stored,
+        seconds=time.monotonic() - started,
+        healed=healed,
+    )
+
+
+def _heal(cap: Capture, repo: Repository, keys: ServerKeys, every: set[str], level: int) -> int:
+    missing = every - repo.chunk_ids()
+    if not missing:
+        return 0
+    count = len(missing)
+    uploader = _Uploader(repo, level)
+    try:
+        _scan(cap, repo, keys, set(missing), uploader, _NoProgress())
+    finally:
+        uploader.finish()
+    repo.backend.flush()
+    return count

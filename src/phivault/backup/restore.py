@@ -1,0 +1,234 @@
+"""Restore a snapshot into a new directory (and, for PostgreSQL, into an empty schema).
+
+Needs the backup private key. Every chunk is opened (AEAD), its name re-derived from its
+content with the chunk-id key carried in the sealed manifest, and every file's SHA-256
+compared with the manifest before the file gets its final name: a restore either yields
+exactly what was backed up or fails loudly. It never writes over an existing file.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import hmac
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from phivault.backup.create import Progress, _NoProgress
+from phivault.backup.keys import BackupPrivateKey, unb64
+from phivault.backup.repository import Repository, chunk_id_of
+from phivault.backup.snapshot import PG_DIR, PG_SCHEMA_FILE
+from phivault.config import CONFIG_FILE
+from phivault.errors import (
+    BackupError,
+    BackupIntegrityError,
+    BackupKeyError,
+    ConfigError,
+    SnapshotNotFound,
+)
+
+READERS = 4
+_LOOKAHEAD = 8
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    snapshot_id: str
+    time: str
+    backend: str
+    files: int
+    bytes: int
+    seconds: float
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def check_key(repo: Repository, key: BackupPrivateKey) -> None:
+    """The key file must belong to this repository, and pin the same signing key."""
+    config = repo.config
+    if key.repo_id != config.repo_id or not hmac.compare_digest(key.public_key, config.public_key):
+        raise BackupKeyError()
+    if not hmac.compare_digest(key.signing_public_key, config.signing_public_key):
+        # The repository config names another signer than the one recorded at init.
+        raise BackupIntegrityError("the repository's signing key is not the one the key file pins")
+
+
+def parse_time(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError("give the time as ISO 8601, e.g. 2025-01-31T18:00:00Z") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def choose_snapshot(repo: Repository, snapshot_id: str | None, at: datetime | None) -> str:
+    ids = repo.snapshot_ids()
+    if snapshot_id is not None:
+        if snapshot_id not in ids:
+            raise SnapshotNotFound()
+        return snapshot_id
+    if at is not None:
+        ids = [i for i in ids if _id_time(i) <= at]
+    for candidate in reversed(ids):
+        header = repo.read_header(candidate)
+        if at is None or parse_time(header.time) <= at:
+            return candidate
+    raise SnapshotNotFound("no backup snapshot at or before that time")
+
+
+def _id_time(snapshot_id: str) -> datetime:
+    stamp = snapshot_id.split("-", 1)[0]
+    try:
+        return datetime.strptime(stamp, "%Y%m%dt%H%M%S%fz").replace(tzinfo=UTC)
+    except ValueError:
+        raise BackupIntegrityError("a snapshot id is not one phivault writes") from None
+
+
+def read_chunks(
+    repo: Repository, key: BackupPrivateKey, chunk_id_key: bytes, ids: list[str]
+) -> Iterator[bytes]:
+    """The contents of `ids` in order, fetched and opened on worker threads, each checked
+    against its keyed name."""
+
+    def fetch(chunk_id: str) -> bytes:
+        data = repo.open_chunk(key.private_key, chunk_id)
+        if not hmac.compare_digest(chunk_id_of(chunk_id_key, data), chunk_id):
+            raise BackupIntegrityError("a chunk's content does not match its name")
+        return data
+
+    with ThreadPoolExecutor(READERS, thread_name_prefix="phivault-restore") as pool:
+        window: collections.deque[Future[bytes]] = collections.deque()
+        pending = iter(ids)
+        for chunk_id in pending:
+            window.append(pool.submit(fetch, chunk_id))
+            if len(window) >= _LOOKAHEAD:
+                break
+        while window:
+            data = window.popleft().result()
+            nxt = next(pending, None)
+            if nxt is not None:
+                window.append(pool.submit(fetch, nxt))
+            yield data
+
+
+def _write_file(
+    repo: Repository,
+    key: BackupPrivateKey,
+    chunk_id_key: bytes,
+    entry: dict[str, Any],
+    target: Path,
+    progress: Progress,
+) -> int:
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    partial = target.with_name(target.name + ".partial")
+    digest = hashlib.sha256()
+    size = 0
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for data in read_chunks(repo, key, chunk_id_key, list(entry["chunks"])):
+                digest.update(data)
+                out.write(data)
+                size += len(data)
+                progress.advance(len(data))
+            out.flush()
+            os.fsync(out.fileno())
+        if size != int(entry["size"]) or digest.hexdigest() != entry["sha256"]:
+            raise BackupIntegrityError("a restored file does not match its manifest")
+        os.chmod(partial, int(entry.get("mode", 0o600)) & 0o777)
+        os.link(partial, target)  # never replaces an existing file
+    finally:
+        partial.unlink(missing_ok=True)
+    return size
+
+
+def _safe_path(root: Path, name: str) -> Path:
+    # A manifest is signed, but a path must still never leave the restore directory.
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?", name) or ".." in name:
+        raise BackupIntegrityError("a snapshot names a file outside the data directory")
+    return root / name
+
+
+def restore_snapshot(
+    repo: Repository,
+    key: BackupPrivateKey,
+    to_dir: Path,
+    *,
+    snapshot_id: str | None = None,
+    at: datetime | None = None,
+    db_url: str | None = None,
+    progress: Progress | None = None,
+) -> RestoreResult:
+    progress = progress or _NoProgress()
+    started = time.monotonic()
+    check_key(repo, key)
+    chosen = choose_snapshot(repo, snapshot_id, at)
+    header, body = repo.read_manifest(chosen, key.private_key)
+    backend = str(body.get("backend", "sqlite"))
+    if backend == "postgresql" and not db_url:
+        raise ConfigError("this snapshot is of a PostgreSQL database: give --db-url for it")
+    if to_dir.exists() and any(to_dir.iterdir()):
+        raise ConfigError("the restore directory must be empty or not exist yet")
+    to_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(to_dir, 0o700)
+    chunk_id_key = unb64(body["chunk_id_key"], 32)
+    files: list[dict[str, Any]] = list(body["files"])
+    progress.start(sum(int(f["size"]) for f in files))
+    total = 0
+    for entry in files:
+        target = _safe_path(to_dir, str(entry["path"]))
+        total += _write_file(repo, key, chunk_id_key, entry, target, progress)
+    if backend == "postgresql" and db_url:
+        pg_dir = to_dir / PG_DIR
+        meta = json.loads((to_dir / PG_SCHEMA_FILE).read_text(encoding="utf-8"))
+        from phivault.backup.pg_load import load_postgres
+
+        load_postgres(db_url, pg_dir, meta)
+        for item in pg_dir.iterdir():
+            item.unlink()
+        pg_dir.rmdir()
+        set_db_url(to_dir / CONFIG_FILE, db_url)
+    return RestoreResult(
+        snapshot_id=chosen,
+        time=header.time,
+        backend=backend,
+        files=len(files),
+        bytes=total,
+        seconds=time.monotonic() - started,
+        facts=dict(body.get("facts", {})),
+    )
+
+
+def set_db_url(config: Path, db_url: str) -> None:
+    """Point a restored phivault.toml at the database the snapshot was restored into."""
+    lines = config.read_text(encoding="utf-8").splitlines() if config.exists() else []
+    out: list[str] = []
+    section = ""
+    placed = False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("["):
+            if section == "server" and not placed:
+                out.append(f"db_url = {json.dumps(db_url)}")
+                placed = True
+            section = stripped.strip("[] ")
+        if section == "server" and stripped.split("=", 1)[0].strip() == "db_url":
+            if not placed:
+                out.append(f"db_url = {json.dumps(db_url)}")
+                placed = True
+            continue
+        out.append(line)
+    if not placed:
+        if section != "server":
+            out.append("[server]")
+        out.append(f"db_url = {json.dumps(db_url)}")
+    if not config.parent.exists():
+        raise BackupError("the restore directory vanished")
+    config.write_text("\n".join(out) + "\n", encoding="utf-8")

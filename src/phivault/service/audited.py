@@ -1,0 +1,81 @@
+"""Failed writes become failed-access audit entries; AuditEvent is never written.
+
+Successful accesses are recorded by the service itself (in the write's transaction, or
+durably before a read is released). A write that fails rolls its transaction back, entry
+included, so the failure is recorded here on its own, group-committed like a read.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from phivault.audit.events import MINOR_FAILURE, SERIOUS_FAILURE
+from phivault.errors import AuditUnavailable, BadRequest, Forbidden, MethodNotAllowed, PhivaultError
+from phivault.fhir import resources as fhir_types
+
+if TYPE_CHECKING:
+    from phivault.service.core import Context, Service
+
+# AuditEvent is a view derived from the audit log (service/audit_view.py): a stored one
+# could contradict the log, so no write path (REST, bundle, patch, import) may store one.
+READ_ONLY_TYPES = frozenset({"AuditEvent"})
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_scope = threading.local()
+
+
+def check_writable(rtype: str) -> None:
+    if rtype in READ_ONLY_TYPES:
+        raise MethodNotAllowed(f"{rtype} is derived from the audit log and cannot be written")
+
+
+def _is_id(rid: str) -> bool:
+    try:
+        fhir_types.check_id(rid)
+    except BadRequest:
+        return False
+    return True
+
+
+def audits_failure(action: str, *, id_arg: bool = False) -> Callable[[_F], _F]:
+    """Record a write that fails (validation, conflict, precondition, not found, a
+    read-only type) as a failed access: outcome 4, or 8 for a server-side error.
+
+    Decorates Service methods shaped `(self, ctx, rtype, [rid if id_arg], ...)`. Only the
+    outermost decorated call in a thread records (a conditional update calls update). Not
+    recorded: AuditUnavailable (the log cannot take it) and Forbidden (authorize.py has
+    audited that refusal already).
+    """
+
+    def decorate(method: _F) -> _F:
+        @functools.wraps(method)
+        def wrapper(self: Service, ctx: Context, rtype: str, *args: Any, **kwargs: Any) -> Any:
+            if getattr(_scope, "active", False):
+                return method(self, ctx, rtype, *args, **kwargs)
+            _scope.active = True
+            try:
+                check_writable(rtype)  # before validation: the answer is 405, not 422
+                return method(self, ctx, rtype, *args, **kwargs)
+            except (AuditUnavailable, Forbidden):
+                raise
+            except PhivaultError as exc:
+                rid = args[0] if id_arg and args and isinstance(args[0], str) else None
+                # Only well-formed names reach the log: the URL is the client's text.
+                self._audit_failure(
+                    ctx,
+                    action,
+                    rtype if rtype in fhir_types.R4_TYPES else None,
+                    rid if rid is not None and _is_id(rid) else None,
+                    exc,
+                    outcome=SERIOUS_FAILURE if exc.http_status >= 500 else MINOR_FAILURE,
+                )
+                raise
+            finally:
+                _scope.active = False
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -1,0 +1,159 @@
+"""The authorize step of the service: asks the access policy, audits every refusal, and
+answers refusals so that they reveal nothing.
+
+A type-level refusal (Decision.DENY) is a 403 Forbidden: it depends only on who asks and
+the resource type. An instance-level refusal (Decision.HIDE) is answered exactly like a
+missing resource (404 with the same message), so that a patient-scoped token or a
+snooping user cannot learn whether a record exists. Both are audited with outcome 4 and
+detail "Forbidden".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import orjson
+
+from phivault.access.policy import Decision, Target
+from phivault.audit.events import MINOR_FAILURE, AccessEvent
+from phivault.errors import Forbidden, NotFound
+from phivault.fhir.indexing import patient_compartment
+from phivault.store.base import VersionRecord
+from phivault.types import Resource
+
+if TYPE_CHECKING:
+    from phivault.service.core import Context, Service, Version
+
+# Service action -> SMART interaction.
+INTERACTION = {
+    "read": "read",
+    "vread": "vread",
+    "create": "create",
+    "update": "update",
+    "patch": "patch",
+    "delete": "delete",
+    "search": "search",
+}
+
+
+def interaction_of(action: str, rtype: str | None, rid: str | None) -> str:
+    if action == "history":
+        if rid is not None:
+            return "history-instance"
+        return "history-type" if rtype is not None else "history-system"
+    return INTERACTION.get(action, action)
+
+
+def _refuse(
+    service: Service,
+    ctx: Context,
+    action: str,
+    rtype: str | None,
+    rid: str | None,
+    compartment: str | None = None,
+) -> None:
+    service.audit.record(
+        AccessEvent(
+            action=action,
+            outcome=MINOR_FAILURE,
+            actor=ctx.actor,
+            client=ctx.client,
+            purpose=ctx.purpose,
+            rtype=rtype,
+            rid=rid,
+            compartment=compartment,
+            detail="Forbidden",
+        )
+    )
+
+
+def type_level(
+    service: Service, ctx: Context, action: str, rtype: str | None, rid: str | None = None
+) -> None:
+    """Before any lookup: may this caller do `action` on `rtype` at all?"""
+    if ctx.principal is None:
+        return
+    interaction = interaction_of(action, rtype, rid)
+    types = [rtype] if rtype is not None else ["*"]
+    for name in types:
+        if service.policy.decide_type(ctx.principal, interaction, name) is not Decision.ALLOW:
+            _refuse(service, ctx, action, rtype, rid)
+            raise Forbidden()
+
+
+def instance(
+    service: Service,
+    ctx: Context,
+    action: str,
+    rtype: str,
+    rid: str | None,
+    compartment: str | None,
+    resource: Resource | bytes | None,
+) -> None:
+    """For one resource: allowed, or audited and refused as if it did not exist."""
+    if ctx.principal is None:
+        return
+    target = Target(rtype, rid, compartment, _parsed(resource))
+    decision = service.policy.decide(ctx, interaction_of(action, rtype, rid), target)
+    if decision is Decision.ALLOW:
+        return
+    _refuse(service, ctx, action, rtype, rid, compartment)
+    if decision is Decision.DENY:
+        raise Forbidden()
+    raise NotFound(f"{rtype}/{rid} is not known" if rid else "resource not found")
+
+
+def visible(
+    service: Service,
+    ctx: Context,
+    action: str,
+    versions: Sequence[Version],
+    records: Sequence[VersionRecord],
+) -> list[Version]:
+    """The versions (paired with their records) this caller may see, in order."""
+    if ctx.principal is None:
+        return list(versions)
+    by_key = {(r.rtype, r.rid, r.version): r for r in records}
+
+    def describe(v: Version) -> Target:
+        record = by_key.get((v.rtype, v.rid, v.version))
+        return Target(v.rtype, v.rid, record.compartment if record else None, _parsed(v.body))
+
+    interaction = interaction_of(action, None, None) if action == "history" else action
+    return service.policy.filter(ctx, interaction, list(versions), describe)
+
+
+def _parsed(resource: Resource | bytes | None) -> Resource | None:
+    if resource is None or isinstance(resource, dict):
+        return resource
+    try:
+        parsed = orjson.loads(resource)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def writable(
+    service: Service,
+    ctx: Context,
+    action: str,
+    rtype: str,
+    rid: str | None,
+    resource: Resource | None,
+) -> None:
+    """Before a write: the caller may write this type, the version it replaces (if any)
+    and the version it would store (a write must not move a record into, or out of, a
+    patient the caller may not touch)."""
+    if ctx.principal is None:
+        return
+    type_level(service, ctx, action, rtype, rid)
+    if rid is not None:
+        current = service.store.current(rtype, rid)
+        if current is not None and not current.deleted:
+            body = service._open(current).body
+            instance(service, ctx, action, rtype, rid, current.compartment, body)
+    if resource is not None:
+        stored = {**resource, "id": rid or "new"} if rtype == "Patient" else resource
+        compartment = patient_compartment(stored)
+        instance(service, ctx, action, rtype, rid, compartment, resource)

@@ -1,0 +1,342 @@
+"""Batch and transaction Bundles (POST to the base URL).
+
+A transaction is atomic: every entry is planned and prepared first, outside any write
+transaction (conditions are searched, ids assigned, references rewritten, resources
+validated, data keys created), then every write and read happens in ONE store
+transaction, in the specification's order (DELETE, POST, PUT/PATCH, GET/HEAD). Any
+failure rolls everything back and is reported with the index of the entry that failed.
+
+A batch runs each entry as its own one-entry transaction; a failed entry gets its
+OperationOutcome in the batch-response and the others go ahead.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode
+
+from phivault.errors import (
+    BadRequest,
+    Conflict,
+    Gone,
+    IdMismatch,
+    NotFound,
+    PhivaultError,
+    PreconditionFailed,
+    VersionConflict,
+)
+from phivault.fhir import json as fhir_json
+from phivault.fhir.bundle_entries import (
+    EntryError,
+    EntryRequest,
+    at_entry,
+    bundle_kind,
+    parse_entries,
+    parse_entry,
+    processing_order,
+    rewrite_references,
+)
+from phivault.fhir.conditions import parse_condition
+from phivault.fhir.patch import parse_patch
+from phivault.fhir.resources import check_id
+from phivault.fhir.search.query import parse_search
+from phivault.fhir.searchset_page import searchset_page
+from phivault.fhir.transaction_response import ResponseEntry, response_bundle
+from phivault.service.access_guard import require
+from phivault.service.bundle_refs import ReferenceResolver
+from phivault.service.bundle_reply import failure_entry, reply_entry
+from phivault.service.patch import prepare_patch
+from phivault.store.base import WriteTx
+
+if TYPE_CHECKING:
+    from phivault.service.core import Context, Prepared, Service, Version
+    from phivault.types import Resource
+
+_WRITES = frozenset({"create", "update", "patch", "delete"})
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one entry will do, once its conditions are resolved."""
+
+    entry: EntryRequest
+    rtype: str
+    action: str  # create update patch delete noop matched read vread search
+    rid: str | None = None
+    prepared: Prepared | None = None
+    base_version: int | None = None  # PATCH: the version the patch was applied to
+    search: tuple[tuple[str, str], ...] = ()  # GET searches: the query's pairs
+
+
+@dataclass(slots=True)
+class EntryResult:
+    status: int
+    version: Version | None = None
+    searchset: bytes | None = None
+    error: PhivaultError | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class BundleProcessor:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def process(self, ctx: Context, bundle: Resource, *, base_url: str, prefer: str) -> bytes:
+        kind = bundle_kind(bundle)
+        if kind == "transaction":
+            try:
+                entries = parse_entries(bundle, base_url)
+            except EntryError as exc:
+                raise at_entry(exc.index, exc.error) from None
+            results = self.transaction(ctx, entries, base_url=base_url)
+            replies = [reply_entry(e, results[e.index], base_url, prefer) for e in entries]
+            return response_bundle("transaction-response", replies)
+        return self._batch(ctx, bundle, base_url=base_url, prefer=prefer)
+
+    # -- batch --------------------------------------------------------------------------
+    def _batch(self, ctx: Context, bundle: Resource, *, base_url: str, prefer: str) -> bytes:
+        raw = bundle.get("entry") or []
+        if not isinstance(raw, list):
+            raise BadRequest("Bundle.entry must be an array", expression=["Bundle.entry"])
+        replies: dict[int, ResponseEntry] = {}
+        entries: list[EntryRequest] = []
+        for index, item in enumerate(raw):
+            try:
+                entries.append(parse_entry(index, item, base_url))
+            except EntryError as exc:
+                replies[index] = failure_entry(exc.error)
+        for entry in processing_order(entries):
+            try:
+                result = self._batch_entry(ctx, entry, base_url)
+            except PhivaultError as exc:
+                replies[entry.index] = failure_entry(exc)
+            else:
+                replies[entry.index] = reply_entry(entry, result, base_url, prefer)
+        return response_bundle("batch-response", [replies[i] for i in range(len(raw))])
+
+    def _batch_entry(self, ctx: Context, entry: EntryRequest, base_url: str) -> EntryResult:
+        if entry.method in ("GET", "HEAD") and entry.rid is not None and entry.rtype:
+            # A read on its own: the service's read (audited, failures included).
+            if entry.version is not None:
+                read = self.service.vread(ctx, entry.rtype, entry.rid, entry.version)
+            else:
+                read = self.service.read(ctx, entry.rtype, entry.rid)
+            return EntryResult(200, version=read)
+        return self.transaction(ctx, [entry], base_url=base_url)[entry.index]
+
+    # -- transaction --------------------------------------------------------------------
+    def transaction(
+        self, ctx: Context, entries: list[EntryRequest], *, base_url: str
+    ) -> dict[int, EntryResult]:
+        ordered = processing_order(entries)
+        aliases: dict[str, str] = {}
+        plans: list[Plan] = []
+        for entry in ordered:
+            try:
+                plans.append(self._plan(entry, aliases))
+            except PhivaultError as exc:
+                raise at_entry(entry.index, exc) from None
+        _check_unique(plans)
+        resolver = ReferenceResolver(self.service, aliases)
+        for plan in plans:
+            try:
+                self._prepare(ctx, plan, resolver)
+            except PhivaultError as exc:
+                raise at_entry(plan.entry.index, exc) from None
+        results: dict[int, EntryResult] = {}
+        in_tx = [p for p in plans if p.action != "search"]
+        current: Plan | None = None
+        try:
+            if in_tx:
+                with self.service.store.write() as tx:
+                    for plan in in_tx:
+                        current = plan
+                        results[plan.entry.index] = self._execute(ctx, tx, plan)
+        except PhivaultError as exc:
+            if current is None:
+                raise
+            raise at_entry(current.entry.index, exc) from None
+        for plan in plans:
+            if plan.action == "search":
+                try:
+                    results[plan.entry.index] = self._search(ctx, plan, base_url)
+                except PhivaultError as exc:
+                    # The writes are committed by now: report the search's own failure in
+                    # its entry instead of failing a transaction that did happen.
+                    results[plan.entry.index] = EntryResult(exc.http_status, error=exc)
+        return results
+
+    def _plan(self, entry: EntryRequest, aliases: dict[str, str]) -> Plan:
+        rtype = entry.rtype
+        assert rtype is not None  # parse_entry refuses server-level urls
+        method = entry.method
+        if method in ("GET", "HEAD"):
+            if entry.rid is None:
+                pairs = tuple(parse_qsl(entry.query or "", keep_blank_values=True))
+                parse_search(rtype, pairs)  # refused here, before anything is written
+                return Plan(entry, rtype, "search", search=pairs)
+            return Plan(entry, rtype, "vread" if entry.version else "read", rid=entry.rid)
+        if method == "DELETE":
+            if entry.rid is not None:
+                return Plan(entry, rtype, "delete", rid=entry.rid)
+            found = self._matches(rtype, entry.query or "")
+            return (
+                Plan(entry, rtype, "delete", rid=found[0]) if found else Plan(entry, rtype, "noop")
+            )
+        if method == "POST":
+            plan = self._plan_create(entry, rtype)
+        elif method == "PUT":
+            plan = self._plan_update(entry, rtype)
+        else:  # PATCH
+            rid = entry.rid
+            if rid is None:
+                found = self._matches(rtype, entry.query or "")
+                if not found:
+                    raise NotFound("the condition matched no resource")
+                rid = found[0]
+            plan = Plan(entry, rtype, "patch", rid=rid)
+        if entry.full_url and plan.rid is not None:
+            aliases[entry.full_url] = f"{rtype}/{plan.rid}"
+        return plan
+
+    def _plan_create(self, entry: EntryRequest, rtype: str) -> Plan:
+        if entry.if_none_exist:
+            found = self._matches(rtype, entry.if_none_exist)
+            if found:
+                return Plan(entry, rtype, "matched", rid=found[0])
+        # Server-assigned id: a client id in a POST body is ignored, as the spec requires.
+        return Plan(entry, rtype, "create", rid=str(uuid.uuid4()))
+
+    def _plan_update(self, entry: EntryRequest, rtype: str) -> Plan:
+        body_id = (entry.resource or {}).get("id")
+        if entry.rid is not None:
+            return Plan(entry, rtype, "update", rid=entry.rid)
+        found = self._matches(rtype, entry.query or "")
+        if found:
+            if body_id is not None and body_id != found[0]:
+                raise IdMismatch(
+                    "the id in the body differs from the resource the condition matched"
+                )
+            return Plan(entry, rtype, "update", rid=found[0])
+        if isinstance(body_id, str):
+            return Plan(entry, rtype, "update", rid=check_id(body_id))
+        return Plan(entry, rtype, "create", rid=str(uuid.uuid4()))
+
+    def _matches(self, rtype: str, query: str) -> list[str]:
+        """0 or 1 id matching a condition; more than one is a failed precondition."""
+        found = self.service.search_ids(rtype, parse_condition(rtype, query))
+        if len(found) > 1:
+            raise PreconditionFailed("the condition matched more than one resource")
+        return found
+
+    def _prepare(self, ctx: Context, plan: Plan, resolver: ReferenceResolver) -> None:
+        entry, rtype = plan.entry, plan.rtype
+        if plan.action in ("create", "update"):
+            assert plan.rid is not None and entry.resource is not None
+            resource = rewrite_references(entry.resource, resolver.for_entry(rtype))
+            self.service._validate(rtype, resource)
+            body_id = resource.get("id")
+            if plan.action == "update" and body_id is not None and body_id != plan.rid:
+                raise IdMismatch(expression=[f"{rtype}.id"])
+            plan.prepared = self.service.prepare(rtype, plan.rid, resource)
+        elif plan.action == "patch":
+            assert plan.rid is not None
+            operations = rewrite_references(entry.patch, resolver.for_entry("Patch"))
+            ready = prepare_patch(
+                self.service, ctx, rtype, plan.rid, parse_patch(operations), entry.if_match
+            )
+            plan.prepared, plan.base_version = ready.prepared, ready.base_version
+
+    def _execute(self, ctx: Context, tx: WriteTx, plan: Plan) -> EntryResult:
+        service, rtype, rid = self.service, plan.rtype, plan.rid
+        if plan.action == "noop":
+            return EntryResult(204)
+        assert rid is not None
+        if plan.action == "delete":
+            tx.lock_resource(rtype, rid)
+            existing = tx.current(rtype, rid)
+            if existing is not None and not existing.deleted:
+                require(service, ctx, "delete", rtype, rid, existing.compartment)
+            try:
+                deleted = service._delete(ctx, tx, rtype, rid)
+            except NotFound:
+                deleted = None  # deleting what does not exist: 204 (http.html#delete)
+            return EntryResult(204, version=deleted.version if deleted else None)
+        if plan.action in ("read", "vread", "matched"):
+            return self._read(ctx, tx, plan)
+        prepared = plan.prepared
+        assert prepared is not None
+        tx.lock_resource(rtype, rid)
+        existing = tx.current(rtype, rid)
+        if plan.action == "patch":
+            if existing is None or existing.version != plan.base_version:
+                raise VersionConflict("the resource changed while the patch was prepared")
+            expected: int | None = plan.base_version
+        else:
+            expected = plan.entry.if_match
+        # Both the record as it is (its compartment may be left) and as it will be.
+        if existing is not None and not existing.deleted:
+            interaction = "update" if plan.action == "create" else plan.action
+            require(service, ctx, interaction, rtype, rid, existing.compartment)
+        else:
+            interaction = "create"
+        require(service, ctx, interaction, rtype, rid, prepared.compartment, prepared.resource)
+        result = service._write(ctx, tx, prepared, expected=expected, action=plan.action)
+        return EntryResult(201 if result.created else 200, version=result.version)
+
+    def _read(self, ctx: Context, tx: WriteTx, plan: Plan) -> EntryResult:
+        """A read inside the transaction, audited in it (so it sees the writes before it)."""
+        rtype, rid = plan.rtype, plan.rid
+        assert rid is not None
+        version_id = plan.entry.version
+        if plan.action == "vread" and version_id is not None:
+            record = tx.version(rtype, rid, version_id)
+        else:
+            record = tx.current(rtype, rid)
+        if record is None:
+            if plan.action == "matched":
+                raise Conflict("the resource matched by ifNoneExist disappeared")
+            raise NotFound(f"{rtype}/{rid} is not known")
+        action = "vread" if plan.action == "vread" else "read"
+        if record.deleted:
+            require(self.service, ctx, action, rtype, rid, record.compartment)
+            raise Gone(f"{rtype}/{rid} was deleted")
+        version = self.service._open(record)
+        body = fhir_json.loads(version.body) if version.body is not None else None
+        require(self.service, ctx, action, rtype, rid, record.compartment, body)
+        self.service.audit.record(self.service._event(ctx, action, record), tx)
+        return EntryResult(200, version=version)
+
+    def _search(self, ctx: Context, plan: Plan, base_url: str) -> EntryResult:
+        """Searches run after the writes commit (the search engine reads the committed
+        store, and audits on its own)."""
+        rtype, pairs = plan.rtype, plan.search
+        result = self.service.search(ctx, rtype, pairs, base_url=base_url)
+        links = {"self": f"{base_url}/{rtype}?{urlencode(pairs)}"}
+        if result.next_cursor is not None:
+            kept = [(k, v) for k, v in pairs if k != "_cursor"]
+            links["next"] = (
+                f"{base_url}/{rtype}?{urlencode([*kept, ('_cursor', result.next_cursor)])}"
+            )
+        matches = [(e.rtype, e.rid, e.body) for e in result.matches]
+        includes = [(e.rtype, e.rid, e.body) for e in result.included]
+        return EntryResult(
+            200, searchset=searchset_page(base_url, matches, includes, result.total, links)
+        )
+
+
+def _check_unique(plans: list[Plan]) -> None:
+    """A transaction may touch each resource once (http.html#trules)."""
+    seen: dict[tuple[str, str], int] = {}
+    for plan in plans:
+        if plan.action not in _WRITES or plan.rid is None:
+            continue
+        key = (plan.rtype, plan.rid)
+        if key in seen:
+            raise at_entry(
+                plan.entry.index,
+                BadRequest(f"the Bundle changes the same resource as entry {seen[key]}"),
+            )
+        seen[key] = plan.entry.index

@@ -1,0 +1,351 @@
+"""Search, in the service's order of steps:
+
+    parse (fhir/search) -> plan through the index policy (search_plan) -> restrict to what
+    the caller may see (access hook) -> store page + total -> decrypt -> re-check blinded
+    prefixes -> _include / _revinclude -> _summary / _elements -> audit -> respond
+
+The page, its total and its links all come from one predicate, so a filter added by the
+access policy changes counts and pages alike. The audit entry names each parameter with a
+keyed digest of its value (never the value) and lists every resource returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from phivault.audit.events import SERIOUS_FAILURE, AccessEvent, AuditSink
+from phivault.crypto.codec import BodyCodec
+from phivault.errors import DecryptionError, Gone, KeyShredded, NotFound
+from phivault.fhir import json as fhir_json
+from phivault.fhir import resources as fhir_types
+from phivault.fhir.indexing import IndexPolicy
+from phivault.fhir.search import default_registry, extract
+from phivault.fhir.search.model import SearchRequest
+from phivault.fhir.search.query import parse_search
+from phivault.fhir.search.registry import Registry
+from phivault.fhir.search.shaping import shape
+from phivault.service import search_include
+from phivault.service.search_cursor import decode_cursor, encode_cursor
+from phivault.service.search_plan import MAX_RESOLVED_IDS, Planner, Recheck
+from phivault.service.search_result import Entry, SearchResult
+from phivault.store.base import Store, VersionRecord
+from phivault.store.search_spec import SearchRow, SearchSpec, Term
+
+if TYPE_CHECKING:
+    from phivault.service.core import Context
+
+__all__ = ["Entry", "SearchResult", "Searcher"]
+
+DEFAULT_TOTAL_CAP = 1000  # without _total, a total is given when counting stops below this
+RECHECK_TOTAL_CAP = 10_000  # candidates decrypted at most to count a re-checked search
+RECHECK_PAGE_CAP = 2_000  # candidates decrypted at most for one re-checked page
+RECHECK_BATCH = 100
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    row: SearchRow
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    found: list[_Found]  # in the spec's natural order
+    more: bool  # candidates remain beyond `edge` in the direction of travel
+    edge: tuple[Any, ...] | None  # the last candidate examined, in the direction of travel
+
+
+class Searcher:
+    def __init__(
+        self,
+        store: Store,
+        codec: BodyCodec,
+        policy: IndexPolicy,
+        audit: AuditSink,
+        registry: Registry | None = None,
+    ) -> None:
+        self.store = store
+        self.codec = codec
+        self.policy = policy
+        self.audit = audit
+        self.registry = registry or default_registry()
+
+    # -- access-control hooks (the access policy plugs in here) -------------------------------
+    def visible_terms(self, ctx: Context, rtype: str) -> tuple[Term, ...]:
+        """Extra predicates limiting `rtype` to what `ctx` may see (care relationship,
+        consent, break-glass). ANDed into the page, the total and the links alike, so
+        totals never count hidden resources. Today: no restriction."""
+        return ()
+
+    def visible_records(self, ctx: Context, records: list[VersionRecord]) -> list[VersionRecord]:
+        """The included (_include / _revinclude) resources `ctx` may see. Today: all."""
+        return records
+
+    # -- the search -----------------------------------------------------------------------
+    def search(
+        self,
+        ctx: Context,
+        rtype: str,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        strict: bool = False,
+        default_count: int = 50,
+        max_count: int = 1000,
+        base_url: str | None = None,
+        compartment: str | None = None,
+    ) -> SearchResult:
+        """Run a type-level search (or a Patient compartment search when `compartment`
+        names a patient id). Raises a BadRequest subclass for refused requests."""
+        fhir_types.check_type(rtype)
+        request = parse_search(rtype, pairs, strict=strict, max_count=max_count)
+        return self.run(
+            ctx, request, default_count=default_count, base_url=base_url, compartment=compartment
+        )
+
+    def run(
+        self,
+        ctx: Context,
+        request: SearchRequest,
+        *,
+        default_count: int = 50,
+        base_url: str | None = None,
+        compartment: str | None = None,
+    ) -> SearchResult:
+        """Run a parsed search."""
+        try:
+            return self._run(ctx, request, default_count, base_url, compartment)
+        except DecryptionError as exc:
+            # A stored version failed its integrity check: never passed over in silence.
+            self.audit.record(
+                AccessEvent(
+                    action="search",
+                    outcome=SERIOUS_FAILURE,
+                    actor=ctx.actor,
+                    client=ctx.client,
+                    purpose=ctx.purpose,
+                    rtype=request.rtype,
+                    detail=type(exc).__name__,
+                )
+            )
+            raise
+
+    def _run(
+        self,
+        ctx: Context,
+        request: SearchRequest,
+        default_count: int,
+        base_url: str | None,
+        compartment: str | None,
+    ) -> SearchResult:
+        rtype = request.rtype
+        planner = Planner(self.policy, self.registry, self._resolve, base_url)
+        plan = planner.plan(rtype, request.filters)
+        terms = plan.terms + self.visible_terms(ctx, rtype)
+        if compartment is not None:
+            self._check_patient(compartment)
+            terms += (planner.compartment(rtype, compartment),)
+        sort = planner.sort(rtype, request.sort)
+        after, backward = decode_cursor(request.cursor, sort)
+        count = request.count if request.count is not None else default_count
+        if request.summary == "count":
+            count = 0
+        spec = SearchSpec(rtype, terms, sort, limit=count, after=after, backward=backward)
+        page = self._page(spec, plan.rechecks)
+        total = self._total(request, spec, plan.rechecks, page)
+        warnings = [f"{i.reason}: {i.name}" for i in request.ignored]
+        matches = [_entry(f.row.record, f.body) for f in page.found]
+
+        def open_visible(records: list[VersionRecord]) -> list[Entry]:
+            return self._entries(self.visible_records(ctx, records))
+
+        included = search_include.collect(self.store, request, matches, open_visible, warnings)
+        if request.summary or request.elements:
+            matches = [_shaped(e, request.summary, request.elements) for e in matches]
+            if request.summary in ("true", "text", "data"):
+                included = [_shaped(e, request.summary, ()) for e in included]
+        next_cursor, previous_cursor = _cursors(page, spec)
+        result = SearchResult(
+            request=request,
+            matches=matches,
+            included=included,
+            total=total,
+            next_cursor=next_cursor,
+            previous_cursor=previous_cursor,
+            warnings=tuple(warnings),
+        )
+        self.audit.record(
+            AccessEvent(
+                action="search",
+                actor=ctx.actor,
+                client=ctx.client,
+                purpose=ctx.purpose,
+                rtype=rtype,
+                compartment=f"Patient/{compartment}" if compartment is not None else None,
+                query=self.audit_terms(request.used),
+                result_ids=tuple(e.ref for e in (*matches, *included)),
+            )
+        )
+        return result
+
+    def find_ids(self, rtype: str, request: SearchRequest, limit: int) -> list[str]:
+        """Ids of the first `limit` live matches (conditional interactions)."""
+        planner = Planner(self.policy, self.registry, self._resolve)
+        plan = planner.plan(rtype, request.filters)
+        page = self._page(SearchSpec(rtype, plan.terms, limit=limit), plan.rechecks)
+        return [f.row.record.rid for f in page.found]
+
+    def audit_terms(self, used: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        """(name, keyed digest of the value): what was asked, never the value itself (a
+        name, an MRN). The digest is keyed (the index policy's token key, in a domain of
+        its own), so a guess cannot be confirmed by hashing it; equal searches still give
+        equal digests, which is what a reviewer needs."""
+        out: list[tuple[str, str]] = []
+        for name, raw in used:
+            token = self.policy.query_token(f"audit:{name}", raw)
+            out.append((name, hashlib.sha256(token.encode()).hexdigest()[:32]))
+        return tuple(out)
+
+    # -- steps ------------------------------------------------------------------------------
+    def _check_patient(self, patient_id: str) -> None:
+        fhir_types.check_id(patient_id)
+        record = self.store.current("Patient", patient_id)
+        if record is None:
+            raise NotFound(f"Patient/{patient_id} is not known")
+        if record.deleted:
+            raise Gone(f"Patient/{patient_id} was deleted")
+
+    def _open(self, record: VersionRecord) -> bytes | None:
+        """The plaintext body; None once the patient's data key was destroyed (the data no
+        longer exists). A failed integrity check raises (and is audited by `run`)."""
+        if record.body is None:
+            return None
+        try:
+            return self.codec.open(
+                record.rtype, record.rid, record.version, record.compartment, record.body
+            )
+        except KeyShredded:
+            return None
+
+    def _entries(self, records: list[VersionRecord]) -> list[Entry]:
+        found: list[Entry] = []
+        for record in records:
+            body = self._open(record)
+            if body is not None:
+                found.append(_entry(record, body))
+        return found
+
+    def _page(self, spec: SearchSpec, rechecks: Sequence[Recheck]) -> _Page:
+        """One page of matches, and where the next page in the direction of travel starts."""
+        if spec.limit == 0:
+            return _Page([], False, None)
+        if not rechecks:
+            page = self.store.search(spec)
+            found = [_Found(r, b) for r in page.rows if (b := self._open(r.record)) is not None]
+            edge_row = (page.rows[0] if spec.backward else page.rows[-1]) if page.rows else None
+            return _Page(found, page.more, edge_row.key if edge_row else None)
+        # Blind prefixes matched a superset: read candidates in batches, keep those whose
+        # decrypted values really start with the text searched, until the page is full. At
+        # most RECHECK_PAGE_CAP candidates per page: a page may come back short, with a
+        # next link, rather than decrypting without bound.
+        kept: list[_Found] = []
+        edge = spec.after
+        examined = 0
+        while True:
+            limit = max(spec.limit, RECHECK_BATCH)
+            batch = self.store.search(replace(spec, after=edge, limit=limit))
+            rows = list(reversed(batch.rows)) if spec.backward else batch.rows
+            for n, row in enumerate(rows):
+                edge = row.key
+                examined += 1
+                body = self._open(row.record)
+                if body is not None and _passes(body, rechecks):
+                    kept.append(_Found(row, body))
+                if len(kept) == spec.limit or examined >= RECHECK_PAGE_CAP:
+                    more = n < len(rows) - 1 or batch.more
+                    return _Page(kept[::-1] if spec.backward else kept, more, edge)
+            if not batch.more:
+                return _Page(kept[::-1] if spec.backward else kept, False, edge)
+
+    def _total(
+        self, request: SearchRequest, spec: SearchSpec, rechecks: Sequence[Recheck], page: _Page
+    ) -> int | None:
+        mode = request.total
+        if mode == "none":
+            return None
+        if spec.after is None and not page.more and spec.limit > 0:
+            return len(page.found)  # the whole result is on this page
+        first = replace(spec, after=None, backward=False)
+        exact = mode in ("accurate", "estimate") or request.summary == "count"
+        if rechecks:
+            return self._count_rechecked(first, rechecks) if exact else None
+        if exact:
+            return self.store.search_count(first)
+        counted = self.store.search_count(first, cap=DEFAULT_TOTAL_CAP)
+        return counted if counted < DEFAULT_TOTAL_CAP else None
+
+    def _count_rechecked(self, spec: SearchSpec, rechecks: Sequence[Recheck]) -> int | None:
+        """Matches after decryption, or None past RECHECK_TOTAL_CAP candidates."""
+        matches = seen = 0
+        after = None
+        while seen < RECHECK_TOTAL_CAP:
+            page = self.store.search(replace(spec, after=after, limit=RECHECK_BATCH))
+            for row in page.rows:
+                seen += 1
+                body = self._open(row.record)
+                matches += body is not None and _passes(body, rechecks)
+                after = row.key
+            if not page.more:
+                return matches
+        return None
+
+    def _resolve(
+        self, rtype: str, terms: tuple[Term, ...], rechecks: tuple[Recheck, ...]
+    ) -> tuple[str, ...]:
+        """Every id of `rtype` matching (for chains and _has whose inner part is
+        re-checked), stopping just past MAX_RESOLVED_IDS."""
+        ids: list[str] = []
+        spec = SearchSpec(rtype, terms, limit=RECHECK_BATCH)
+        while len(ids) <= MAX_RESOLVED_IDS:
+            page = self._page(spec, rechecks)
+            ids.extend(f.row.record.rid for f in page.found)
+            if not page.more or page.edge is None:
+                break
+            spec = replace(spec, after=page.edge)
+        return tuple(ids)
+
+
+def _entry(record: VersionRecord, body: bytes) -> Entry:
+    return Entry(record.rtype, record.rid, record.version, record.last_updated, body)
+
+
+def _passes(body: bytes, rechecks: Sequence[Recheck]) -> bool:
+    rows = extract(fhir_json.loads(body))
+    for check in rechecks:
+        values = [r.value for r in rows if r.param == check.param and r.kind == "string"]
+        if not any(v and v.startswith(p) for v in values for p in check.prefixes):
+            return False
+    return True
+
+
+def _shaped(entry: Entry, summary: str | None, elements: tuple[str, ...]) -> Entry:
+    trimmed = shape(fhir_json.loads(entry.body), summary, elements)
+    if trimmed is None:
+        return entry
+    return replace(entry, body=fhir_json.dumps(trimmed))
+
+
+def _cursors(page: _Page, spec: SearchSpec) -> tuple[str | None, str | None]:
+    """(next, previous). Onward from the page's edge while candidates remain; back from
+    where this page began (its first row) when it was reached by a cursor."""
+    found = page.found
+    onward = encode_cursor(page.edge, spec.backward) if page.more and page.edge else None
+    if spec.backward:
+        back = encode_cursor(found[-1].row.key, backward=False) if found else None
+        return back, onward
+    previous = None
+    if spec.after is not None and found:
+        previous = encode_cursor(found[0].row.key, backward=True)
+    return onward, previous

@@ -1,0 +1,146 @@
+"""SQL of the audit tables, shared by both backends (written with `?` placeholders).
+
+A group commit writes each table with a few multi-row INSERTs (one per set bit of the row
+count, largest first) rather than `executemany`: SQLite releases the GIL once per
+statement instead of once per row, and the appender must win it back from the waiting
+request threads each time; PostgreSQL pays one round trip per statement. The few
+power-of-two sizes stay in each driver's statement cache.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+NodeKey = tuple[int, int]
+
+# Statement sizes (rows), largest first. The largest keeps the widest table
+# (audit_entries, 9 columns) under SQLite's 32,766 parameters.
+_SIZES = (2048, 1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1)
+_NODE_READ_CHUNK = 64
+
+ENTRY_COLUMNS = ("idx", "entry", "time", "action", "outcome", "actor", "rtype", "rid", "patient")
+NODE_COLUMNS = ("level", "idx", "hash")
+
+SELECT_ROWS = (
+    "SELECT idx, entry, time, action, outcome, actor, rtype, rid, patient FROM audit_entries "
+    "WHERE idx >= ? AND idx < ? ORDER BY idx"
+)
+SELECT_NODE_RANGE = (
+    "SELECT idx, hash FROM audit_nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx"
+)
+SELECT_ALL_CHECKPOINTS = "SELECT size, checkpoint FROM audit_checkpoints ORDER BY size"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditIndexRow:
+    """The searchable columns of one entry, derived from it (never the other way round)."""
+
+    time: str
+    action: str
+    outcome: str
+    actor: str
+    rtype: str | None = None
+    rid: str | None = None
+    patient: str | None = None  # keyed pseudonym, never a patient id
+
+    def values(self) -> tuple[str | None, ...]:
+        return (
+            self.time,
+            self.action,
+            self.outcome,
+            self.actor,
+            self.rtype,
+            self.rid,
+            self.patient,
+        )
+
+
+_TIME_OPS = frozenset({"<", "<=", ">", ">="})
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """A search of the audit index. Terms are ANDed; the values of one term are ORed."""
+
+    times: tuple[tuple[str, str], ...] = ()  # (operator, FHIR instant), operator in _TIME_OPS
+    actions: tuple[str, ...] = ()
+    outcomes: tuple[str, ...] = ()
+    actors: tuple[str, ...] = ()
+    entities: tuple[tuple[str, str | None], ...] = ()  # (type, id or None for any id)
+    patients: tuple[str, ...] = ()  # pseudonyms
+    before: int | None = None  # paging cursor: only entries with idx < before
+    count: int = 50
+
+
+def search_sql(query: AuditQuery) -> tuple[str, list[Any]]:
+    """Newest first: (idx, entry) of matching entries, read from the log itself."""
+    where: list[str] = []
+    params: list[Any] = []
+    for op, instant in query.times:
+        if op not in _TIME_OPS:
+            raise ValueError("unknown time comparison")
+        where.append(f"i.time {op} ?")
+        params.append(instant)
+    for column, values in (
+        ("action", query.actions),
+        ("outcome", query.outcomes),
+        ("actor", query.actors),
+        ("patient", query.patients),
+    ):
+        if values:
+            where.append(f"i.{column} IN ({', '.join('?' for _ in values)})")
+            params.extend(values)
+    if query.entities:
+        ors: list[str] = []
+        for rtype, rid in query.entities:
+            if rid is None:
+                ors.append("i.rtype = ?")
+                params.append(rtype)
+            else:
+                ors.append("(i.rtype = ? AND i.rid = ?)")
+                params.extend((rtype, rid))
+        where.append("(" + " OR ".join(ors) + ")")
+    if query.before is not None:
+        where.append("i.idx < ?")
+        params.append(query.before)
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    params.append(query.count)
+    sql = f"SELECT i.idx, i.entry FROM audit_entries i{clause} ORDER BY i.idx DESC LIMIT ?"
+    return sql, params
+
+
+@functools.lru_cache(maxsize=32)
+def insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
+    one = "(" + ", ".join("?" for _ in columns) + ")"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([one] * rows)
+
+
+def insert_chunks(
+    table: str, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]
+) -> Iterator[tuple[str, list[Any]]]:
+    """(statement, flat parameters) pairs that insert `rows` in a few statements."""
+    start = 0
+    while start < len(rows):
+        size = next(s for s in _SIZES if s <= len(rows) - start)
+        params = [value for row in rows[start : start + size] for value in row]
+        yield insert_sql(table, columns, size), params
+        start += size
+
+
+@functools.lru_cache(maxsize=_NODE_READ_CHUNK)
+def _select_nodes_sql(count: int) -> str:
+    # An OR of primary-key lookups: both engines answer it with one index probe per key
+    # (SQLite's MULTI-INDEX OR, PostgreSQL's BitmapOr); a row-value IN would scan in SQLite.
+    terms = " OR ".join("(level = ? AND idx = ?)" for _ in range(count))
+    return f"SELECT level, idx, hash FROM audit_nodes WHERE {terms}"
+
+
+def select_nodes(keys: Sequence[NodeKey]) -> Iterator[tuple[str, list[int]]]:
+    """Batched node lookups: one statement per 64 keys (a proof at 10^7 entries needs ~2)."""
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), _NODE_READ_CHUNK):
+        chunk = unique[start : start + _NODE_READ_CHUNK]
+        yield _select_nodes_sql(len(chunk)), [v for key in chunk for v in key]

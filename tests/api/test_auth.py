@@ -1,0 +1,347 @@
+"""Authentication and the attack list: every forged, stale or misdirected token, every
+scope escalation and every guessing attack is refused, audited, and leaks nothing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey, OKPKey
+
+from phivault.access import clients, totp
+from phivault.access.tokens import TokenSigner
+from phivault.vault import Vault
+from tests.access.clinic import PASSWORD, Clinic, open_clinic
+
+
+@pytest.fixture
+def clinic(vault: Vault) -> Iterator[Clinic]:
+    yield from open_clinic(vault)
+
+
+def _audit(clinic: Clinic, since: int) -> list[dict[str, Any]]:
+    store = clinic.vault.store
+    return [orjson.loads(raw) for _, raw in store.audit_entries(since, store.audit_size())]
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+def _forged_tokens(clinic: Clinic, good: str) -> dict[str, str]:
+    signer = clinic.access.signer
+    keys = clinic.access.keys
+    claims = signer.verify(good)
+    keep = {k: claims[k] for k in ("sub", "sid", "scope", "ptype", "client_id")}
+    header, payload, signature = good.split(".")
+    body = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    body["sub"] = "someone-else"
+    other = OKPKey.generate_key("Ed25519")
+    other_claims = {**claims, "exp": int(time.time()) + 300}
+    return {
+        "expired": TokenSigner(
+            keys, issuer=signer.issuer, audience=signer.audience, clock=lambda: time.time() - 3600
+        ).issue(keep)[0],
+        "wrong-audience": TokenSigner(keys, issuer=signer.issuer, audience="urn:other").issue(keep)[
+            0
+        ],
+        "wrong-issuer": TokenSigner(keys, issuer="urn:other", audience=signer.audience).issue(keep)[
+            0
+        ],
+        "alg-none": f"{_b64({'alg': 'none', 'typ': 'at+jwt'})}.{payload}.",
+        "tampered": f"{header}.{_b64(body)}.{signature}",
+        "other-key": jwt.encode(
+            {"alg": "Ed25519", "typ": "at+jwt", "kid": signer.kid},
+            other_claims,
+            other,
+            algorithms=["Ed25519"],
+        ),
+        "garbage": "not-a-token",
+    }
+
+
+def test_every_bad_token_gets_the_same_401(clinic: Clinic) -> None:
+    user = clinic.add_user("clinician", practitioner=clinic.clinician_ref)
+    good = clinic.token(user)
+    cond = clinic.first("Condition", clinic.related)["id"]
+    url = f"/fhir/Condition/{cond}"
+    assert clinic.client.get(url, headers=clinic.headers(good)).status_code == 200
+    since = clinic.vault.store.audit_size()
+    bodies = set()
+    cases = {"no-token": None, **_forged_tokens(clinic, good)}
+    for name, token in cases.items():
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        resp = clinic.client.get(url, headers=headers)
+        assert resp.status_code == 401, name
+        assert resp.headers["www-authenticate"].startswith("Bearer")
+        assert resp.headers["cache-control"] == "no-store"
+        bodies.add(resp.text)
+    assert len(bodies) == 1  # the response never says which check failed
+    assert "Condition" not in bodies.pop()
+    denied = [e for e in _audit(clinic, since) if e["action"] == "authenticate"]
+    assert len(denied) == len(cases)
+    assert all(e["outcome"] == "4" for e in denied)
+
+
+def test_metadata_is_public_and_headers_are_set(clinic: Clinic) -> None:
+    resp = clinic.client.get("/fhir/metadata")
+    assert resp.status_code == 200
+    assert resp.headers["x-frame-options"] == "DENY"
+
+
+def test_patient_scoped_token_cannot_reach_another_patient(clinic: Clinic) -> None:
+    user = clinic.add_user("clinician", practitioner=clinic.clinician_ref)
+    token = clinic.token(user, "patient/*.rs launch/patient", patient=clinic.related)
+    headers = clinic.headers(token)
+    mine = clinic.first("Condition", clinic.related)["id"]
+    theirs = clinic.first("Condition", clinic.unrelated)["id"]
+    assert clinic.client.get(f"/fhir/Condition/{mine}", headers=headers).status_code == 200
+    assert clinic.client.get(f"/fhir/Patient/{clinic.related}", headers=headers).status_code == 200
+    for url in (
+        f"/fhir/Patient/{clinic.unrelated}",
+        f"/fhir/Condition/{theirs}",
+        f"/fhir/Condition/{theirs}/_history",
+        f"/fhir/Condition/{theirs}/_history/1",
+    ):
+        resp = clinic.client.get(url, headers=headers)
+        assert resp.status_code == 404, url
+        # Exactly what a record that does not exist gets (only the id the caller sent).
+        missing = url.replace(theirs, "0" * 8).replace(clinic.unrelated, "0" * 8)
+        absent = clinic.client.get(missing, headers=headers)
+        assert resp.text.replace(theirs, "0" * 8).replace(clinic.unrelated, "0" * 8) == absent.text
+    # Read-only scope: no write, whatever the role would allow.
+    body = clinic.client.get(f"/fhir/Condition/{mine}", headers=headers).content
+    assert (
+        clinic.client.put(f"/fhir/Condition/{mine}", content=body, headers=headers).status_code
+        == 403
+    )
+
+
+def test_user_token_cannot_carry_system_scopes(clinic: Clinic) -> None:
+    user = clinic.add_user("front-desk")
+    token = clinic.token(user, "system/*.cruds")
+    resp = clinic.client.get(f"/fhir/Patient/{clinic.related}", headers=clinic.headers(token))
+    assert resp.status_code == 401
+
+
+def test_revoked_and_idle_sessions_stop_at_once(clinic: Clinic) -> None:
+    user = clinic.add_user("front-desk")
+    token = clinic.token(user)
+    url = f"/fhir/Patient/{clinic.related}"
+    assert clinic.client.get(url, headers=clinic.headers(token)).status_code == 200
+    assert clinic.access.sessions.revoke_user(user.user_id) == 1
+    assert clinic.client.get(url, headers=clinic.headers(token)).status_code == 401
+    token = clinic.token(user)
+    real = clinic.access.sessions.clock
+    clinic.access.sessions.clock = lambda: real() + 16 * 60  # past the idle timeout
+    try:
+        assert clinic.client.get(url, headers=clinic.headers(token)).status_code == 401
+    finally:
+        clinic.access.sessions.clock = real
+    clinic.access.users.set_disabled(user.username)
+    assert clinic.client.get(url, headers=clinic.headers(clinic.token(user))).status_code == 401
+
+
+def test_break_glass(clinic: Clinic) -> None:
+    doctor = clinic.add_user("clinician", practitioner=clinic.clinician_ref)
+    token = clinic.token(doctor)
+    headers = {"Authorization": f"Bearer {token}"}
+    theirs = f"/fhir/Condition/{clinic.first('Condition', clinic.unrelated)['id']}"
+    assert clinic.client.get(theirs, headers=headers).status_code == 404
+    assert clinic.client.post("/oauth/break-glass", data={}, headers=headers).status_code == 403
+    assert (
+        clinic.client.post("/oauth/break-glass", data={"reason": "  "}, headers=headers).status_code
+        == 403
+    )
+    clerk = clinic.add_user("front-desk")
+    clerk_headers = {"Authorization": f"Bearer {clinic.token(clerk)}"}
+    refused = clinic.client.post(
+        "/oauth/break-glass", data={"reason": "patient collapsed in lobby"}, headers=clerk_headers
+    )
+    assert refused.status_code == 403
+    assert clinic.client.post("/oauth/break-glass", data={"reason": "x"}).status_code == 401
+    since = clinic.vault.store.audit_size()
+    ok = clinic.client.post(
+        "/oauth/break-glass", data={"reason": "unconscious in ER, no chart access"}, headers=headers
+    )
+    assert ok.status_code == 200
+    assert ok.json()["break_glass_until"] - time.time() == pytest.approx(3600, abs=5)
+    assert clinic.client.get(theirs, headers=headers).status_code == 200
+    entries = _audit(clinic, since)
+    assert entries[0]["action"] == "break-glass" and entries[0]["extra"] == {"alert": "break-glass"}
+    assert entries[-1]["purpose"] == "ETREAT"
+
+
+def test_brute_force_on_one_account_is_throttled(clinic: Clinic) -> None:
+    _user, _ = clinic.access.users.add("victim", PASSWORD, ["nurse"], mfa_required=False)
+    login = clinic.access.login
+    results = []
+    for i in range(8):
+        try:
+            login.login("victim", f"wrong guess {i}", "", f"10.0.0.{i}")
+            results.append("ok")
+        except Exception as exc:
+            results.append(type(exc).__name__)
+    assert results[:5] == ["LoginFailed"] * 5
+    assert "TooManyAttempts" in results[5:]
+    with pytest.raises(Exception, match="too many attempts"):
+        login.login("victim", PASSWORD, "", "10.9.9.9")  # even the right password waits
+    entries = [e for e in _audit(clinic, 0) if e["action"] == "login"]
+    assert len(entries) >= 8
+    assert all(
+        PASSWORD not in json.dumps(e) and "wrong guess" not in json.dumps(e) for e in entries
+    )
+    assert all("victim" not in json.dumps(e) for e in entries if e["outcome"] != "0")
+
+
+def test_password_spraying_from_one_address_is_throttled(clinic: Clinic) -> None:
+    login = clinic.access.login
+    outcomes = []
+    for i in range(40):
+        try:
+            login.login(f"user{i}", "Spring2026!Spring", "", "203.0.113.9")
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+    assert outcomes.count("LoginFailed") == 30
+    assert outcomes.count("TooManyAttempts") == 10
+
+
+def test_unknown_and_known_users_fail_alike(clinic: Clinic) -> None:
+    clinic.access.users.add("known", PASSWORD, ["billing"])
+    msgs = set()
+    for name in ("known", "unknown"):
+        try:
+            clinic.access.login.login(name, "not the password at all", "123456", "198.51.100.1")
+        except Exception as exc:
+            msgs.add((type(exc).__name__, str(exc)))
+    assert len(msgs) == 1
+
+
+def _pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode()
+    return verifier, challenge.rstrip("=")
+
+
+def test_authorization_code_flow_with_pkce_totp_and_refresh_rotation(clinic: Clinic) -> None:
+    _user, enrolment = clinic.access.users.add(
+        "drflow", PASSWORD, ["clinician"], practitioner=clinic.clinician_ref
+    )
+    assert enrolment is not None
+    app = clients.register(
+        clinic.access.store, "test-app", clients.PUBLIC,
+        "launch/patient patient/*.rs offline_access", redirect_uris=["http://app.example/cb"],
+    )  # fmt: skip
+    verifier, challenge = _pkce()
+    params = {
+        "response_type": "code", "client_id": app.client_id, "redirect_uri": "http://app.example/cb",
+        "scope": "launch/patient patient/*.rs offline_access", "state": "s1",
+        "code_challenge": challenge, "code_challenge_method": "S256", "aud": "x",
+    }  # fmt: skip
+    page = clinic.client.get("/oauth/authorize", params=params)
+    assert page.status_code == 200 and "<form" in page.text
+    escalated = clinic.client.get("/oauth/authorize", params={**params, "scope": "user/*.cruds"})
+    assert escalated.status_code == 400 and escalated.json()["error"] == "invalid_scope"
+    plain = clinic.client.get(
+        "/oauth/authorize", params={**params, "code_challenge_method": "plain"}
+    )
+    assert plain.status_code == 400
+    secret = base64.b32decode(enrolment.secret_b32 + "=" * (-len(enrolment.secret_b32) % 8))
+    form = {**params, "username": "drflow", "password": PASSWORD, "patient": clinic.related}
+    bad = clinic.client.post(
+        "/oauth/authorize", data={**form, "otp": "000000"}, follow_redirects=False
+    )
+    assert bad.status_code == 401
+    form["otp"] = totp.totp(secret, time.time())
+    resp = clinic.client.post("/oauth/authorize", data=form, follow_redirects=False)
+    assert resp.status_code == 303
+    query = parse_qs(urlsplit(resp.headers["location"]).query)
+    assert query["state"] == ["s1"]
+    code = query["code"][0]
+    token_form = {
+        "grant_type": "authorization_code", "code": code, "client_id": app.client_id,
+        "redirect_uri": "http://app.example/cb", "code_verifier": "wrong" * 10,
+    }  # fmt: skip
+    assert clinic.client.post("/oauth/token", data=token_form).json()["error"] == "invalid_grant"
+    token_form["code_verifier"] = verifier
+    # The code was used up by the failed attempt: codes work once, even when refused.
+    assert clinic.client.post("/oauth/token", data=token_form).status_code == 400
+    # A second, correct round trip.
+    form["otp"] = totp.totp(secret, time.time() + 30)  # next time step (replay guard)
+    resp = clinic.client.post("/oauth/authorize", data=form, follow_redirects=False)
+    token_form["code"] = parse_qs(urlsplit(resp.headers["location"]).query)["code"][0]
+    issued = clinic.client.post("/oauth/token", data=token_form)
+    assert issued.status_code == 200, issued.text
+    body = issued.json()
+    assert body["patient"] == clinic.related and body["expires_in"] <= 900
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    mine = clinic.first("Condition", clinic.related)["id"]
+    assert clinic.client.get(f"/fhir/Condition/{mine}", headers=headers).status_code == 200
+    refresh = {
+        "grant_type": "refresh_token",
+        "refresh_token": body["refresh_token"],
+        "client_id": app.client_id,
+    }
+    wider = clinic.client.post("/oauth/token", data={**refresh, "scope": "patient/*.cruds"})
+    assert wider.status_code == 400  # escalation; and the refresh token is now used up
+    # Reuse of a used refresh token revokes the whole session.
+    assert clinic.client.post("/oauth/token", data=refresh).status_code == 400
+    assert clinic.client.get(f"/fhir/Condition/{mine}", headers=headers).status_code == 401
+
+
+def test_backend_services_client_credentials(clinic: Clinic) -> None:
+    key = ECKey.generate_key("P-384", parameters={"kid": "k1"})
+    app = clients.register(
+        clinic.access.store, "lab-feed", clients.BACKEND, "system/*.rs",
+        jwks={"keys": [key.as_dict(private=False)]},
+    )  # fmt: skip
+    token_url = "http://testserver/oauth/token"
+
+    def assertion(**over: Any) -> str:
+        claims = {
+            "iss": app.client_id, "sub": app.client_id, "aud": token_url,
+            "exp": int(time.time()) + 240, "jti": secrets.token_hex(8), **over,
+        }  # fmt: skip
+        return jwt.encode({"alg": "ES384", "kid": "k1"}, claims, key, algorithms=["ES384"])
+
+    form = {
+        "grant_type": "client_credentials", "scope": "system/*.rs",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    }  # fmt: skip
+    signed = assertion()
+    resp = clinic.client.post("/oauth/token", data={**form, "client_assertion": signed})
+    assert resp.status_code == 200, resp.text
+    token = resp.json()["access_token"]
+    replay = clinic.client.post("/oauth/token", data={**form, "client_assertion": signed})
+    assert replay.status_code == 401 and replay.json()["error"] == "invalid_client"
+    wrong_aud = clinic.client.post(
+        "/oauth/token", data={**form, "client_assertion": assertion(aud="x")}
+    )
+    assert wrong_aud.status_code == 401
+    escalate = clinic.client.post(
+        "/oauth/token", data={**form, "scope": "system/*.cruds", "client_assertion": assertion()}
+    )
+    assert escalate.json()["error"] == "invalid_scope"
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+    mine = clinic.first("Condition", clinic.related)
+    assert clinic.client.get(f"/fhir/Condition/{mine['id']}", headers=headers).status_code == 200
+    body = orjson.dumps({k: v for k, v in mine.items() if k != "meta"})
+    assert (
+        clinic.client.put(
+            f"/fhir/Condition/{mine['id']}", content=body, headers=headers
+        ).status_code
+        == 403
+    )
+    assert clinic.client.get("/oauth/jwks").json()["keys"][0]["crv"] == "Ed25519"
+    config = clinic.client.get("/.well-known/smart-configuration").json()
+    assert config["code_challenge_methods_supported"] == ["S256"]
+    clinic.client.post("/oauth/revoke", data={"token": "whatever"})
