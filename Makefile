@@ -18,6 +18,7 @@ venv: $(BIN)/phivault
 
 # A demo clinic of synthetic patients. The demo's key file is generated on this machine,
 # for the demo only; real installations use PHIVAULT_PASSPHRASE or their own key file.
+# The first run prints the demo logins (admin and clinician: generated password + TOTP).
 run: venv
 	@mkdir -p $(DEMO)
 	@if [ ! -f $(DEMO)/data/keys.json ]; then \
@@ -25,10 +26,12 @@ run: venv
 	  echo "NOTE: $(DEMO)/demo.key is a key generated for this demo only." && \
 	  $(BIN)/phivault demo --data $(DEMO)/data --key-file $(DEMO)/demo.key --patients $(PATIENTS) --seed 1; \
 	fi
+	@echo "Token for scripts: $(BIN)/phivault token issue --data $(DEMO)/data --key-file $(DEMO)/demo.key --client demo --scope 'system/*.rs'"
 	$(BIN)/phivault serve --data $(DEMO)/data --key-file $(DEMO)/demo.key --port $(PORT)
 
 test: venv
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: venv

@@ -41,6 +41,7 @@ async def _connection(
     total: int,
     out: list[float],
     errs: list[int],
+    extra: str = "",
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
@@ -53,7 +54,7 @@ async def _connection(
             head = (
                 f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"
                 f"Content-Type: application/fhir+json\r\nAccept: application/fhir+json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
+                f"{extra}Content-Length: {len(body)}\r\n\r\n"
             ).encode()
             start = time.perf_counter()
             writer.write(head + body)
@@ -77,8 +78,16 @@ async def _connection(
 
 
 def run_load(
-    host: str, port: int, make: RequestFactory, total: int, concurrency: int
+    host: str,
+    port: int,
+    make: RequestFactory,
+    total: int,
+    concurrency: int,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
+    """`headers`: sent with every request (e.g. Authorization)."""
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+
     async def main() -> LoadResult:
         counter = [0]
         latencies: list[float] = []
@@ -86,7 +95,7 @@ def run_load(
         start = time.perf_counter()
         await asyncio.gather(
             *(
-                _connection(host, port, make, counter, total, latencies, errors)
+                _connection(host, port, make, counter, total, latencies, errors, extra)
                 for _ in range(concurrency)
             )
         )

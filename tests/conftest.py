@@ -11,10 +11,15 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from phivault.access import clients
+from phivault.access.runtime import AccessControl
 from phivault.api.app import create_app
 from phivault.crypto.kek import KeyFileKeySource, create_key_file
 from phivault.vault import Vault, init_data_dir, open_vault
 
+# What the `client` fixture's bearer token grants: every interaction on every type (a
+# backend client), and the audit trail, which only a scope naming it reaches.
+CLIENT_SCOPE = "system/*.cruds system/AuditEvent.rs"
 PG_URL = os.environ.get("PHIVAULT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -73,7 +78,31 @@ def vault(data_dir: Path, key_file: Path) -> Iterator[Vault]:
 
 
 @pytest.fixture
-def client(vault: Vault) -> Iterator[TestClient]:
-    app = create_app(vault.service, vault.settings)
+def access(vault: Vault) -> AccessControl:
+    return AccessControl.for_service(vault.service, vault.keyring)
+
+
+def system_token(access: AccessControl, scope: str = CLIENT_SCOPE, name: str = "test-suite") -> str:
+    """A bearer token for a registered script client, issued by the real token code."""
+    row = access.store.client_by_name(name) or clients.register(
+        access.store, name, clients.SCRIPT, scope
+    )
+    token, _ = access.system_token(row.client_id, scope, 900)
+    return token
+
+
+@pytest.fixture
+def client(vault: Vault, access: AccessControl) -> Iterator[TestClient]:
+    """The API as served (access control on), called with a system-scoped bearer token."""
+    app = create_app(vault.service, vault.settings, access)
+    headers = {"Authorization": f"Bearer {system_token(access)}"}
+    with TestClient(app, base_url="http://testserver", headers=headers) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def anon_client(vault: Vault, access: AccessControl) -> Iterator[TestClient]:
+    """The same API called without any token."""
+    app = create_app(vault.service, vault.settings, access)
     with TestClient(app, base_url="http://testserver") as test_client:
         yield test_client

@@ -149,3 +149,57 @@ def test_bad_proof_requests_are_400(client: TestClient, path: str) -> None:
     res = client.get(path)
     assert res.status_code == 400, (path, res.text)
     assert res.json()["resourceType"] == "OperationOutcome"
+
+
+def all_pages(client: TestClient, url: str | None) -> tuple[list[str], int]:
+    found: list[str] = []
+    pages = 0
+    while url:
+        bundle = client.get(url).json()
+        found += [e["resource"]["subtype"][0]["code"] for e in bundle.get("entry", [])]
+        url = next((x["url"] for x in bundle["link"] if x["relation"] == "next"), None)
+        pages += 1
+    return found, pages
+
+
+def test_bounded_scan_pages_through_the_whole_log(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import phivault.service.audit_view as audit_view
+
+    rid = create_patient(client, "Zzfirst")
+    for n in range(6):
+        create_patient(client, f"Zz{n}")
+    assert client.get(f"/fhir/Patient/{rid}").status_code == 200
+    day = events(client, "_count=1")[0]["recorded"][:10]
+    monkeypatch.setattr(audit_view, "SCAN_WINDOW", 3)  # each page looks at 3 entries only
+    found, pages = all_pages(client, f"/fhir/AuditEvent?entity=Patient/{rid}&_count=5")
+    assert found == ["read", "create"]  # complete, newest first, across windows
+    assert pages >= 3
+    # A date range bounds the scan to the entries of that range.
+    found, _ = all_pages(client, f"/fhir/AuditEvent?date={day}&entity=Patient/{rid}")
+    assert found == ["read", "create"]
+    assert all_pages(client, f"/fhir/AuditEvent?date=lt{day}&entity=Patient/{rid}") == ([], 1)
+
+
+def test_with_access_control_only_auditors_read_the_log(vault: Vault) -> None:
+    from tests.access.clinic import open_clinic
+
+    for clinic in open_clinic(vault):
+        http = clinic.client
+        auditor = clinic.token(clinic.add_user("auditor"), scope="user/AuditEvent.rs")
+        clinician = clinic.token(
+            clinic.add_user("clinician", practitioner=clinic.clinician_ref), scope="user/*.rs"
+        )
+        assert http.get("/fhir/AuditEvent").status_code == 401
+        found = http.get("/fhir/AuditEvent?_count=3", headers=clinic.headers(auditor))
+        assert found.status_code == 200 and len(found.json()["entry"]) == 3
+        refused = http.get("/fhir/AuditEvent", headers=clinic.headers(clinician))
+        assert refused.status_code == 403
+        # The refusal is itself in the log, and the auditor sees it.
+        denied = http.get("/fhir/AuditEvent?outcome=4", headers=clinic.headers(auditor))
+        entries = denied.json()["entry"]
+        assert any(e["resource"].get("outcomeDesc") == "Forbidden" for e in entries)
+        # Raw leaves need a principal once access control is on; proofs stay public.
+        assert http.get("/audit/leaves?from=0&to=1").status_code == 401
+        assert http.get("/audit/checkpoint").status_code == 200

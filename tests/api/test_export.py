@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
+from phivault.access.runtime import AccessControl
 from phivault.cli.main import cli
 from phivault.crypto.kek import KeyFileKeySource
 from phivault.fhir.resources import now_instant
@@ -244,11 +245,15 @@ def test_export_then_import_gives_the_same_resources(
         imported.close()
 
 
-def test_a_job_whose_worker_is_gone_is_reported_failed(client: TestClient, vault: Vault) -> None:
+def test_a_job_whose_worker_is_gone_is_reported_failed(
+    client: TestClient, vault: Vault, access: AccessControl
+) -> None:
+    script = access.store.client_by_name("test-suite")  # the `client` fixture's caller
+    assert script is not None
     job = ExportJobRecord(
         job_id="ab" * 16,
         state=RUNNING,
-        owner="anonymous",
+        owner=script.client_id,
         request_url="http://testserver/fhir/$export",
         params='{"level": "system"}',
         transaction_time="2000-01-01T00:00:00.000Z",

@@ -46,15 +46,16 @@ def start_server(data: Path, key: Path, port: int) -> subprocess.Popen[bytes]:
 class Load:
     """Writer and reader threads that remember every 2xx they were given."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, token: str) -> None:
         self.base = base
+        self.headers = {"authorization": f"Bearer {token}"}
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.written: list[tuple[str, int]] = []  # (id, version) acknowledged
         self.read: list[str] = []  # ids whose read was answered 200
 
     def writer(self, n: int) -> None:
-        with httpx.Client(timeout=10) as client:
+        with httpx.Client(timeout=10, headers=self.headers) as client:
             i = 0
             while not self.stop.is_set():
                 i += 1
@@ -82,7 +83,7 @@ class Load:
                     return  # the server is gone
 
     def reader(self) -> None:
-        with httpx.Client(timeout=10) as client:
+        with httpx.Client(timeout=10, headers=self.headers) as client:
             while not self.stop.is_set():
                 with self.lock:
                     ids = [rid for rid, _ in self.written[-20:]]
@@ -115,10 +116,13 @@ def test_sigkill_under_load_leaves_a_verifiable_complete_log(
     init = ["init", "--data", str(data), "--generate-key-file", str(key)]
     done = run(*init, *(["--db", db_url] if db_url else []))
     assert done.returncode == 0, done.stderr
+    issued = run(*("token", "issue", "--data", str(data), "--key-file", str(key)),
+                 *("--client", "load-test", "--scope", "system/Patient.cruds"))  # fmt: skip
+    assert issued.returncode == 0, issued.stderr
     port = free_port()
     server = start_server(data, key, port)
     try:
-        load = Load(f"http://127.0.0.1:{port}/fhir")
+        load = Load(f"http://127.0.0.1:{port}/fhir", issued.stdout.strip())
         threads = [threading.Thread(target=load.writer, args=(n,)) for n in range(WRITERS)]
         threads += [threading.Thread(target=load.reader) for _ in range(READERS)]
         for thread in threads:

@@ -96,7 +96,9 @@ def test_everything(setup: tuple[Vault, HidePatient, dict[str, str]]) -> None:
     page = everything(vault.service, ctx, ids["seen"], EverythingQuery(count=10))
     assert {v.rid for v in page.matches} == {ids["seen"], ids["obs_seen"]}
     assert page.includes == []  # Practitioner: refused at type level, so not included
-    assert page.total is None
+    assert page.total == 2  # one page holds all the caller may see: counted from it
+    first = everything(vault.service, ctx, ids["seen"], EverythingQuery(count=1))
+    assert first.total is None  # more pages: the store's count would include hidden ones
 
 
 def test_bundle_entries(setup: tuple[Vault, HidePatient, dict[str, str]]) -> None:

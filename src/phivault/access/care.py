@@ -18,11 +18,15 @@ from dataclasses import dataclass, field
 import orjson
 
 from phivault.access.consent import as_list, instant_seconds
+from phivault.errors import KeyShredded
 from phivault.store.base import ReadView, VersionRecord
 from phivault.store.compartment_sql import CompartmentQuery
+from phivault.store.search_spec import SearchSpec
 from phivault.types import Resource
 
 FACT_TYPES = ("Appointment", "CareTeam", "Consent", "Encounter")
+RELATION_TYPES = ("Appointment", "CareTeam", "Encounter")
+_BATCH = 500
 _INACTIVE_APPOINTMENTS = {"cancelled", "noshow", "entered-in-error"}
 
 Opener = Callable[[VersionRecord], bytes | None]
@@ -94,6 +98,9 @@ class StoreCareFacts:
         self._clock = clock
         self._cache: OrderedDict[str, tuple[float, PatientFacts]] = OrderedDict()
         self._lock = threading.Lock()
+        # Search-wide facts, cached for `ttl` like the per-patient ones.
+        self._related: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
+        self._consented: tuple[float, frozenset[str]] | None = None
 
     def facts(self, compartment: str) -> PatientFacts:
         now = self._clock()
@@ -111,10 +118,72 @@ class StoreCareFacts:
 
     def forget(self, compartment: str | None = None) -> None:
         with self._lock:
+            self._related.clear()
+            self._consented = None
             if compartment is None:
                 self._cache.clear()
             else:
                 self._cache.pop(compartment, None)
+
+    def related_compartments(self, who: str, now: float, window: float) -> frozenset[str]:
+        """Every compartment whose patient `who` ("Practitioner/<id>") has a care
+        relationship with (the same rule as PatientFacts.related), read through the
+        reference index: only the CareTeams, Encounters and Appointments naming `who`."""
+        tick = self._clock()
+        with self._lock:
+            hit = self._related.get(who)
+            if hit is not None and tick - hit[0] < self._ttl:
+                return hit[1]
+        rtype, _, rid = who.partition("/")
+        by_compartment: dict[str, list[Resource]] = {}
+        for source in RELATION_TYPES:
+            refs = self._view.references_to(source, None, rtype, [rid])
+            rids = sorted({r.rid for r in refs})
+            for start in range(0, len(rids), _BATCH):
+                for record in self._view.current_many(source, rids[start : start + _BATCH]):
+                    if record.deleted or record.compartment is None:
+                        continue
+                    parsed = self._parse(record)
+                    if parsed is not None:
+                        by_compartment.setdefault(record.compartment, []).append(parsed)
+        found = frozenset(
+            c for c, res in by_compartment.items() if facts_from(res).related(who, now, window)
+        )
+        with self._lock:
+            self._related[who] = (tick, found)
+            self._related.move_to_end(who)
+            while len(self._related) > self._max:
+                self._related.popitem(last=False)
+        return found
+
+    def consent_compartments(self) -> frozenset[str]:
+        """Every compartment holding a live Consent (any status: a superset)."""
+        tick = self._clock()
+        with self._lock:
+            if self._consented is not None and tick - self._consented[0] < self._ttl:
+                return self._consented[1]
+        found: set[str] = set()
+        spec = SearchSpec("Consent", (), limit=_BATCH)
+        while True:
+            page = self._view.search(spec)
+            found.update(r.record.compartment for r in page.rows if r.record.compartment)
+            if not page.more or not page.rows:
+                break
+            spec = SearchSpec("Consent", (), limit=_BATCH, after=page.rows[-1].key)
+        result = frozenset(found)
+        with self._lock:
+            self._consented = (tick, result)
+        return result
+
+    def _parse(self, record: VersionRecord) -> Resource | None:
+        try:
+            body = self._open(record)
+        except KeyShredded:
+            return None  # crypto-shredded: the data no longer exists
+        if not body:
+            return None
+        parsed = orjson.loads(body)
+        return parsed if isinstance(parsed, dict) else None
 
     def _load(self, compartment: str) -> list[Resource]:
         resources: list[Resource] = []

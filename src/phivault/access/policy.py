@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from phivault.access import consent
 from phivault.access.care import PatientFacts
@@ -125,6 +125,20 @@ class HasPrincipal(Protocol):
 class CareFacts(Protocol):
     def facts(self, compartment: str) -> PatientFacts: ...
 
+    def related_compartments(self, who: str, now: float, window: float) -> frozenset[str]: ...
+
+    def consent_compartments(self) -> frozenset[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """The patient compartments a search may reach: `only` these (None: any), and among
+    them the ones with a Consent (`consented`), which must be decided one by one.
+    Resources outside every compartment are not limited by it."""
+
+    only: frozenset[str] | None
+    consented: frozenset[str]
+
 
 @dataclass(frozen=True, slots=True)
 class PolicySettings:
@@ -152,12 +166,58 @@ class Policy:
         if letter is None or not any(s.allows(rtype, interaction) for s in principal.scopes):
             return Decision.DENY
         if principal.kind == SYSTEM:
+            if rtype in AUDIT and not any(s.rtype == rtype for s in principal.scopes):
+                return Decision.DENY  # the audit trail: only a scope that names it
             return Decision.ALLOW
         if any(letter in role_permissions(r, rtype) for r in principal.roles):
             return Decision.ALLOW
         return Decision.DENY
 
     def decide(self, ctx: HasPrincipal, interaction: str, target: Target) -> Decision:
+        found = self._decide(ctx, interaction, target, data_known=True)
+        assert found is not None
+        return found
+
+    def decide_compartment(
+        self, ctx: HasPrincipal, interaction: str, rtype: str, compartment: str
+    ) -> Decision | None:
+        """The decision for every `rtype` resource of one patient compartment, or None
+        when it depends on each resource's data (a Consent restricting data categories).
+        Search turns these into store predicates, so pages and totals agree."""
+        return self._decide(
+            ctx, interaction, Target(rtype, None, compartment, None), data_known=False
+        )
+
+    def reach(self, ctx: HasPrincipal, interaction: str, rtype: str) -> Reach:
+        """Which patient compartments a search of `rtype` may reach at most: every one
+        (clinic-wide roles, system clients, break-glass) or a set of candidates (the
+        launch patient; a clinical user's related patients). Candidates, and every
+        compartment with a Consent, are then decided by `decide_compartment`."""
+        principal = ctx.principal
+        if principal is None:
+            return Reach(None, frozenset())
+        consents = self.care.consent_compartments()
+        scopes = [s for s in principal.scopes if s.allows(rtype, interaction)]
+        if scopes and all(s.context == PATIENT for s in scopes):
+            only = frozenset({f"Patient/{principal.patient}"} if principal.patient else ())
+            return Reach(only, consents & only)
+        now = self.clock()
+        emergency = principal.is_clinical and principal.break_glass_active(now)
+        if principal.kind == SYSTEM or emergency:
+            return Reach(None, consents)
+        letter = INTERACTIONS.get(interaction, "")
+        roles = [r for r in principal.roles if letter in role_permissions(r, rtype)]
+        if any(r not in CLINICAL_ROLES for r in roles):
+            return Reach(None, consents)
+        who = principal.practitioner
+        if not roles or not who:
+            return Reach(frozenset(), frozenset())
+        related = self.care.related_compartments(who, now, self.settings.appointment_window)
+        return Reach(related, consents & related)
+
+    def _decide(
+        self, ctx: HasPrincipal, interaction: str, target: Target, *, data_known: bool
+    ) -> Decision | None:
         principal = ctx.principal
         if principal is None:
             return Decision.ALLOW
@@ -174,11 +234,14 @@ class Policy:
             return Decision.ALLOW  # registering a new patient: no relationship can exist yet
         now = self.clock()
         emergency = principal.is_clinical and principal.break_glass_active(now)
-        facts = self.care.facts(compartment)
         if principal.kind != SYSTEM and not emergency:
-            if not self._role_allows_patient(principal, interaction, target.rtype, facts, now):
+            rtype = target.rtype
+            if not self._role_allows_patient(principal, interaction, rtype, compartment, now):
                 return Decision.HIDE
-        if facts.consents and not emergency:
+        if emergency or compartment not in self.care.consent_compartments():
+            return Decision.ALLOW
+        facts = self.care.facts(compartment)
+        if facts.consents:
             access = consent.Access(
                 actors=frozenset(p for p in (principal.practitioner,) if p),
                 purpose=ctx.purpose,
@@ -187,13 +250,14 @@ class Policy:
                 now=now,
             )
             if target.resource is None and consent.needs_data(facts.consents):
-                return Decision.HIDE  # cannot tell the data's category: fail closed
+                # Cannot tell the data's category: fail closed, or ask for the data.
+                return Decision.HIDE if data_known else None
             if consent.any_denies(facts.consents, access):
                 return Decision.HIDE
         return Decision.ALLOW
 
     def _role_allows_patient(
-        self, principal: Principal, interaction: str, rtype: str, facts: PatientFacts, now: float
+        self, principal: Principal, interaction: str, rtype: str, compartment: str, now: float
     ) -> bool:
         letter = INTERACTIONS[interaction]
         for role in principal.roles:
@@ -202,7 +266,8 @@ class Policy:
             if role not in CLINICAL_ROLES:
                 return True  # clerical roles work clinic-wide, within their types
             who = principal.practitioner
-            if who and facts.related(who, now, self.settings.appointment_window):
+            window = self.settings.appointment_window
+            if who and compartment in self.care.related_compartments(who, now, window):
                 return True
         return False
 
@@ -246,6 +311,14 @@ class AllowAll:
     def decide(self, ctx: HasPrincipal, interaction: str, target: Target) -> Decision:
         return Decision.ALLOW
 
+    def decide_compartment(
+        self, ctx: HasPrincipal, interaction: str, rtype: str, compartment: str
+    ) -> Decision | None:
+        return Decision.ALLOW
+
+    def reach(self, ctx: HasPrincipal, interaction: str, rtype: str) -> Reach:
+        return Reach(None, frozenset())
+
     def check(self, ctx: HasPrincipal, interaction: str, target: Target) -> None:
         return None
 
@@ -275,3 +348,15 @@ class AccessPolicy(Protocol):
         candidates: Sequence[T],
         describe: Callable[[T], Target],
     ) -> list[T]: ...
+
+
+@runtime_checkable
+class SearchReach(Protocol):
+    """A policy that can say ahead which compartments a search may reach (Policy and
+    AllowAll). Search falls back to deciding every candidate on its own otherwise."""
+
+    def reach(self, ctx: HasPrincipal, interaction: str, rtype: str) -> Reach: ...
+
+    def decide_compartment(
+        self, ctx: HasPrincipal, interaction: str, rtype: str, compartment: str
+    ) -> Decision | None: ...

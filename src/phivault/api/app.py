@@ -16,6 +16,7 @@ from phivault.api.middleware.auth import BearerAuth
 from phivault.api.middleware.security_headers import SecurityHeaders
 from phivault.api.oauth_routes import OAuthRoutes
 from phivault.api.search_routes import SearchRoutes
+from phivault.api.smart_metadata import secured_metadata
 from phivault.config import Settings
 from phivault.errors import PhivaultError
 from phivault.service import Service
@@ -51,7 +52,8 @@ def create_app(
     middleware = [Middleware(SecurityHeaders)]
     if access is not None:
         service.policy = access.policy
-        routes = [*OAuthRoutes(access, base).routes(), *routes]
+        metadata = Route(f"{base}/metadata", secured_metadata(fhir), methods=["GET"])
+        routes = [*OAuthRoutes(access, base).routes(), metadata, *routes]
         middleware.append(Middleware(BearerAuth, access=access, base_path=base))
     return Starlette(
         routes=routes,

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 
+from phivault.access.runtime import AccessControl
 from phivault.api.app import create_app
 from phivault.backup.schedule import start_scheduled_backups
 from phivault.config import resolve_data_dir
@@ -15,7 +16,9 @@ from phivault.vault import key_source, open_vault
 
 def create() -> Starlette:
     vault = open_vault(resolve_data_dir(None), key_source())
-    app = create_app(vault.service, vault.settings)
+    # Access control on: every FHIR route needs a bearer token, the policy decides.
+    access = AccessControl.for_service(vault.service, vault.keyring)
+    app = create_app(vault.service, vault.settings, access)
     backups = start_scheduled_backups(vault)  # None unless [backup] interval_minutes is set
 
     @contextlib.asynccontextmanager

@@ -98,6 +98,11 @@ class OAuthRoutes:
     def routes(self) -> list[Route]:
         return [
             Route("/.well-known/smart-configuration", self.smart_configuration, methods=["GET"]),
+            Route(
+                f"{self.fhir_base_path}/.well-known/smart-configuration",
+                self.smart_configuration,
+                methods=["GET"],
+            ),
             Route("/oauth/jwks", self.jwks, methods=["GET"]),
             Route("/oauth/authorize", self.authorize_form, methods=["GET"]),
             Route("/oauth/authorize", self.authorize_submit, methods=["POST"]),

@@ -26,12 +26,12 @@ from phivault.audit.entry import (
     encode_fields,
     entry_fields,
     index_row_of,
+    now,
 )
 from phivault.audit.events import AccessEvent
 from phivault.audit.merkle import NodeKey, leaf_hash, new_nodes_for_append, perfect_subtrees
 from phivault.audit.merkle import read_nodes as _read_nodes
 from phivault.errors import AuditUnavailable, PhivaultError
-from phivault.fhir.resources import now_instant
 from phivault.store.audit_sql import AuditIndexRow
 from phivault.store.base import Store, WriteTx
 
@@ -167,7 +167,7 @@ class AuditLog:
 
     # -- recording --------------------------------------------------------------------------
     def record(self, event: AccessEvent, tx: WriteTx | None = None) -> None:
-        fields = entry_fields(event, now_instant(), self._pseudonymize)
+        fields = entry_fields(event, now(), self._pseudonymize)
         entry, row = encode_fields(fields), index_row_of(fields)
         self._ensure_thread()
         if tx is not None:

@@ -7,7 +7,7 @@ What is checked, streaming over the log in pages (memory stays O(log n) for the 
    exists beyond the last entry (a truncated log leaves its nodes behind);
 3. every checkpoint is signed by the log's key, and its root equals the recomputed root
    at its size (this catches a history rewritten together with its nodes);
-4. every derived index row equals the one derived from its entry (AuditEvent search);
+4. every entry's search columns (AuditEvent search) are the ones derived from it;
 5. every data version in the store still hashes to what its write entry recorded, every
    version has a write entry, every write entry's version still exists, and each current
    pointer is the latest audited version (an edited, inserted, deleted or rolled-back
@@ -35,7 +35,7 @@ from phivault.errors import CheckpointError
 from phivault.store.base import HistoryQuery, Store
 
 PAGE = 50_000
-MAX_FINDINGS = 50
+MAX_KEPT = 10_000  # findings kept in full; all are counted
 _READS = frozenset({"read", "vread"})
 _BEYOND = 1 << 62  # an index no tree reaches
 
@@ -58,24 +58,26 @@ class VerifyReport:
     nodes_checked: int = 0
     versions_checked: int = 0
     seconds: float = 0.0
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # the first MAX_KEPT
+    total_findings: int = 0
+    firsts: dict[bool, int] = field(default_factory=dict)  # data? -> lowest entry index
 
     @property
     def ok(self) -> bool:
-        return not self.findings
+        return self.total_findings == 0
 
     @property
     def first_bad_entry(self) -> int | None:
         """The log's own first bad entry; failing that, the first entry whose data no
         longer matches. (A tampered log can make intact data rows look wrong.)"""
-        for data in (False, True):
-            indexes = [f.index for f in self.findings if f.index is not None and f.data == data]
-            if indexes:
-                return min(indexes)
-        return None
+        return self.firsts.get(False, self.firsts.get(True))
 
     def add(self, index: int | None, message: str, *, data: bool = False) -> None:
-        self.findings.append(Finding(index, message, data))
+        self.total_findings += 1
+        if index is not None and index < self.firsts.get(data, index + 1):
+            self.firsts[data] = index
+        if len(self.findings) < MAX_KEPT:  # a wholesale rewrite must not exhaust memory
+            self.findings.append(Finding(index, message, data))
 
 
 @dataclass(slots=True)

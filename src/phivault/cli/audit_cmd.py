@@ -100,8 +100,8 @@ def _print_report(report: VerifyReport) -> None:
         click.echo(f"note: the newest {uncovered} entries are not yet covered by a checkpoint")
     for finding in report.findings[:MAX_FINDINGS_SHOWN]:
         click.echo(f"  BAD: {finding.message}", err=True)
-    if len(report.findings) > MAX_FINDINGS_SHOWN:
-        click.echo(f"  ... and {len(report.findings) - MAX_FINDINGS_SHOWN} more", err=True)
+    if report.total_findings > MAX_FINDINGS_SHOWN:
+        click.echo(f"  ... and {report.total_findings - MAX_FINDINGS_SHOWN} more", err=True)
     status = "OK" if report.ok else f"FAILED, first bad entry: {report.first_bad_entry}"
     click.echo(f"{status} ({report.seconds:.2f} s)")
 

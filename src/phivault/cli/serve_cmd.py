@@ -19,9 +19,9 @@ from phivault.cli.common import (
 from phivault.config import resolve_data_dir
 from phivault.errors import ConfigError
 
-# Flipped to True once api/asgi.py builds AccessControl and passes it to create_app, so
-# that every FHIR route needs a bearer token; until then serve stays on loopback.
-ACCESS_CONTROL_WIRED = False
+# api/asgi.py builds AccessControl and passes it to create_app: every FHIR route needs a
+# bearer token, so serve may listen beyond loopback (with TLS, or --insecure-http).
+ACCESS_CONTROL_WIRED = True
 
 
 def _is_loopback(host: str) -> bool:

@@ -305,9 +305,10 @@ class KeyRing:
             if raw != self._state_raw:
                 return None  # a concurrent refresh applied another state meanwhile
             wrapping = self._keks[0]
-        if tx.get(key_id) == TOMBSTONE:
-            raise KeyShredded()
         existing = tx.get(row_id)
+        bare = existing if row_id == key_id else tx.get(key_id)
+        if bare == TOMBSTONE:
+            raise KeyShredded()
         if existing is not None:
             return existing
         fresh = wrapping.wrap(primitives.random_key(), wrap_aad(row_id))

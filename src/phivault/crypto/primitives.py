@@ -17,7 +17,6 @@ Rules kept here so that callers cannot get them wrong:
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 

@@ -87,12 +87,23 @@ def _includes(rtype: str) -> list[str]:
     return ["*"] + [f"{rtype}:{c}" for c, p in params.items() if p.type == "reference"]
 
 
+# AuditEvent is a view of the audit log: it can be read and searched, never written.
+_READ_ONLY_TYPES = {"AuditEvent"}
+_READ_INTERACTIONS = {"read", "vread", "search-type", "history-instance", "history-type"}
+
+
+def _allowed(rtype: str, code: str) -> bool:
+    return rtype not in _READ_ONLY_TYPES or code in _READ_INTERACTIONS
+
+
 @lru_cache(maxsize=8)
 def _resources() -> tuple[dict[str, Any], ...]:
     return tuple(
         {
             "type": rtype,
-            "interaction": [{"code": code} for code in _INTERACTIONS],
+            "interaction": [
+                {"code": code} for code in _INTERACTIONS if _allowed(rtype, code)
+            ],
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,

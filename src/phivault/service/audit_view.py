@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 AUDIT_EVENT = "AuditEvent"
 MAX_COUNT = 1000
+# Entries one page of a search may examine. Only time is indexed (the append path must not
+# pay a random index write per entry); other filters scan the entries' derived columns,
+# newest first, this many at most, and the page's next link continues below the window.
+# A page can therefore hold fewer matches than _count, even none, and still have a next.
+SCAN_WINDOW = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +56,12 @@ class AuditView:
         log = self._log()
         search = parse_search(pairs, log.pseudonymize)
         count = max(1, min(count, MAX_COUNT))
-        rows = self._candidates(search, count, cursor)
+        rows, next_cursor = self._candidates(search, count, cursor)
         events: list[dict[str, Any]] = []
         for index, raw in rows:
             entry = decode_entry(raw)
             if matches(search, index, index_row_of(entry), entry):
                 events.append(render(index, entry))
-        next_cursor = rows[-1][0] if len(rows) == count else None
         self.service.audit.record(
             AccessEvent(
                 action="search",
@@ -74,15 +78,29 @@ class AuditView:
 
     def _candidates(
         self, search: Search, count: int, cursor: int | None
-    ) -> list[tuple[int, bytes]]:
+    ) -> tuple[list[tuple[int, bytes]], int | None]:
+        """One page of hits, newest first, and the cursor of the next page (or None)."""
         store = self.service.store
-        if search.ids is None:
-            return store.audit_search(replace(search.query, before=cursor, count=count))
-        wanted = sorted((i for i in search.ids if cursor is None or i < cursor), reverse=True)
-        rows: list[tuple[int, bytes]] = []
-        for index in wanted[:count]:
-            rows.extend(store.audit_entries(index, index + 1))
-        return rows
+        if search.ids is not None:
+            wanted = sorted((i for i in search.ids if cursor is None or i < cursor), reverse=True)
+            rows: list[tuple[int, bytes]] = []
+            for index in wanted[:count]:
+                rows.extend(store.audit_entries(index, index + 1))
+            return rows, (wanted[count - 1] if len(wanted) > count else None)
+        high = cursor if cursor is not None else store.audit_size()
+        low_bound = 0
+        if search.query.times:
+            span = store.audit_time_span(search.query.times)
+            if span is None:
+                return [], None
+            low_bound, high = span[0], min(high, span[1] + 1)
+        if high <= low_bound:
+            return [], None
+        low = max(low_bound, high - SCAN_WINDOW)
+        rows = store.audit_search(replace(search.query, before=high, after=low, count=count))
+        if len(rows) == count:
+            return rows, rows[-1][0]
+        return rows, (low if low > low_bound else None)
 
     def read(self, ctx: Context, rid: str) -> dict[str, Any]:
         authorize.type_level(self.service, ctx, "read", AUDIT_EVENT, rid)

@@ -39,7 +39,7 @@ from phivault.fhir import resources as fhir_types
 from phivault.fhir.conditions import Condition, parse_condition
 from phivault.fhir.indexing import IndexPolicy, index_rows, last_updated_rows, patient_compartment
 from phivault.fhir.validation import validate_resource
-from phivault.service import authorize
+from phivault.service import authorize, history_view
 from phivault.service.audited import audits_failure, check_writable
 from phivault.service.patch import patch_resource
 from phivault.service.search import Searcher, SearchResult
@@ -87,7 +87,7 @@ class WriteResult:
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
     items: list[Version]
-    total: int
+    total: int | None  # None under access control unless the page holds everything
     next_cursor: int | None
 
 
@@ -125,7 +125,7 @@ class Service:
         self.codec = codec
         self.index_policy = index_policy
         self.policy: AccessPolicy = policy or AllowAll()
-        self.searcher = Searcher(store, codec, index_policy, audit)
+        self.searcher = Searcher(store, codec, index_policy, audit, access=lambda: self.policy)
 
     # -- reads --------------------------------------------------------------------------
     def read(self, ctx: Context, rtype: str, rid: str) -> Version:
@@ -184,18 +184,22 @@ class Service:
             if self.store.current(rtype or "", rid) is None:
                 self._audit_failure(ctx, "history", rtype, rid, NotFound())
                 raise NotFound(f"{rtype}/{rid} is not known")
-        total = self.store.history_total(query)
-        items = self._open_many(ctx, "history", records)
-        if ctx.principal is not None:
-            shown = authorize.visible(self, ctx, "history", items, records)
-            if rid is not None and items and len(shown) < len(items):
+        total: int | None
+        if history_view.unrestricted(self, ctx, rtype, rid):
+            total = self.store.history_total(query)
+            items = self._open_many(ctx, "history", records)
+            next_cursor = records[-1].seq if len(records) == count and records else None
+        else:
+            if rid is not None and records:
+                # The resource itself first: hidden means "not known", never an empty page.
                 first = records[0]
-                authorize.instance(
-                    self, ctx, "history", first.rtype, rid, first.compartment, items[0].body
-                )
-            # The store's total would count what this caller may not see.
-            items, total = shown, len(shown)
-        next_cursor = records[-1].seq if len(records) == count and records else None
+                opened = self._open_many(ctx, "history", [first])
+                body = opened[0].body if opened else None
+                authorize.instance(self, ctx, "history", first.rtype, rid, first.compartment, body)
+            # Hidden versions are skipped before the page is cut, and the store's total
+            # would count them: a total only when this page holds the whole history.
+            items, next_cursor = history_view.visible_page(self, ctx, query)
+            total = len(items) if cursor is None and next_cursor is None else None
         self.audit.record(
             AccessEvent(
                 action="history",

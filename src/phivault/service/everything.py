@@ -40,7 +40,7 @@ _START = ("", "")  # sorts before every (type, id): "the compartment from its be
 class EverythingPage:
     matches: list[Version]
     includes: list[Version]
-    total: int | None  # None under access control (a count would reveal hidden ones)
+    total: int | None  # under access control: only when one page holds everything
     next_cursor: str | None
 
 
@@ -88,8 +88,11 @@ def everything(service: Service, ctx: Context, rid: str, query: EverythingQuery)
         next_cursor = encode_cursor(*last)
     total = None
     if ctx.principal is None:
-        # With access control a count would reveal what the policy hides: no total then.
         total = service.store.compartment_total(listing) + (1 if wants_patient else 0)
+    elif query.cursor is None and not more:
+        # With access control the store's count would reveal what the policy hides: a
+        # total only when this page holds all the caller may see.
+        total = len(matches)
     includes = _referenced(service, ctx, matches, types, since)
     service.audit.record(
         AccessEvent(

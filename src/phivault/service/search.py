@@ -1,8 +1,10 @@
 """Search, in the service's order of steps:
 
-    parse (fhir/search) -> plan through the index policy (search_plan) -> restrict to what
-    the caller may see (access hook) -> store page + total -> decrypt -> re-check blinded
-    prefixes -> _include / _revinclude -> _summary / _elements -> audit -> respond
+    parse (fhir/search) -> type-level access check -> plan through the index policy
+    (search_plan) -> restrict to what the caller may see (search_access: store predicates,
+    chains and _has included) -> store page + total -> decrypt -> re-check blinded
+    prefixes and data-dependent access -> _include / _revinclude (each released resource
+    decided by the policy) -> _summary / _elements -> audit -> respond
 
 The page, its total and its links all come from one predicate, so a filter added by the
 access policy changes counts and pages alike. The audit entry names each parameter with a
@@ -12,10 +14,11 @@ keyed digest of its value (never the value) and lists every resource returned.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from phivault.access.policy import AccessPolicy, AllowAll, Decision, Target
 from phivault.audit.events import SERIOUS_FAILURE, AccessEvent, AuditSink
 from phivault.crypto.codec import BodyCodec
 from phivault.errors import DecryptionError, Gone, KeyShredded, NotFound
@@ -27,7 +30,8 @@ from phivault.fhir.search.model import SearchRequest
 from phivault.fhir.search.query import parse_search
 from phivault.fhir.search.registry import Registry
 from phivault.fhir.search.shaping import shape
-from phivault.service import search_include
+from phivault.service import search_access, search_include
+from phivault.service.search_access import Keep, Visibility
 from phivault.service.search_cursor import decode_cursor, encode_cursor
 from phivault.service.search_plan import MAX_RESOLVED_IDS, Planner, Recheck
 from phivault.service.search_result import Entry, SearchResult
@@ -66,23 +70,42 @@ class Searcher:
         policy: IndexPolicy,
         audit: AuditSink,
         registry: Registry | None = None,
+        access: Callable[[], AccessPolicy] | None = None,
     ) -> None:
         self.store = store
         self.codec = codec
         self.policy = policy
         self.audit = audit
         self.registry = registry or default_registry()
+        self._access = access or AllowAll
 
     # -- access-control hooks (the access policy plugs in here) -------------------------------
-    def visible_terms(self, ctx: Context, rtype: str) -> tuple[Term, ...]:
-        """Extra predicates limiting `rtype` to what `ctx` may see (care relationship,
-        consent, break-glass). ANDed into the page, the total and the links alike, so
-        totals never count hidden resources. Today: no restriction."""
-        return ()
+    def visibility(self, ctx: Context, rtype: str) -> Visibility | None:
+        """What `ctx` may see of `rtype` (care relationship, patient context, consent,
+        break-glass), as store predicates ANDed into the page, the total and the links
+        alike, so totals never count hidden resources. None: no restriction."""
+        return search_access.visibility(self._access(), ctx, "search", rtype)
 
-    def visible_records(self, ctx: Context, records: list[VersionRecord]) -> list[VersionRecord]:
-        """The included (_include / _revinclude) resources `ctx` may see. Today: all."""
-        return records
+    def inner_terms(self, ctx: Context, rtype: str) -> tuple[Term, ...]:
+        """Predicates for the inside of a chain or `_has` on `rtype`: what is certainly
+        visible only (403 if `rtype` may never be searched by this caller)."""
+        search_access.check_type(self._access(), self.audit, ctx, "search", rtype)
+        found = self.visibility(ctx, rtype)
+        return found.sure if found is not None else ()
+
+    def visible_entries(self, ctx: Context, entries: list[Entry]) -> list[Entry]:
+        """The included (_include / _revinclude) resources `ctx` may read."""
+        if ctx.principal is None:
+            return entries
+        policy = self._access()
+        kept: list[Entry] = []
+        for entry in entries:
+            parsed = fhir_json.loads(entry.body)
+            resource = parsed if isinstance(parsed, dict) else None
+            target = Target(entry.rtype, entry.rid, entry.compartment, resource)
+            if policy.decide(ctx, "read", target) is Decision.ALLOW:
+                kept.append(entry)
+        return kept
 
     # -- the search -----------------------------------------------------------------------
     def search(
@@ -141,9 +164,19 @@ class Searcher:
         compartment: str | None,
     ) -> SearchResult:
         rtype = request.rtype
-        planner = Planner(self.policy, self.registry, self._resolve, base_url)
+        access = self._access()
+        search_access.check_type(access, self.audit, ctx, "search", rtype)
+        if compartment is not None:
+            search_access.check_compartment(access, self.audit, ctx, rtype, compartment)
+
+        def inner(inner_type: str) -> tuple[Term, ...]:
+            return self.inner_terms(ctx, inner_type)
+
+        planner = Planner(self.policy, self.registry, self._resolve, base_url, inner)
         plan = planner.plan(rtype, request.filters)
-        terms = plan.terms + self.visible_terms(ctx, rtype)
+        seen = self.visibility(ctx, rtype)
+        terms = plan.terms + (seen.candidates if seen is not None else ())
+        keep = _keeper(plan.rechecks, seen.keep if seen is not None else None)
         if compartment is not None:
             self._check_patient(compartment)
             terms += (planner.compartment(rtype, compartment),)
@@ -153,13 +186,13 @@ class Searcher:
         if request.summary == "count":
             count = 0
         spec = SearchSpec(rtype, terms, sort, limit=count, after=after, backward=backward)
-        page = self._page(spec, plan.rechecks)
-        total = self._total(request, spec, plan.rechecks, page)
+        page = self._page(spec, keep)
+        total = self._total(request, spec, keep, page)
         warnings = [f"{i.reason}: {i.name}" for i in request.ignored]
         matches = [_entry(f.row.record, f.body) for f in page.found]
 
         def open_visible(records: list[VersionRecord]) -> list[Entry]:
-            return self._entries(self.visible_records(ctx, records))
+            return self.visible_entries(ctx, self._entries(records))
 
         included = search_include.collect(self.store, request, matches, open_visible, warnings)
         if request.summary or request.elements:
@@ -194,7 +227,7 @@ class Searcher:
         """Ids of the first `limit` live matches (conditional interactions)."""
         planner = Planner(self.policy, self.registry, self._resolve)
         plan = planner.plan(rtype, request.filters)
-        page = self._page(SearchSpec(rtype, plan.terms, limit=limit), plan.rechecks)
+        page = self._page(SearchSpec(rtype, plan.terms, limit=limit), _keeper(plan.rechecks))
         return [f.row.record.rid for f in page.found]
 
     def audit_terms(self, used: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
@@ -237,17 +270,19 @@ class Searcher:
                 found.append(_entry(record, body))
         return found
 
-    def _page(self, spec: SearchSpec, rechecks: Sequence[Recheck]) -> _Page:
-        """One page of matches, and where the next page in the direction of travel starts."""
+    def _page(self, spec: SearchSpec, keep: Keep | None) -> _Page:
+        """One page of matches, and where the next page in the direction of travel starts.
+        `keep`: the check of each decrypted candidate (blinded prefixes, data-dependent
+        access), None when the store's predicates are exact."""
         if spec.limit == 0:
             return _Page([], False, None)
-        if not rechecks:
+        if keep is None:
             page = self.store.search(spec)
             found = [_Found(r, b) for r in page.rows if (b := self._open(r.record)) is not None]
             edge_row = (page.rows[0] if spec.backward else page.rows[-1]) if page.rows else None
             return _Page(found, page.more, edge_row.key if edge_row else None)
-        # Blind prefixes matched a superset: read candidates in batches, keep those whose
-        # decrypted values really start with the text searched, until the page is full. At
+        # The store matched a superset (blind prefixes, data-dependent access): read
+        # candidates in batches, keep those that pass `keep`, until the page is full. At
         # most RECHECK_PAGE_CAP candidates per page: a page may come back short, with a
         # next link, rather than decrypting without bound.
         kept: list[_Found] = []
@@ -261,7 +296,7 @@ class Searcher:
                 edge = row.key
                 examined += 1
                 body = self._open(row.record)
-                if body is not None and _passes(body, rechecks):
+                if body is not None and keep(row.record, body):
                     kept.append(_Found(row, body))
                 if len(kept) == spec.limit or examined >= RECHECK_PAGE_CAP:
                     more = n < len(rows) - 1 or batch.more
@@ -270,7 +305,7 @@ class Searcher:
                 return _Page(kept[::-1] if spec.backward else kept, False, edge)
 
     def _total(
-        self, request: SearchRequest, spec: SearchSpec, rechecks: Sequence[Recheck], page: _Page
+        self, request: SearchRequest, spec: SearchSpec, keep: Keep | None, page: _Page
     ) -> int | None:
         mode = request.total
         if mode == "none":
@@ -279,14 +314,14 @@ class Searcher:
             return len(page.found)  # the whole result is on this page
         first = replace(spec, after=None, backward=False)
         exact = mode in ("accurate", "estimate") or request.summary == "count"
-        if rechecks:
-            return self._count_rechecked(first, rechecks) if exact else None
+        if keep is not None:
+            return self._count_rechecked(first, keep) if exact else None
         if exact:
             return self.store.search_count(first)
         counted = self.store.search_count(first, cap=DEFAULT_TOTAL_CAP)
         return counted if counted < DEFAULT_TOTAL_CAP else None
 
-    def _count_rechecked(self, spec: SearchSpec, rechecks: Sequence[Recheck]) -> int | None:
+    def _count_rechecked(self, spec: SearchSpec, keep: Keep) -> int | None:
         """Matches after decryption, or None past RECHECK_TOTAL_CAP candidates."""
         matches = seen = 0
         after = None
@@ -295,7 +330,7 @@ class Searcher:
             for row in page.rows:
                 seen += 1
                 body = self._open(row.record)
-                matches += body is not None and _passes(body, rechecks)
+                matches += body is not None and keep(row.record, body)
                 after = row.key
             if not page.more:
                 return matches
@@ -309,7 +344,7 @@ class Searcher:
         ids: list[str] = []
         spec = SearchSpec(rtype, terms, limit=RECHECK_BATCH)
         while len(ids) <= MAX_RESOLVED_IDS:
-            page = self._page(spec, rechecks)
+            page = self._page(spec, _keeper(rechecks))
             ids.extend(f.row.record.rid for f in page.found)
             if not page.more or page.edge is None:
                 break
@@ -318,7 +353,21 @@ class Searcher:
 
 
 def _entry(record: VersionRecord, body: bytes) -> Entry:
-    return Entry(record.rtype, record.rid, record.version, record.last_updated, body)
+    return Entry(
+        record.rtype, record.rid, record.version, record.last_updated, body, record.compartment
+    )
+
+
+def _keeper(rechecks: Sequence[Recheck], access: Keep | None = None) -> Keep | None:
+    """One check of a decrypted candidate: the blinded-prefix re-checks and the access
+    policy's data-dependent decision; None when neither applies."""
+    if not rechecks:
+        return access
+
+    def keep(record: VersionRecord, body: bytes) -> bool:
+        return _passes(body, rechecks) and (access is None or access(record, body))
+
+    return keep
 
 
 def _passes(body: bytes, rechecks: Sequence[Recheck]) -> bool:

@@ -74,6 +74,13 @@ class Plan:
 
 # (resource type, terms, rechecks) -> ids of the live resources that match, all of them.
 Resolver = Callable[[str, tuple[Term, ...], tuple[Recheck, ...]], tuple[str, ...]]
+# Resource type -> predicates limiting the inside of a chain or _has to what the caller
+# may see (the access policy; may raise Forbidden for a type the caller may never search).
+InnerTerms = Callable[[str], tuple[Term, ...]]
+
+
+def _unrestricted(rtype: str) -> tuple[Term, ...]:
+    return ()
 
 
 def encrypted(code: str, what: str) -> UnsupportedSearchParameter:
@@ -89,10 +96,12 @@ class Planner:
         registry: Registry,
         resolve: Resolver,
         base_url: str | None = None,
+        inner: InnerTerms = _unrestricted,
     ) -> None:
         self.policy = policy
         self.registry = registry
         self.resolve = resolve
+        self.inner = inner
         self.base_url = base_url.rstrip("/") + "/" if base_url else None
 
     def plan(self, rtype: str, filters: Sequence[Filter]) -> Plan:
@@ -110,7 +119,9 @@ class Planner:
             return self.clause(rtype, item)
         inner_type = item.target if isinstance(item, ChainClause) else item.source
         term, recheck = self.clause(inner_type, item.inner)
-        where: tuple[Term, ...] = (term,)
+        # Only what the caller may see inside: a chain or _has never reveals that a
+        # hidden record exists.
+        where: tuple[Term, ...] = (term, *self.inner(inner_type))
         if recheck is not None:
             ids = self.resolve(inner_type, where, (recheck,))
             if len(ids) > MAX_RESOLVED_IDS:

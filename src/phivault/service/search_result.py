@@ -14,6 +14,7 @@ class Entry:
     version: int
     last_updated: str
     body: bytes  # plaintext JSON, trimmed when _summary / _elements asked for it
+    compartment: str | None = None  # the patient compartment it belongs to (access policy)
 
     @property
     def ref(self) -> str:

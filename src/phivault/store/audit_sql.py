@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 NodeKey = tuple[int, int]
 
@@ -34,9 +34,9 @@ SELECT_NODE_RANGE = (
 SELECT_ALL_CHECKPOINTS = "SELECT size, checkpoint FROM audit_checkpoints ORDER BY size"
 
 
-@dataclass(frozen=True, slots=True)
-class AuditIndexRow:
-    """The searchable columns of one entry, derived from it (never the other way round)."""
+class AuditIndexRow(NamedTuple):
+    """The searchable columns of one entry, derived from it (never the other way round).
+    A tuple: one is made for every audit entry, on the durable append path."""
 
     time: str
     action: str
@@ -47,15 +47,7 @@ class AuditIndexRow:
     patient: str | None = None  # keyed pseudonym, never a patient id
 
     def values(self) -> tuple[str | None, ...]:
-        return (
-            self.time,
-            self.action,
-            self.outcome,
-            self.actor,
-            self.rtype,
-            self.rid,
-            self.patient,
-        )
+        return tuple(self)
 
 
 _TIME_OPS = frozenset({"<", "<=", ">", ">="})
@@ -71,19 +63,33 @@ class AuditQuery:
     actors: tuple[str, ...] = ()
     entities: tuple[tuple[str, str | None], ...] = ()  # (type, id or None for any id)
     patients: tuple[str, ...] = ()  # pseudonyms
-    before: int | None = None  # paging cursor: only entries with idx < before
+    before: int | None = None  # only entries with idx < before (the page's window)
+    after: int | None = None  # only entries with idx >= after
     count: int = 50
+
+
+def _time_terms(times: Sequence[tuple[str, str]], where: list[str], params: list[Any]) -> None:
+    for op, instant in times:
+        if op not in _TIME_OPS:
+            raise ValueError("unknown time comparison")
+        where.append(f"i.time {op} ?")
+        params.append(instant)
+
+
+def time_span_sql(times: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
+    """The smallest and largest idx of the entries in a time range (time is indexed):
+    every entry of the range lies between them, whatever the order of their times."""
+    where: list[str] = []
+    params: list[Any] = []
+    _time_terms(times, where, params)
+    return f"SELECT MIN(i.idx), MAX(i.idx) FROM audit_entries i WHERE {' AND '.join(where)}", params
 
 
 def search_sql(query: AuditQuery) -> tuple[str, list[Any]]:
     """Newest first: (idx, entry) of matching entries, read from the log itself."""
     where: list[str] = []
     params: list[Any] = []
-    for op, instant in query.times:
-        if op not in _TIME_OPS:
-            raise ValueError("unknown time comparison")
-        where.append(f"i.time {op} ?")
-        params.append(instant)
+    _time_terms(query.times, where, params)
     for column, values in (
         ("action", query.actions),
         ("outcome", query.outcomes),
@@ -106,6 +112,9 @@ def search_sql(query: AuditQuery) -> tuple[str, list[Any]]:
     if query.before is not None:
         where.append("i.idx < ?")
         params.append(query.before)
+    if query.after is not None:
+        where.append("i.idx >= ?")
+        params.append(query.after)
     clause = (" WHERE " + " AND ".join(where)) if where else ""
     params.append(query.count)
     sql = f"SELECT i.idx, i.entry FROM audit_entries i{clause} ORDER BY i.idx DESC LIMIT ?"

@@ -108,6 +108,10 @@ class ReadView(Protocol):
         start <= index < stop, in order: an entry with its derived search columns."""
         ...
 
+    def audit_time_span(self, times: Sequence[tuple[str, str]]) -> tuple[int, int] | None:
+        """(smallest, largest) idx of the entries whose time meets `times`; None if none."""
+        ...
+
     def audit_search(self, query: AuditQuery) -> list[tuple[int, bytes]]:
         """(index, entry) of the entries the derived index matches, newest first."""
         ...

@@ -204,6 +204,11 @@ class SqlReadView:
         rows: list[tuple[Any, ...]] = self._conn.execute(sql, (start, stop)).fetchall()
         return rows
 
+    def audit_time_span(self, times: Sequence[tuple[str, str]]) -> tuple[int, int] | None:
+        sql, params = audit_sql.time_span_sql(times)
+        row = self._conn.execute(self._q.render(sql), params).fetchone()
+        return (int(row[0]), int(row[1])) if row and row[0] is not None else None
+
     def audit_search(self, query: AuditQuery) -> list[tuple[int, bytes]]:
         sql, params = audit_sql.search_sql(query)
         rows = self._conn.execute(self._q.render(sql), params).fetchall()

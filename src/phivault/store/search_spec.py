@@ -13,6 +13,9 @@ store compiles them to SQL (search_sql.py). Semantics:
   `target` resource that satisfies `where`.
 - `ReverseMatch`: a live `source` resource that satisfies `where` points at the resource
   through its reference parameter `param`.
+- `CompartmentMatch`: the resource lies in one of the patient `compartments` (or in none
+  at all, when `unassigned`): how the access policy narrows a search (never negated
+  wrongly: a resource outside every compartment is not "in" one).
 - `Term`: the OR of its atoms, negated if `negate`; a spec's terms are ANDed.
 """
 
@@ -75,7 +78,13 @@ class ReverseMatch:
     where: tuple[Term, ...]
 
 
-Atom: TypeAlias = IndexMatch | IdMatch | ChainMatch | ReverseMatch
+@dataclass(frozen=True, slots=True)
+class CompartmentMatch:
+    compartments: tuple[str, ...]
+    unassigned: bool = False
+
+
+Atom: TypeAlias = IndexMatch | IdMatch | ChainMatch | ReverseMatch | CompartmentMatch
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,13 @@ from typing import Any
 
 from phivault.store.search_spec import (
     EXACT_ID,
+    EXACT_REFERENCE,
     JOIN,
     SCAN,
     Atom,
     ChainMatch,
     Cmp,
+    CompartmentMatch,
     IdMatch,
     IndexMatch,
     ReverseMatch,
@@ -139,6 +141,10 @@ class Compiler:
 
     def atom_source(self, rtype: str, atom: Atom) -> str:
         i = self.alias("i")
+        if isinstance(atom, CompartmentMatch):
+            self.bind(rtype)
+            head = f"SELECT {i}.rid FROM resources {i} WHERE {i}.rtype = ? AND "
+            return head + self.compartment(atom, i)
         if isinstance(atom, IdMatch):
             if not atom.rids:
                 return f"SELECT {i}.rid FROM resources {i} WHERE 1 = 0"
@@ -178,8 +184,23 @@ class Compiler:
         found = f"({found})" if found else "1 = 0"
         return f"NOT {found}" if term.negate else found
 
+    def compartment(self, atom: CompartmentMatch, alias: str) -> str:
+        """In one of the compartments (a NULL compartment is in none), or unassigned."""
+        parts: list[str] = []
+        if atom.compartments:
+            self.bind(*atom.compartments)
+            parts.append(
+                f"({alias}.compartment IS NOT NULL AND {alias}.compartment IN "
+                f"({_marks(len(atom.compartments))}))"
+            )
+        if atom.unassigned:
+            parts.append(f"{alias}.compartment IS NULL")
+        return "(" + " OR ".join(parts) + ")" if parts else "1 = 0"
+
     def atom(self, rtype: str, atom: Atom, alias: str) -> str:
         i = self.alias("i")
+        if isinstance(atom, CompartmentMatch):
+            return self.compartment(atom, alias)
         if isinstance(atom, IdMatch):
             if not atom.rids:
                 return "1 = 0"
@@ -320,6 +341,10 @@ def _score(term: Term) -> int:
     for atom in term.any_of:
         if isinstance(atom, IdMatch):
             score = EXACT_ID
+        elif isinstance(atom, CompartmentMatch):
+            # One patient is as selective as a reference; many, or "none", are not.
+            one = len(atom.compartments) == 1 and not atom.unassigned
+            score = EXACT_REFERENCE if one else SCAN
         elif isinstance(atom, IndexMatch):
             score = atom.selectivity if atom.rows else SCAN
         else:

@@ -1,8 +1,9 @@
 """Authentication of the FHIR API: a Bearer token becomes the request's service Context.
 
-Every request under the FHIR base path except the CapabilityStatement needs a valid
-access token. Any failure (no token, expired, wrong audience or issuer, `alg: none`,
-tampered, another key, revoked session) gets the same 401 OperationOutcome and
+Every request under the FHIR base path except the CapabilityStatement (and the SMART
+configuration) needs a valid access token. Any failure (no token, expired, wrong
+audience or issuer, `alg: none`, tampered, another key, revoked session) gets the same
+401 OperationOutcome and
 `WWW-Authenticate: Bearer error="invalid_token"`, and is audited as a denied access.
 """
 
@@ -18,8 +19,8 @@ from phivault.errors import InvalidToken, PhivaultError
 from phivault.service import Context
 
 CONTEXT_KEY = "phivault.context"
-_PUBLIC = ("/metadata",)
-_NEEDS_TOKEN = ("/oauth/break-glass",)
+_PUBLIC = ("/metadata", "/.well-known/smart-configuration")
+_NEEDS_TOKEN = ("/oauth/break-glass", "/audit/leaves")
 
 
 class BearerAuth:

@@ -1,0 +1,137 @@
+"""The access policy inside search: which stored resources a search may count and return.
+
+The policy (access/policy.py) says which patient compartments a search may reach and
+decides each of them; this module turns that into store predicates, so the page, its
+total and its links all come from the same restricted set and a total never counts a
+hidden resource. A compartment whose decision depends on each resource's data (a Consent
+that restricts data categories) is "uncertain": its resources are candidates, decided
+one by one after decryption, and a total is then only given when counted exactly.
+
+Chained parameters and `_has` look inside other resource types; there only what is
+certainly visible is searched (uncertain compartments are left out: fail closed), so a
+chain can never confirm that a hidden record exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from phivault.access.policy import AccessPolicy, Decision, SearchReach, Target
+from phivault.audit.events import MINOR_FAILURE, AccessEvent, AuditSink
+from phivault.errors import Forbidden, NotFound
+from phivault.fhir import json as fhir_json
+from phivault.store.base import VersionRecord
+from phivault.store.search_spec import CompartmentMatch, Term
+
+if TYPE_CHECKING:
+    from phivault.service.core import Context
+
+Keep = Callable[[VersionRecord, bytes], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Visibility:
+    """What one caller may see of one resource type.
+
+    `candidates`: store predicates selecting every resource that may be visible;
+    `sure`: those selecting exactly the certainly visible ones; `keep`: the decision for
+    one candidate given its plaintext (None when `candidates` is already exact)."""
+
+    candidates: tuple[Term, ...]
+    sure: tuple[Term, ...]
+    keep: Keep | None
+
+
+def _outside(compartments: set[str]) -> tuple[Term, ...]:
+    if not compartments:
+        return ()
+    return (Term((CompartmentMatch(tuple(sorted(compartments))),), negate=True),)
+
+
+def _within(compartments: set[str]) -> tuple[Term, ...]:
+    return (Term((CompartmentMatch(tuple(sorted(compartments)), unassigned=True),)),)
+
+
+def visibility(
+    policy: AccessPolicy, ctx: Context, interaction: str, rtype: str
+) -> Visibility | None:
+    """None: no restriction (a trusted in-process caller)."""
+    if ctx.principal is None:
+        return None
+
+    def decide(record: VersionRecord, body: bytes) -> bool:
+        parsed = fhir_json.loads(body)
+        resource = parsed if isinstance(parsed, dict) else None
+        target = Target(rtype, record.rid, record.compartment, resource)
+        return policy.decide(ctx, interaction, target) is Decision.ALLOW
+
+    if not isinstance(policy, SearchReach):
+        return Visibility((), (Term(()),), decide)  # decide every candidate on its own
+    reach = policy.reach(ctx, interaction, rtype)
+    hidden: set[str] = set()
+    uncertain: set[str] = set()
+    for compartment in sorted(reach.consented):
+        decision = policy.decide_compartment(ctx, interaction, rtype, compartment)
+        if decision is None:
+            uncertain.add(compartment)
+        elif decision is not Decision.ALLOW:
+            hidden.add(compartment)
+    if reach.only is None:
+        candidates, sure = _outside(hidden), _outside(hidden | uncertain)
+    else:
+        allowed = set(reach.only) - hidden - uncertain
+        candidates, sure = _within(allowed | uncertain), _within(allowed)
+    if not uncertain:
+        return Visibility(candidates, sure, None)
+
+    def keep(record: VersionRecord, body: bytes) -> bool:
+        return record.compartment not in uncertain or decide(record, body)
+
+    return Visibility(candidates, sure, keep)
+
+
+def check_type(
+    policy: AccessPolicy, audit: AuditSink, ctx: Context, interaction: str, rtype: str
+) -> None:
+    """Type-level: 403 (audited) unless this caller may ever do `interaction` on `rtype`."""
+    if ctx.principal is None:
+        return
+    if policy.decide_type(ctx.principal, interaction, rtype) is Decision.ALLOW:
+        return
+    refuse(audit, ctx, rtype)
+    raise Forbidden()
+
+
+def check_compartment(
+    policy: AccessPolicy, audit: AuditSink, ctx: Context, rtype: str, patient_id: str
+) -> None:
+    """A compartment search (Patient/{id}/{type}) of a patient hidden from the caller is
+    answered exactly like one of a patient that does not exist."""
+    if ctx.principal is None:
+        return
+    compartment = f"Patient/{patient_id}"
+    if isinstance(policy, SearchReach):
+        decision = policy.decide_compartment(ctx, "search", rtype, compartment)
+    else:
+        decision = policy.decide(ctx, "search", Target(rtype, None, compartment, None))
+    if decision is None or decision is Decision.ALLOW:
+        return
+    refuse(audit, ctx, rtype, compartment)
+    raise NotFound(f"Patient/{patient_id} is not known")
+
+
+def refuse(audit: AuditSink, ctx: Context, rtype: str, compartment: str | None = None) -> None:
+    audit.record(
+        AccessEvent(
+            action="search",
+            outcome=MINOR_FAILURE,
+            actor=ctx.actor,
+            client=ctx.client,
+            purpose=ctx.purpose,
+            rtype=rtype,
+            compartment=compartment,
+            detail="Forbidden",
+        )
+    )
