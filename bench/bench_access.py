@@ -30,7 +30,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_http import free_port, wait_ready
 from loadgen import LoadResult, run_load
-
 from phivault.access import clients
 from phivault.access.runtime import AccessControl
 from phivault.crypto.kek import KeyFileKeySource

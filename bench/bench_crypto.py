@@ -35,7 +35,6 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_http import Get, Post, free_port, load, new_patients, wait_ready
 from loadgen import LoadResult
-
 from phivault.crypto import primitives
 from phivault.crypto.codec import KeyRingCodec
 from phivault.crypto.kek import KeyFileKeySource, create_key_file
