@@ -82,9 +82,12 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
-def load(make: object, total: int, concurrency: int, port: int) -> LoadResult:
+def load(
+    make: object, total: int, concurrency: int, port: int, token: str | None = None
+) -> LoadResult:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     with concurrent.futures.ProcessPoolExecutor(1) as pool:
-        return pool.submit(run_load, "127.0.0.1", port, make, total, concurrency).result()
+        return pool.submit(run_load, "127.0.0.1", port, make, total, concurrency, headers).result()
 
 
 def new_patients(count: int) -> list[bytes]:
@@ -130,6 +133,32 @@ def bench_phivault(backend: str, args: argparse.Namespace, work: Path) -> dict[s
         ],
         env,
     )
+    # Every FHIR route needs a token: a backend client's, as a script would use.
+    token = (
+        subprocess.run(
+            [
+                *cli,
+                "token",
+                "issue",
+                "--data",
+                str(data),
+                "--key-file",
+                str(key),
+                "--client",
+                "bench",
+                "--scope",
+                "system/*.cruds",
+                "--lifetime",
+                "900",
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     port = free_port()
     server = subprocess.Popen(
         [*cli, "serve", "--data", str(data), "--key-file", str(key), "--port", str(port)],
@@ -147,6 +176,7 @@ def bench_phivault(backend: str, args: argparse.Namespace, work: Path) -> dict[s
                 args.requests * 2,
                 args.concurrency,
                 port,
+                token,
             ),
         }
     finally:
