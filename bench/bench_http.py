@@ -169,7 +169,11 @@ def bench_phivault(backend: str, args: argparse.Namespace, work: Path) -> dict[s
         wait_ready(port, "/fhir/metadata")
         results = {
             "create": load(
-                Post("/fhir/Patient", new_patients(500)), args.requests, args.concurrency, port
+                Post("/fhir/Patient", new_patients(500)),
+                args.requests,
+                args.concurrency,
+                port,
+                token,
             ),
             "read": load(
                 Get([f"/fhir/Patient/{i}" for i in demo_patient_ids(args.patients)]),
