@@ -11,7 +11,7 @@ from starlette.responses import Response
 from phivault.api.fhir_routes import FhirRoutes
 from phivault.api.http import check_accept, fhir_json
 from phivault.errors import BadRequest
-from phivault.fhir.searchset_page import searchset_page
+from phivault.fhir.bundles import searchset_bundle
 from phivault.service.everything import EverythingQuery, everything
 
 # The operation's care-date window: refused rather than ignored, because ignoring a
@@ -49,7 +49,7 @@ class EverythingRoutes(FhirRoutes):
             links["next"] = f"{path}?{urlencode({**keep, '_cursor': page.next_cursor})}"
         matches = [(v.rtype, v.rid, v.body or b"{}") for v in page.matches]
         includes = [(v.rtype, v.rid, v.body or b"{}") for v in page.includes]
-        return fhir_json(searchset_page(base, matches, includes, page.total, links))
+        return fhir_json(searchset_bundle(base, matches, page.total, links, included=includes))
 
 
 def _cursor(cursor: str | None) -> dict[str, str]:

@@ -25,23 +25,30 @@ class HistoryItem:
     method: str  # POST, PUT or DELETE: how this version came to be
 
 
+def _head(kind: str, total: int | None, links: dict[str, str]) -> dict[str, object]:
+    head: dict[str, object] = {
+        "resourceType": "Bundle",
+        "type": kind,
+        "meta": {"lastUpdated": now_instant()},
+    }
+    if total is not None:
+        head["total"] = total
+    head["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
+    return head
+
+
+def _full_url(base_url: str, rtype: str, rid: str) -> bytes:
+    return orjson.dumps(f"{base_url}/{rtype}/{rid}")  # a JSON string, escaped
+
+
 def history_bundle(
     base_url: str,
     items: Sequence[HistoryItem],
     total: int | None,
     links: dict[str, str],
 ) -> bytes:
-    head: dict[str, object] = {
-        "resourceType": "Bundle",
-        "type": "history",
-        "meta": {"lastUpdated": now_instant()},
-    }
-    if total is not None:
-        head["total"] = total
-    head["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
     parts: list[bytes] = []
     for item in items:
-        full_url = f"{base_url}/{item.rtype}/{item.rid}".encode()
         request = {
             "method": item.method,
             "url": f"{item.rtype}/{item.rid}" if item.method != "POST" else item.rtype,
@@ -53,13 +60,13 @@ def history_bundle(
             "etag": f'W/"{item.version}"',
             "lastModified": item.last_updated,
         }
-        entry = b'{"fullUrl":"' + full_url + b'"'
+        entry = b'{"fullUrl":' + _full_url(base_url, item.rtype, item.rid)
         if item.body is not None:
             entry += b',"resource":' + item.body
         entry += b',"request":' + orjson.dumps(request) + b',"response":' + orjson.dumps(response)
         entry += b"}"
         parts.append(entry)
-    return _splice(head, parts)
+    return _splice(_head("history", total, links), parts)
 
 
 def searchset_bundle(
@@ -71,33 +78,24 @@ def searchset_bundle(
     included: Sequence[tuple[str, str, bytes]] = (),
 ) -> bytes:
     """matches and included: (rtype, rid, body) in result order."""
-    head: dict[str, object] = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "meta": {"lastUpdated": now_instant()},
-    }
-    if total is not None:
-        head["total"] = total
-    head["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
-    parts = [
-        b'{"fullUrl":"'
-        + f"{base_url}/{rtype}/{rid}".encode()
-        + b'","resource":'
-        + body
-        + b',"search":{"mode":"match"}}'
-        for rtype, rid, body in matches
-    ]
-    parts += [
-        b'{"fullUrl":"'
-        + f"{base_url}/{rtype}/{rid}".encode()
-        + b'","resource":'
-        + body
-        + b',"search":{"mode":"include"}}'
-        for rtype, rid, body in included
-    ]
+    parts = [_search_entry(base_url, item, b"match") for item in matches]
+    parts += [_search_entry(base_url, item, b"include") for item in included]
     if outcome is not None:
         parts.append(b'{"resource":' + outcome + b',"search":{"mode":"outcome"}}')
-    return _splice(head, parts)
+    return _splice(_head("searchset", total, links), parts)
+
+
+def _search_entry(base_url: str, item: tuple[str, str, bytes], mode: bytes) -> bytes:
+    rtype, rid, body = item
+    return (
+        b'{"fullUrl":'
+        + _full_url(base_url, rtype, rid)
+        + b',"resource":'
+        + body
+        + b',"search":{"mode":"'
+        + mode
+        + b'"}}'
+    )
 
 
 def _splice(head: dict[str, object], entries: list[bytes]) -> bytes:

@@ -38,11 +38,11 @@ from phivault.fhir.bundle_entries import (
     processing_order,
     rewrite_references,
 )
+from phivault.fhir.bundles import searchset_bundle
 from phivault.fhir.conditions import parse_condition
 from phivault.fhir.patch import parse_patch
 from phivault.fhir.resources import check_id
 from phivault.fhir.search.query import parse_search
-from phivault.fhir.searchset_page import searchset_page
 from phivault.fhir.transaction_response import ResponseEntry, response_bundle
 from phivault.service.access_guard import require
 from phivault.service.bundle_refs import ReferenceResolver
@@ -323,7 +323,8 @@ class BundleProcessor:
         matches = [(e.rtype, e.rid, e.body) for e in result.matches]
         includes = [(e.rtype, e.rid, e.body) for e in result.included]
         return EntryResult(
-            200, searchset=searchset_page(base_url, matches, includes, result.total, links)
+            200,
+            searchset=searchset_bundle(base_url, matches, result.total, links, included=includes),
         )
 
 
