@@ -13,11 +13,10 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import overload
 
 from phivault.access.policy import AccessPolicy, AllowAll
-from phivault.access.principal import Principal
 from phivault.audit.events import MINOR_FAILURE, SERIOUS_FAILURE, SUCCESS, AccessEvent, AuditSink
 from phivault.crypto.codec import BodyCodec
 from phivault.errors import (
@@ -25,7 +24,6 @@ from phivault.errors import (
     DecryptionError,
     Gone,
     IdMismatch,
-    InvalidResource,
     KeyShredded,
     MalformedJson,
     NotFound,
@@ -42,9 +40,15 @@ from phivault.fhir.validation import validate_resource
 from phivault.service import authorize, history_view
 from phivault.service.audited import audits_failure, check_writable
 from phivault.service.patch import patch_resource
+from phivault.service.records import Context as Context
+from phivault.service.records import HistoryPage as HistoryPage
+from phivault.service.records import ImportStats as ImportStats
+from phivault.service.records import Prepared as Prepared
+from phivault.service.records import Version as Version
+from phivault.service.records import WriteResult as WriteResult
 from phivault.service.search import Searcher, SearchResult
 from phivault.store.base import HistoryQuery, NewVersion, Store, VersionRecord, WriteTx
-from phivault.types import IndexRow, Resource
+from phivault.types import Resource
 
 MAX_CONDITION_MATCHES = 2  # we only need to know 0, 1 or "more than one"
 # Integrity alarms (a stored body that fails authentication). Type and row number only:
@@ -52,63 +56,6 @@ MAX_CONDITION_MATCHES = 2  # we only need to know 0, 1 or "more than one"
 security_log = logging.getLogger("phivault.security")
 # The interaction recorded in history (versions.method) per write action.
 _METHODS = {"create": "POST", "patch": "PATCH"}
-@dataclass(frozen=True, slots=True)
-class Context:
-    """Who is asking, from where and why. Filled in by the API's authentication step."""
-
-    actor: str = "anonymous"
-    client: str | None = None
-    purpose: str | None = None
-    # The authenticated caller (roles, scopes, patient context, session, break-glass);
-    # None for trusted in-process callers (CLI with the key), which the policy allows.
-    principal: Principal | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Version:
-    """One version as the API sees it: plaintext JSON bytes plus its identity."""
-
-    rtype: str
-    rid: str
-    version: int
-    last_updated: str
-    deleted: bool
-    body: bytes | None
-    method: str = "PUT"  # how this version came to be (history's request.method)
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    version: Version
-    created: bool  # a new resource (201) rather than a new version of one (200)
-    changed: bool = True  # False when a conditional create matched an existing resource
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryPage:
-    items: list[Version]
-    total: int | None  # None under access control unless the page holds everything
-    next_cursor: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A resource made ready for storage before the write transaction opens: id and
-    lastUpdated set, index rows extracted (and blinded), its compartment's key in place."""
-
-    rtype: str
-    rid: str
-    resource: Resource
-    rows: list[IndexRow]
-    compartment: str | None
-
-
-@dataclass(slots=True)
-class ImportStats:
-    created: int = 0
-    updated: int = 0
-    failed: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 class Service:
@@ -382,43 +329,11 @@ class Service:
     def import_resources(
         self, ctx: Context, resources: Iterable[Resource], *, batch_size: int = 500
     ) -> Iterator[ImportStats]:
-        """Store resources (client ids kept, PUT semantics), one transaction per batch.
+        """Store resources (client ids kept, PUT semantics), one transaction per batch;
+        yields cumulative statistics after each batch (see service/importing.py)."""
+        from phivault.service.importing import import_resources
 
-        Yields cumulative statistics after each batch so a caller can show progress.
-        Invalid resources are counted and skipped; they never reach the store.
-        """
-        stats = ImportStats()
-        batch: list[Prepared] = []
-        for resource in resources:
-            try:
-                rtype = resource.get("resourceType") if isinstance(resource, dict) else None
-                if not isinstance(rtype, str):
-                    raise InvalidResource(expression=["resourceType"])
-                fhir_types.check_type(rtype)
-                self._validate(rtype, resource)
-                rid = resource.get("id")
-                rid = fhir_types.check_id(rid) if isinstance(rid, str) else str(uuid.uuid4())
-                batch.append(self.prepare(rtype, rid, resource))
-            except PhivaultError as exc:
-                stats.failed += 1
-                if len(stats.errors) < 20:
-                    stats.errors.append(exc.message)
-            if len(batch) >= batch_size:
-                self._import_batch(ctx, batch, stats)
-                batch = []
-                yield stats
-        if batch:
-            self._import_batch(ctx, batch, stats)
-        yield stats
-
-    def _import_batch(self, ctx: Context, batch: Sequence[Prepared], stats: ImportStats) -> None:
-        with self.store.write() as tx:
-            for prepared in batch:
-                result = self._write(ctx, tx, prepared, expected=None, action="import")
-                if result.created:
-                    stats.created += 1
-                else:
-                    stats.updated += 1
+        return import_resources(self, ctx, resources, batch_size=batch_size)
 
     # -- steps --------------------------------------------------------------------------
     def _validate(self, rtype: str, resource: Resource) -> None:
@@ -599,4 +514,3 @@ def _version(record: VersionRecord, body: bytes | None) -> Version:
         body=body,
         method=record.method,
     )
-

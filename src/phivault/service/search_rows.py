@@ -131,9 +131,11 @@ def composite_rows(code: str, value: CompositeValue, now: float | None = None) -
             pieces += [normalize_string(part.text), None]
         elif isinstance(part, ReferenceValue):
             if part.rid is not None:
-                pieces += [part.rtype, "/" + part.rid] if part.rtype is None else [
-                    f"{part.rtype}/{part.rid}"
-                ]
+                pieces += (
+                    [part.rtype, "/" + part.rid]
+                    if part.rtype is None
+                    else [f"{part.rtype}/{part.rid}"]
+                )
             else:
                 pieces.append(part.url)
         elif isinstance(part, UriValue):
