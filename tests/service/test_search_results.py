@@ -243,6 +243,27 @@ def test_elements_keep_the_asked_and_mandatory_elements_and_mark_subsetted(
     assert SUBSETTED in found["meta"]["tag"]
 
 
+def test_elements_nested_paths_keep_the_named_children_and_mandatory_ones(
+    search_vault: Vault,
+) -> None:
+    (pat,) = bodies(search_vault, "Patient", "_id=pat-a&_elements=name.family,gender")
+    assert set(pat) == {"resourceType", "id", "meta", "name", "gender"}
+    assert pat["name"] == [{"family": "Smith"}]  # given dropped inside each name
+    assert SUBSETTED in pat["meta"]["tag"]
+    # a whole element wins over a path into it; a resource-type prefix is allowed
+    (whole,) = bodies(search_vault, "Patient", "_id=pat-a&_elements=Patient.name,name.family")
+    assert whole["name"] == [{"family": "Smith", "given": ["John"]}]
+    # a choice element by its base name, a path into its type: valueQuantity.value only;
+    # Quantity has no mandatory element, Observation keeps status and code
+    (obs,) = bodies(search_vault, OBS, "_id=obs-1&_elements=value.value")
+    assert set(obs) == {"resourceType", "id", "meta", "status", "code", "valueQuantity"}
+    assert obs["valueQuantity"] == {"value": 180}
+    # a path into a type whose children are mandatory keeps them: subject.display asked,
+    # Reference has none, so only what was asked
+    (ref,) = bodies(search_vault, OBS, "_id=obs-1&_elements=subject.display")
+    assert ref["subject"] == {}
+
+
 def test_summary_modes(search_vault: Vault) -> None:
     (summary,) = bodies(search_vault, "Patient", "_id=pat-a&_summary=true")
     assert {"name", "identifier", "birthDate", "managingOrganization"} <= set(summary)

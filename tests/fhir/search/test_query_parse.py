@@ -250,7 +250,7 @@ def test_result_parameters() -> None:
     assert request.sort == (SortKey("code", "token"), SortKey("date", "date", descending=True))
     assert request.count == 100  # capped
     assert request.summary == "count" and request.total == "accurate"
-    assert request.elements == ("status", "code", "subject")
+    assert request.elements == ("status", "code", "subject.reference")
     assert request.includes == (
         Include("Observation", "subject"),
         Include("Patient", "organization", "Organization", iterate=True),
@@ -262,6 +262,8 @@ def test_result_parameters() -> None:
         ("_summary", "maybe"),
         ("_total", "all"),
         ("_elements", "1x"),
+        ("_elements", "name.1x"),
+        ("_elements", "a.b.c.d.e.f.g"),
         ("_include", "Observation"),
         ("_include:deep", "Observation:subject"),
     ]:

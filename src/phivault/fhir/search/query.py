@@ -44,6 +44,7 @@ MAX_VALUE_LENGTH = 2048
 MAX_NAME_LENGTH = 128
 MAX_INCLUDES = 20
 MAX_ELEMENTS = 50
+MAX_ELEMENT_DEPTH = 6
 MAX_TOTAL_VALUES = 1000  # values of all parameters together (each becomes SQL parameters)
 
 # Modifiers this server evaluates, by parameter type (CapabilityStatement lists these).
@@ -66,6 +67,7 @@ UNSUPPORTED = frozenset(
 # Handled by the HTTP layer (content negotiation), never part of the search itself.
 TRANSPORT = frozenset({"_format", "_pretty"})
 
+_ELEMENT = re.compile(r"[a-z][A-Za-z0-9]{0,63}")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_:.\-]{1,64}")
 
 
@@ -260,10 +262,11 @@ class _Parser:
             path = item.split(".")
             if len(path) > 1 and path[0] == self.rtype:
                 path = path[1:]
-            if not re.fullmatch(r"[a-z][A-Za-z0-9]{0,63}", path[0]):
+            if len(path) > MAX_ELEMENT_DEPTH or not all(_ELEMENT.fullmatch(p) for p in path):
                 raise invalid("_elements", "invalid element name")
-            if path[0] not in self.elements:
-                self.elements.append(path[0])  # nested paths return the whole element
+            dotted = ".".join(path)
+            if dotted not in self.elements:
+                self.elements.append(dotted)  # "name.family": see fhir/search/shaping.py
         if len(self.elements) > MAX_ELEMENTS:
             raise invalid("_elements", f"more than {MAX_ELEMENTS} elements")
 
