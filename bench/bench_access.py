@@ -6,7 +6,7 @@ measured in the same run on this machine.
 Two app instances over identical demo clinics (same seed, separate data directories so
 that their audit writes never contend): `create_app` with `access=` (bearer tokens, the
 policy) and without it, each under uvicorn in its own process (bench/access_app.py). The
-load generator runs in a third process (bench/loadgen.py). Measured with two callers: a
+load generator runs in a third process (phivault.benchmark.loadgen). Measured with two callers: a
 clinician user token (care-relationship filtering) and a system token (backend client).
 Workloads alternate between the servers, round by round, so drift hits both alike.
 Results: a markdown table on stdout and bench/results/access.json.
@@ -15,7 +15,6 @@ Results: a markdown table on stdout and bench/results/access.json.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import os
 import platform
@@ -23,15 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_http import free_port, wait_ready
-from loadgen import LoadResult, run_load
 from phivault.access import clients
 from phivault.access.runtime import AccessControl
+from phivault.benchmark.loadgen import LoadResult, run_load_in_process
+from phivault.benchmark.servers import free_port, wait_ready
+from phivault.benchmark.workloads import Cycle, gets
 from phivault.crypto.kek import KeyFileKeySource
 from phivault.demo.clinic import ClinicSpec, generate_clinic
 from phivault.vault import open_vault
@@ -41,19 +39,9 @@ BIN = Path(sys.executable).parent
 TARGET = 15.0  # percent, at p95
 
 
-@dataclass
-class Get:
-    paths: list[str]
-
-    def __call__(self, i: int) -> tuple[str, str, bytes]:
-        return "GET", self.paths[i % len(self.paths)], b""
-
-
-def load(make: Get, total: int, concurrency: int, port: int, token: str | None) -> LoadResult:
+def load(make: Cycle, total: int, concurrency: int, port: int, token: str | None) -> LoadResult:
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    with concurrent.futures.ProcessPoolExecutor(1) as pool:
-        job = pool.submit(run_load, "127.0.0.1", port, make, total, concurrency, headers)
-        return job.result()
+    return run_load_in_process(port, make, total, concurrency, headers)
 
 
 def clinic_facts(patients: int) -> tuple[str, list[str], list[str]]:
@@ -128,7 +116,7 @@ def serve(data: Path, key: Path, access: bool) -> tuple[subprocess.Popen[bytes],
          "--log-level", "warning", "--no-access-log"],
         env=env, stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    wait_ready(port, "/fhir/metadata")
+    wait_ready(port, "/fhir/metadata", proc=proc)
     return proc, port
 
 
@@ -141,11 +129,11 @@ def main() -> None:
     args = parser.parse_args()
     practitioner, mine, observations = clinic_facts(args.patients)
     workloads = {
-        "read Observation/{id}": Get([f"/fhir/Observation/{o}" for o in observations]),
-        "search Observation?subject=": Get(
+        "read Observation/{id}": gets([f"/fhir/Observation/{o}" for o in observations]),
+        "search Observation?subject=": gets(
             [f"/fhir/Observation?subject=Patient/{p}&_count=20" for p in mine]
         ),
-        "search Condition (type-wide)": Get(["/fhir/Condition?_count=20"]),
+        "search Condition (type-wide)": gets(["/fhir/Condition?_count=20"]),
     }
     results: dict[str, dict[str, list[LoadResult]]] = {}
     with tempfile.TemporaryDirectory(prefix="phivault-bench-access-") as tmp:

@@ -138,7 +138,12 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=2000)
     parser.add_argument("--million", action="store_true", help="~1,000,000 resources")
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path(__file__).parent / "results" / "backup.json",
+        help="where the figures go as JSON (collected by `phivault bench`)",
+    )
     args = parser.parse_args()
     patients = 100_000 if args.million else args.patients
     work = args.workdir or Path(tempfile.mkdtemp(prefix="phivault-bench-backup-"))
@@ -235,10 +240,19 @@ def main() -> None:
         print(f"{tool:10}" + "".join(f"{row.get(c, float('nan')):>15.2f}" for c in columns))
     ratio = rows["phivault"]["incremental_s"] / rows["phivault"]["full_s"]
     print(f"phivault incremental / full: {ratio:.0%}")
-    if args.json:
-        args.json.write_text(
-            json.dumps({"patients": patients, "bytes": size, "rows": rows}, indent=2)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(
+            {
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "patients": patients,
+                "bytes": size,
+                "tools": {tool: ok for tool, ok in tools.items()},
+                "rows": rows,
+            },
+            indent=2,
         )
+    )
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
 

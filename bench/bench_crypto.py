@@ -6,7 +6,7 @@
 2. Create / read / search over HTTP with encryption on and off: the same app
    (bench/crypto_app.py: `open_vault(encryption=...)` under uvicorn, one worker, the same
    settings as `phivault serve`), the demo clinic loaded, the load generator in a separate
-   process (loadgen.run_load). Every figure is the best of `--rounds` alternating runs.
+   process (phivault.benchmark.loadgen). Every figure is the best of `--rounds` alternating runs.
 
     .venv/bin/python bench/bench_crypto.py [--patients 200] [--requests 3000]
         [--concurrency 16] [--backends sqlite,postgresql] [--rounds 2]
@@ -32,9 +32,9 @@ from urllib.parse import quote
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_http import Get, Post, free_port, load, new_patients, wait_ready
-from loadgen import LoadResult
+from phivault.benchmark.loadgen import LoadResult, run_load_in_process
+from phivault.benchmark.servers import free_port, wait_ready
+from phivault.benchmark.workloads import Cycle, create, gets
 from phivault.crypto import primitives
 from phivault.crypto.codec import KeyRingCodec
 from phivault.crypto.kek import KeyFileKeySource, create_key_file
@@ -148,11 +148,11 @@ def start_server(
          "--app-dir", str(Path(__file__).parent)],
         env=env,
     )  # fmt: skip
-    wait_ready(port, "/fhir/metadata")
+    wait_ready(port, "/fhir/metadata", proc=server)
     return server, port
 
 
-def workloads(patients: int, requests: int) -> dict[str, tuple[object, int]]:
+def workloads(patients: int, requests: int) -> dict[str, tuple[Cycle, int]]:
     clinic = list(generate_clinic(ClinicSpec(patients=patients, seed=1)))
     people = [r for r in clinic if r["resourceType"] == "Patient"]
     observation = next(r for r in clinic if r["resourceType"] == "Observation")
@@ -164,10 +164,13 @@ def workloads(patients: int, requests: int) -> dict[str, tuple[object, int]]:
         observations.append(orjson.dumps(body))
     families = sorted({p["name"][0]["family"] for p in people})
     return {
-        "create Patient": (Post("/fhir/Patient", new_patients(500)), requests),
-        "create Observation": (Post("/fhir/Observation", observations), requests),
-        "read": (Get([f"/fhir/Patient/{p['id']}" for p in people]), requests * 2),
-        "search": (Get([f"/fhir/Patient?family={quote(f)}" for f in families]), requests),
+        "create Patient": (create(500), requests),
+        "create Observation": (
+            Cycle([("POST", "/fhir/Observation", b) for b in observations]),
+            requests,
+        ),
+        "read": (gets([f"/fhir/Patient/{p['id']}" for p in people]), requests * 2),
+        "search": (gets([f"/fhir/Patient?family={quote(f)}" for f in families]), requests),
     }
 
 
@@ -185,7 +188,9 @@ def bench_http(
             for op, (make, total) in jobs.items():
                 order = (True, False) if round_no % 2 == 0 else (False, True)
                 for encryption in order:
-                    result = load(make, total, args.concurrency, servers[encryption][1])
+                    result = run_load_in_process(
+                        servers[encryption][1], make, total, args.concurrency
+                    )
                     side = best["on" if encryption else "off"]
                     if op not in side or result.rate > side[op].rate:
                         side[op] = result

@@ -430,3 +430,12 @@ class DataDirDamaged(IntegrityError):
         "the data directory failed its integrity check; restore it from a backup with "
         "`phivault backup restore --to DIR` (see `phivault backup list`)"
     )
+
+
+# --- benchmarks -------------------------------------------------------------------------------
+
+
+class BenchmarkFailed(PhivaultError):
+    """`phivault bench`: a server under test did not start, died, or answered wrongly."""
+
+    default_message = "the benchmark failed"

@@ -1,0 +1,114 @@
+"""Server processes under test: `phivault serve` (every safeguard on), the unguarded bench
+app (safeguards off) and the bare Starlette + SQLite ceiling, each in its own process
+under uvicorn with the settings `serve` uses (one worker, no access log, warning logs)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from phivault.errors import BenchmarkFailed
+
+UVICORN_FLAGS = ["--log-level", "warning", "--no-access-log", "--no-server-header"]
+# The `phivault` command, run by this interpreter (no reliance on PATH).
+PHIVAULT = [sys.executable, "-c", "from phivault.cli.main import main; main()"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    def peak_rss_bytes(self) -> int | None:
+        """The process's peak resident set (VmHWM), while it still runs (Linux only)."""
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text(encoding="ascii")
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def wait_ready(
+    port: int,
+    path: str = "/fhir/metadata",
+    timeout: float = 90.0,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Until `path` answers (any HTTP status); fails at once if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}{path}"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise BenchmarkFailed(f"a server under test exited with status {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise BenchmarkFailed(f"a server under test did not start within {timeout:.0f} s")
+
+
+def _spawn(name: str, cmd: list[str], env: dict[str, str], path: str) -> ServerProcess:
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: S603 (our own interpreter, fixed arguments)
+        [*cmd, "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+    )
+    server = ServerProcess(name, proc, port)
+    try:
+        wait_ready(port, path, proc=proc)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def start_phivault(data_dir: Path, key_file: Path) -> ServerProcess:
+    """`phivault serve`, exactly as an installation runs it: every safeguard on."""
+    cmd = [*PHIVAULT, "serve", "--data", str(data_dir), "--key-file", str(key_file)]
+    return _spawn("phivault serve", cmd, {}, "/fhir/metadata")
+
+
+def start_unguarded(data_dir: Path, key_file: Path) -> ServerProcess:
+    """The bench-only app with encryption, audit and access control off."""
+    cmd = [
+        sys.executable, "-m", "uvicorn", "--factory",
+        "phivault.benchmark.unguarded_app:create_unguarded_bench_app", *UVICORN_FLAGS,
+    ]  # fmt: skip
+    env = {"PHIVAULT_BENCH_DATA": str(data_dir), "PHIVAULT_BENCH_KEY_FILE": str(key_file)}
+    return _spawn("unguarded bench app", cmd, env, "/fhir/metadata")
+
+
+def start_ceiling(db_file: Path) -> ServerProcess:
+    """Bare Starlette + SQLite: no FHIR, no security."""
+    cmd = [sys.executable, "-m", "uvicorn", "phivault.benchmark.ceiling_app:app", *UVICORN_FLAGS]
+    return _spawn("ceiling", cmd, {"CEILING_DB": str(db_file)}, "/fhir/Patient/none")
