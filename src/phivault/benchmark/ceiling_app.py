@@ -1,7 +1,8 @@
 """The ceiling: a bare Starlette + SQLite JSON insert/read, no FHIR, no security.
 
-Run by bench_http.py with uvicorn, under the same settings as phivault, so the two figures
-come from the same machine in the same run.
+`phivault bench` runs it under uvicorn with the settings `serve` uses, next to phivault, so
+the figures come from the same machine in the same run: the most a Python server on
+Starlette, uvicorn and SQLite (WAL, synchronous=FULL) gets from this machine.
 """
 
 from __future__ import annotations
