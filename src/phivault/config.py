@@ -27,6 +27,8 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     default_page_size: int = 50
     max_page_size: int = 1000
+    # DELETE [type]?condition deletes at most this many matches (412 beyond); 1: one only
+    max_conditional_deletes: int = 1
     public_base_url: str | None = None  # e.g. https://fhir.clinic.example/fhir behind a proxy
 
     @property
@@ -34,7 +36,14 @@ class Settings:
         return self.data_dir / CONFIG_FILE
 
 
-_INT_FIELDS = {"port", "workers", "max_body_bytes", "default_page_size", "max_page_size"}
+_INT_FIELDS = {
+    "port",
+    "workers",
+    "max_body_bytes",
+    "default_page_size",
+    "max_page_size",
+    "max_conditional_deletes",
+}
 _ENV = {
     "db_url": "PHIVAULT_DB",
     "max_body_bytes": "PHIVAULT_MAX_BODY_BYTES",

@@ -1,5 +1,6 @@
-"""FHIR search over HTTP: GET /{type}?..., POST /{type}/_search, and Patient compartment
-search GET /Patient/{id}/{type}?...
+"""FHIR search over HTTP: GET /{type}?..., POST /{type}/_search, Patient compartment
+search GET /Patient/{id}/{type}?..., and the search-driven conditional delete
+DELETE /{type}?...
 
 `create_app` registers these before the generic `{rtype}/{rid}` routes. Type segments
 only match resource-type-shaped names (`{rtype:fhirtype}`), so `_history`, `metadata`,
@@ -22,12 +23,13 @@ from phivault.api.http import check_accept, fhir_json
 from phivault.errors import (
     BadRequest,
     InvalidSearchParameter,
+    MethodNotAllowed,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
 from phivault.fhir import json as fhirjson
 from phivault.fhir.bundles import searchset_bundle
-from phivault.fhir.outcome import issue, operation_outcome
+from phivault.fhir.outcome import information, issue, operation_outcome
 from phivault.fhir.search.query import MAX_PARAMS
 from phivault.service.search import SearchResult
 
@@ -80,6 +82,7 @@ class SearchRoutes:
                 f"{base}/Patient/{{pid}}/{{ctype:fhirtype}}", self.compartment, methods=["GET"]
             ),
             Route(f"{base}/{{rtype:fhirtype}}", self.search_get, methods=["GET"]),
+            Route(f"{base}/{{rtype:fhirtype}}", self.conditional_delete, methods=["DELETE"]),
         ]
 
     # -- handlers -----------------------------------------------------------------------------
@@ -110,6 +113,27 @@ class SearchRoutes:
         p = request.path_params
         pairs = query_pairs(request.url.query)
         return await self._run(request, p["ctype"], pairs, p["pid"])
+
+    async def conditional_delete(self, request: Request) -> Response:
+        """0 matches: 200 with an OperationOutcome; 1: deleted, 204; several: 412 unless
+        `max_conditional_deletes` allows them (then all deleted, 200 with the count)."""
+        check_accept(request)
+        rtype = request.path_params["rtype"]
+        query = request.url.query
+        if not query:
+            raise MethodNotAllowed("DELETE needs a resource id or a search condition")
+        ctx = self.fhir.context(request)
+        most = self.settings.max_conditional_deletes
+        results = await run_in_threadpool(
+            lambda: self.service.conditional_delete(ctx, rtype, query, max_matches=most)
+        )
+        if not results:
+            return fhir_json(information("no resource matched the condition; nothing deleted"))
+        if len(results) == 1:
+            first = results[0]
+            headers = {"ETag": f'W/"{first.version.version}"'} if first else {}
+            return Response(status_code=204, headers=headers)
+        return fhir_json(information(f"{len(results)} {rtype} resources deleted"))
 
     async def _run(
         self,

@@ -110,7 +110,7 @@ def _resources() -> tuple[dict[str, Any], ...]:
             "conditionalCreate": True,
             "conditionalUpdate": True,
             "conditionalRead": "not-supported",
-            "conditionalDelete": "not-supported",
+            "conditionalDelete": "single",  # the default of max_conditional_deletes
             "searchInclude": _includes(rtype),
             "searchRevInclude": _rev_includes().get(rtype, []),
             "searchParam": _search_params(rtype),

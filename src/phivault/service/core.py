@@ -37,7 +37,7 @@ from phivault.fhir import resources as fhir_types
 from phivault.fhir.conditions import Condition, parse_condition
 from phivault.fhir.indexing import IndexPolicy, index_rows, last_updated_rows, patient_compartment
 from phivault.fhir.validation import validate_resource
-from phivault.service import authorize, history_view
+from phivault.service import authorize, conditional, history_view
 from phivault.service.audited import audits_failure, check_writable
 from phivault.service.patch import patch_resource
 from phivault.service.records import Context as Context
@@ -234,13 +234,8 @@ class Service:
         self._validate(rtype, resource)
         authorize.writable(self, ctx, "create", rtype, None, resource)
         if if_none_exist:
-            condition = parse_condition(rtype, if_none_exist)
-            found = self.search_ids(rtype, condition)
-            if len(found) > 1:
-                raise PreconditionFailed("If-None-Exist matched more than one resource")
-            if found:
-                existing = self.read(ctx, rtype, found[0])
-                return WriteResult(existing, created=False, changed=False)
+            # matched again inside the write transaction (service/conditional.py)
+            return conditional.create(self, ctx, rtype, resource, if_none_exist)
         # Server-assigned id: a client id in a POST body is ignored, as the spec requires.
         prepared = self.prepare(rtype, str(uuid.uuid4()), resource)
         with self.store.write() as tx:
@@ -277,21 +272,7 @@ class Service:
         self, ctx: Context, rtype: str, query: str, resource: Resource, *, if_match: int | None
     ) -> WriteResult:
         fhir_types.check_type(rtype)
-        condition = parse_condition(rtype, query)
-        found = self.search_ids(rtype, condition)
-        if len(found) > 1:
-            raise PreconditionFailed("the condition matched more than one resource")
-        body_id = resource.get("id")
-        if found:
-            if body_id is not None and body_id != found[0]:
-                raise IdMismatch(
-                    "the id in the body differs from the resource the condition matched"
-                )
-            resource = {**resource, "id": found[0]}
-            return self.update(ctx, rtype, found[0], resource, if_match=if_match)
-        if isinstance(body_id, str):
-            return self.update(ctx, rtype, body_id, resource, if_match=if_match)
-        return self.create(ctx, rtype, resource)
+        return conditional.update(self, ctx, rtype, query, resource, if_match=if_match)
 
     @audits_failure("delete", id_arg=True)
     def delete(self, ctx: Context, rtype: str, rid: str) -> WriteResult | None:
@@ -300,6 +281,15 @@ class Service:
         authorize.writable(self, ctx, "delete", rtype, rid, None)
         with self.store.write() as tx:
             return self._delete(ctx, tx, rtype, rid)
+
+    @audits_failure("delete")
+    def conditional_delete(
+        self, ctx: Context, rtype: str, query: str, *, max_matches: int = 1
+    ) -> list[WriteResult | None]:
+        """`DELETE [type]?condition` (service/conditional.py): every match, in one
+        transaction, when there are at most `max_matches`; 412 beyond."""
+        fhir_types.check_type(rtype)
+        return conditional.delete(self, ctx, rtype, query, max_matches=max_matches)
 
     @audits_failure("patch", id_arg=True)
     def patch(

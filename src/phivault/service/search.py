@@ -35,7 +35,7 @@ from phivault.service.search_access import Keep, Visibility
 from phivault.service.search_cursor import decode_cursor, encode_cursor
 from phivault.service.search_plan import MAX_RESOLVED_IDS, Planner, Recheck
 from phivault.service.search_result import Entry, SearchResult
-from phivault.store.base import Store, VersionRecord
+from phivault.store.base import ReadView, Store, VersionRecord
 from phivault.store.search_spec import SearchRow, SearchSpec, Term
 
 if TYPE_CHECKING:
@@ -223,11 +223,15 @@ class Searcher:
         )
         return result
 
-    def find_ids(self, rtype: str, request: SearchRequest, limit: int) -> list[str]:
-        """Ids of the first `limit` live matches (conditional interactions)."""
+    def find_ids(
+        self, rtype: str, request: SearchRequest, limit: int, view: ReadView | None = None
+    ) -> list[str]:
+        """Ids of the first `limit` live matches (conditional interactions), read through
+        `view` (a write transaction, so that the match and the write are one step)."""
         planner = Planner(self.policy, self.registry, self._resolve)
         plan = planner.plan(rtype, request.filters)
-        page = self._page(SearchSpec(rtype, plan.terms, limit=limit), _keeper(plan.rechecks))
+        spec = SearchSpec(rtype, plan.terms, limit=limit)
+        page = self._page(spec, _keeper(plan.rechecks), view)
         return [f.row.record.rid for f in page.found]
 
     def audit_terms(self, used: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
@@ -270,14 +274,16 @@ class Searcher:
                 found.append(_entry(record, body))
         return found
 
-    def _page(self, spec: SearchSpec, keep: Keep | None) -> _Page:
+    def _page(self, spec: SearchSpec, keep: Keep | None, view: ReadView | None = None) -> _Page:
         """One page of matches, and where the next page in the direction of travel starts.
         `keep`: the check of each decrypted candidate (blinded prefixes, data-dependent
-        access), None when the store's predicates are exact."""
+        access), None when the store's predicates are exact. `view`: where to read (the
+        store unless given)."""
         if spec.limit == 0:
             return _Page([], False, None)
+        source = view if view is not None else self.store
         if keep is None:
-            page = self.store.search(spec)
+            page = source.search(spec)
             found = [_Found(r, b) for r in page.rows if (b := self._open(r.record)) is not None]
             edge_row = (page.rows[0] if spec.backward else page.rows[-1]) if page.rows else None
             return _Page(found, page.more, edge_row.key if edge_row else None)
@@ -290,7 +296,7 @@ class Searcher:
         examined = 0
         while True:
             limit = max(spec.limit, RECHECK_BATCH)
-            batch = self.store.search(replace(spec, after=edge, limit=limit))
+            batch = source.search(replace(spec, after=edge, limit=limit))
             rows = list(reversed(batch.rows)) if spec.backward else batch.rows
             for n, row in enumerate(rows):
                 edge = row.key

@@ -1,0 +1,156 @@
+"""Conditional create, update and delete, atomic under concurrency.
+
+The condition is matched again inside the write transaction, after a lock that
+serialises the conditional writes of one resource type: a transaction-scoped advisory
+lock on PostgreSQL; on SQLite the single writer already serialises, and the match reads
+through the writer's connection, so it also sees the uncommitted writes of the same
+group-committed batch. Two concurrent conditional creates with the same criteria
+therefore make exactly one resource: the second one's match finds the first one's.
+
+What needs its own transaction or may audit on its own (a new compartment's data key,
+authorisation and its refusals) happens before: a first match outside the transaction
+picks the resource, the match inside confirms it, and a different answer (another writer
+got in between) starts again, at most MAX_ATTEMPTS times, then 409.
+
+The lock is per type, not per criteria: two conditions written differently may match the
+same resource, and only a lock they share keeps them apart. Plain writes do not take it;
+the specification leaves a plain create racing a conditional one undefined.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from phivault.errors import BadRequest, IdMismatch, PreconditionFailed, VersionConflict
+from phivault.fhir import resources as fhir_types
+from phivault.fhir.conditions import Condition, parse_condition
+from phivault.service import authorize
+from phivault.service.records import Prepared, WriteResult
+from phivault.store.base import ReadView, WriteTx
+from phivault.types import Resource
+
+if TYPE_CHECKING:
+    from phivault.service.core import Context, Service
+
+# Locked as if it were a resource id; never a real one ('?' is not an id character).
+CONDITIONAL_LOCK = "?conditional"
+MAX_ATTEMPTS = 3
+MATCH_LIMIT = 2  # create and update only need 0, 1 or "more than one"
+
+
+def _match(
+    service: Service, view: ReadView, rtype: str, condition: Condition, limit: int
+) -> list[str]:
+    return service.searcher.find_ids(rtype, condition.request, limit, view)
+
+
+def _locked_match(
+    service: Service, tx: WriteTx, rtype: str, condition: Condition, limit: int
+) -> list[str]:
+    tx.lock_resource(rtype, CONDITIONAL_LOCK)
+    return _match(service, tx, rtype, condition, limit)
+
+
+def _changed() -> VersionConflict:
+    return VersionConflict(
+        "the resources matching the condition changed while it was applied; try again"
+    )
+
+
+def create(
+    service: Service, ctx: Context, rtype: str, resource: Resource, if_none_exist: str
+) -> WriteResult:
+    """Create `resource` unless `if_none_exist` matches: one match returns it unchanged
+    (200), several are 412. Validation and authorisation are the caller's (create)."""
+    condition = parse_condition(rtype, if_none_exist)
+    found = _match(service, service.store, rtype, condition, MATCH_LIMIT)
+    if not found:
+        prepared = service.prepare(rtype, str(uuid.uuid4()), resource)
+        with service.store.write() as tx:
+            found = _locked_match(service, tx, rtype, condition, MATCH_LIMIT)
+            if not found:
+                return service._write(ctx, tx, prepared, expected=None, action="create")
+    if len(found) > 1:
+        raise PreconditionFailed("If-None-Exist matched more than one resource")
+    existing = service.read(ctx, rtype, found[0])
+    return WriteResult(existing, created=False, changed=False)
+
+
+def update(
+    service: Service,
+    ctx: Context,
+    rtype: str,
+    query: str,
+    resource: Resource,
+    *,
+    if_match: int | None,
+) -> WriteResult:
+    """`PUT [type]?condition`: update the one match, or create when nothing matches (with
+    the body's id if it has one); several matches are 412."""
+    condition = parse_condition(rtype, query)
+    service._validate(rtype, resource)
+    body_id = resource.get("id")
+    if body_id is not None and not isinstance(body_id, str):
+        raise BadRequest("the resource id must be a string", expression=[f"{rtype}.id"])
+    for _attempt in range(MAX_ATTEMPTS):
+        found = _match(service, service.store, rtype, condition, MATCH_LIMIT)
+        if len(found) > 1:
+            raise PreconditionFailed("the condition matched more than one resource")
+        if found and body_id is not None and body_id != found[0]:
+            raise IdMismatch("the id in the body differs from the resource the condition matched")
+        rid = found[0] if found else body_id
+        action = "update" if rid is not None else "create"
+        if rid is None:
+            rid = str(uuid.uuid4())
+        fhir_types.check_id(rid)
+        replaced = rid if action == "update" else None
+        authorize.writable(service, ctx, action, rtype, replaced, resource)
+        prepared = service.prepare(rtype, rid, resource)
+        result = _write_if_unchanged(service, ctx, condition, found, prepared, action, if_match)
+        if result is not None:
+            return result
+    raise _changed()
+
+
+def _write_if_unchanged(
+    service: Service,
+    ctx: Context,
+    condition: Condition,
+    found: list[str],
+    prepared: Prepared,
+    action: str,
+    if_match: int | None,
+) -> WriteResult | None:
+    rtype = prepared.rtype
+    with service.store.write() as tx:
+        if _locked_match(service, tx, rtype, condition, MATCH_LIMIT) != found:
+            return None
+        if action == "create":
+            return service._write(ctx, tx, prepared, expected=None, action=action)
+        tx.lock_resource(rtype, prepared.rid)
+        return service._write(ctx, tx, prepared, expected=if_match, action=action)
+
+
+def delete(
+    service: Service, ctx: Context, rtype: str, query: str, *, max_matches: int
+) -> list[WriteResult | None]:
+    """`DELETE [type]?condition`: delete every match when there are at most `max_matches`
+    (1 unless the server allows multiple deletes), in one transaction; more are 412.
+    Nothing matching is not an error (an empty list). None stands for a resource that was
+    deleted already."""
+    condition = parse_condition(rtype, query)
+    found = _match(service, service.store, rtype, condition, max_matches + 1)
+    if len(found) > max_matches:
+        if max_matches == 1:
+            raise PreconditionFailed("the condition matched more than one resource")
+        raise PreconditionFailed(f"the condition matched more than {max_matches} resources")
+    for rid in found:
+        authorize.writable(service, ctx, "delete", rtype, rid, None)
+    if not found:
+        return []
+    with service.store.write() as tx:
+        again = _locked_match(service, tx, rtype, condition, max_matches + 1)
+        if not set(again) <= set(found):
+            raise _changed()  # a match that was not authorised: never deleted blindly
+        return [service._delete(ctx, tx, rtype, rid) for rid in again]
