@@ -7,6 +7,7 @@ import click
 from phivault import __version__
 from phivault.cli.audit_cmd import audit
 from phivault.cli.backup_cmd import backup
+from phivault.cli.bench_cmd import bench
 from phivault.cli.demo_cmd import demo
 from phivault.cli.import_cmd import import_
 from phivault.cli.init_cmd import init
@@ -33,6 +34,7 @@ cli.add_command(user)
 cli.add_command(token)
 cli.add_command(audit)
 cli.add_command(backup)
+cli.add_command(bench)
 
 
 def main() -> None:
