@@ -38,8 +38,12 @@ lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
+# Every safeguard on vs off, interleaved, on SQLite and PostgreSQL, next to the bare
+# Starlette+SQLite ceiling, plus the component benches; see docs/PERFORMANCE.md.
+BENCH_PG ?= postgresql://postgres@127.0.0.1:5432/test
+BENCH_PATIENTS ?= 1000
 bench: venv
-	$(BIN)/python bench/bench_http.py
+	$(BIN)/phivault bench --patients $(BENCH_PATIENTS) --pg-url $(BENCH_PG) --components run
 
 clean-demo:
 	rm -rf $(DEMO)

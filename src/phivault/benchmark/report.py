@@ -87,7 +87,12 @@ def build(
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": command,
         "machine": machine,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        # The database URL may carry credentials: the report says only whether one was given.
+        "config": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in asdict(config).items()
+            if k != "pg_url"
+        },
         "interleaved": True,
         "rows": rows,
         "servers": servers,
@@ -143,7 +148,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "| backend | side | resources loaded | load s | peak RSS MB | DB bytes / 1,000 resources "
+        "| backend | side | resources loaded | load s | peak RSS MB | DB MB / 1,000 resources "
         "| of which audit | DB MB after the run |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -156,9 +161,9 @@ def markdown(report: dict[str, Any]) -> str:
             final = s["db_final"].get(side)
             per = audit = ""
             if loaded:
-                per = _n(loaded["total_bytes"] / max(1, loaded["resources"]) * 1000)
+                per = _n(loaded["total_bytes"] / max(1, loaded["resources"]) * 1000 / MB, 2)
                 if loaded["audit_bytes"] is not None:
-                    audit = _n(loaded["audit_bytes"] / max(1, loaded["resources"]) * 1000)
+                    audit = _n(loaded["audit_bytes"] / max(1, loaded["resources"]) * 1000 / MB, 2)
             cells = [
                 backend,
                 side,

@@ -1,0 +1,77 @@
+"""`phivault bench --quick` end to end on both backends: every row, sane numbers.
+
+No timing thresholds (the machine is shared); the assertions are about the report's
+shape and about figures that cannot be wrong on any machine (no errors, ordered
+percentiles, a bundle carrying its resources, a live server's RSS)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from phivault.benchmark.components import collect
+from phivault.benchmark.report import component_markdown
+from phivault.benchmark.runner import CEILING_ROWS, ROWS
+
+pytestmark = pytest.mark.postgres
+
+
+def test_quick_bench_reports_every_row(tmp_path: Path, pg_url: str) -> None:
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-c", "from phivault.cli.main import main; main()", "bench", "--quick",
+         "--backends", "sqlite,postgresql", "--pg-url", pg_url, "--components", "skip",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "bench.json").read_text())
+    markdown = (out / "bench.md").read_text()
+    assert pg_url not in markdown and pg_url not in json.dumps(report)  # no URL in the report
+
+    rows = {(r["backend"], r["workload"]): r for r in report["rows"]}
+    for backend in ("sqlite", "postgresql"):
+        for workload in ROWS:
+            row = rows[(backend, workload)]
+            assert f"| {backend} | {workload} |" in markdown
+            for side in ("on", "off"):
+                fig = row[side]
+                assert fig["errors"] == 0, (backend, workload, side, fig["statuses"])
+                assert fig["requests"] > 0 and fig["per_s"] > 0
+                assert 0 < fig["p50_ms"] <= fig["p95_ms"] <= fig["p99_ms"]
+            assert row["on_off_ratio"] > 0
+    for workload in CEILING_ROWS:
+        assert rows[("ceiling", workload)]["off"]["per_s"] > 0
+    bundles = rows[("sqlite", "transaction bundle ingest")]["on"]
+    assert bundles["units"] >= 50 * bundles["requests"]  # ~100 resources per bundle
+    exported = rows[("sqlite", "bulk $export")]["on"]
+    assert exported["units"] >= 400  # the whole 60-patient clinic (~490 resources)
+
+    for backend in ("sqlite", "postgresql"):
+        server = report["servers"][backend]
+        assert server["resources_loaded"] > 400
+        for side in ("on", "off"):
+            assert 20 * 2**20 < server["peak_rss_bytes"][side] < 4 * 2**30
+            assert server["db_bytes_per_1000_resources"][side] > 0
+            assert server["db_loaded"][side]["resources"] == server["resources_loaded"]
+    machine = report["machine"]
+    assert machine["nproc"] >= 1 and machine["python"] and machine["cpu_model"]
+    assert report["interleaved"] is True
+
+
+def test_component_figures_are_read_and_summarised(tmp_path: Path) -> None:
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    backup = {"patients": 300, "bytes": 5_000_000, "rows": {"phivault": {"full_s": 1.5}}}
+    (results / "backup.json").write_text(json.dumps(backup))
+    found = collect("read", tmp_path / "bench", ("sqlite",), None, print)
+    assert found["backup"]["status"] == "ok"
+    assert found["backup"]["figures"] == backup
+    assert found["audit"]["status"].startswith("no results")
+    lines = component_markdown(found)
+    assert any("phivault: full_s 1.50" in line for line in lines)
+    assert any("**audit**" in line and "no results" in line for line in lines)
