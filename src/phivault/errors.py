@@ -439,3 +439,17 @@ class BenchmarkFailed(PhivaultError):
     """`phivault bench`: a server under test did not start, died, or answered wrongly."""
 
     default_message = "the benchmark failed"
+
+
+# --- threat detection ------------------------------------------------------------------------
+
+
+class AlertNotFound(NotFound):
+    default_message = "no such alert"
+
+
+class AlertStateError(Conflict):
+    """A review step that does not follow from the alert's state (e.g. acknowledging a
+    resolved alert)."""
+
+    default_message = "the alert is not in a state that allows this step"

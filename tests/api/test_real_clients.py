@@ -157,8 +157,9 @@ def test_fhirpy_create_read_search_paging_transaction(server: Server) -> None:
     assert read["name"][0]["family"] == "Fhirpyson"
     everyone = fhir.resources("Patient").limit(7).fetch_all()  # follows `next` links
     ids = [p["id"] for p in everyone]
-    assert len(ids) == len(set(ids)) == 21  # 20 demo patients and the one just created
-    assert fhir.resources("Patient").count() == 21
+    # 20 demo patients, the 3 honeytoken patients `init` seeds, and the one just created
+    assert len(ids) == len(set(ids)) == 24
+    assert fhir.resources("Patient").count() == 24
     reply = fhir.execute("", method="post", data=_transaction("Transacted"))
     assert reply["type"] == "transaction-response"
     assert [e["response"]["status"][:3] for e in reply["entry"]] == ["201", "201"]

@@ -11,8 +11,9 @@ from phivault.cli.common import data_option, db_option, handle_errors, key_file_
 from phivault.config import resolve_data_dir
 from phivault.crypto import primitives
 from phivault.crypto.kek import create_key_file
+from phivault.detect.canaries import DEFAULT_COUNT, seed_canaries
 from phivault.errors import ConfigError
-from phivault.vault import init_data_dir, key_source
+from phivault.vault import init_data_dir, key_source, open_vault
 
 
 @click.command("init")
@@ -33,6 +34,13 @@ from phivault.vault import init_data_dir, key_source
     help="Also make a self-signed TLS certificate for HOST (repeat for more names or IPs); "
     "written as tls-cert.pem and tls-key.pem (mode 0600) in the data directory.",
 )
+@click.option(
+    "--canaries",
+    type=click.IntRange(0, 50),
+    default=DEFAULT_COUNT,
+    show_default=True,
+    help="Honeytoken patients to seed (any access to one raises a critical alert).",
+)
 @handle_errors
 def init(
     data: Path | None,
@@ -40,6 +48,7 @@ def init(
     db: str | None,
     generate_key_file: Path | None,
     cert_hosts: tuple[str, ...],
+    canaries: int,
 ) -> None:
     """Create a data directory locked with a passphrase or key file."""
     data_dir = resolve_data_dir(data)
@@ -55,7 +64,14 @@ def init(
             f"created key file {generate_key_file} (mode 0600): "
             "keep it away from the data directory and its backups"
         )
-    init_data_dir(data_dir, key_source(key_file=key_file), db_url=db)
+    source = key_source(key_file=key_file)
+    init_data_dir(data_dir, source, db_url=db)
+    if canaries:
+        vault = open_vault(data_dir, source)
+        try:
+            seed_canaries(vault, canaries)
+        finally:
+            vault.close()
     click.echo(f"initialised {data_dir}")
     if cert_hosts:
         cert, key = primitives.self_signed_certificate(list(cert_hosts))

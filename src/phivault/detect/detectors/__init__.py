@@ -1,0 +1,1 @@
+"""The built-in detectors (registered through detect/registry.py like any plug-in)."""

@@ -1,0 +1,52 @@
+"""The engine: cursor, warm-up, the canaries seeded at init, and its own tree check."""
+
+from __future__ import annotations
+
+import time
+
+from phivault.detect.canaries import seed_canaries
+from phivault.detect.engine import CURSOR
+from phivault.detect.sql import DetectSql
+from phivault.service import Context
+from phivault.vault import Vault
+from tests.audit.support import edit_entry, rebuild_tree, workload
+from tests.detect.support import engine
+
+
+def test_cursor_continues_and_nothing_is_judged_twice(vault: Vault) -> None:
+    seed_canaries(vault, 2)
+    canary = DetectSql(vault.store).patient_ids()[0]
+    first = engine(vault, time.time)
+    report = first.scan()
+    assert report.alerts == []  # seeding the canaries is not an access
+    vault.service.read(Context(actor="intruder", client="203.0.113.9"), "Patient", canary)
+    report = first.scan()
+    assert [a.detector for a in report.alerts] == ["canary"]
+    assert report.alerts[0].actor == "intruder"
+    assert DetectSql(vault.store).state(CURSOR) == str(vault.store.audit_size() - 1)
+    again = engine(vault, time.time)  # a new process continues from the stored cursor
+    assert again.scan().alerts == []
+
+
+def test_canaries_are_kept_as_pseudonyms_only(vault: Vault) -> None:
+    seed_canaries(vault, 3)
+    ids = DetectSql(vault.store).patient_ids()
+    stored = DetectSql(vault.store).canaries()
+    assert len(ids) == len(stored) == 3
+    assert not stored & set(ids)
+    assert stored == {vault.audit.pseudonymize(f"Patient/{i}") for i in ids}
+
+
+def test_rewritten_history_is_a_critical_alert(vault: Vault) -> None:
+    workload(vault, 2)
+    watcher = engine(vault, time.time)
+    assert watcher.scan().alerts == []
+    # An intruder with database access edits an entry already read and recomputes the
+    # whole tree, so that every stored node agrees with the forged entry.
+    edit_entry(vault, 1, actor="someone-else")
+    rebuild_tree(vault)
+    alerts = watcher.scan().alerts
+    assert [(a.detector, a.severity.value) for a in alerts] == [("integrity", "critical")]
+    # And a process started later, from the stored tree head, sees it too.
+    later = engine(vault, time.time)
+    assert any(a.kind == "audit-tampering" for a in later.scan().alerts + later.alerts.list())
