@@ -13,6 +13,7 @@ import psycopg
 from phivault.audit.checkpoint import CheckpointSigner, tree_root
 from phivault.audit.entry import index_row_of
 from phivault.audit.merkle import leaf_hash, new_nodes_for_append
+from phivault.audit.seal import LogSeal
 from phivault.service import Context
 from phivault.store.factory import SQLITE_FILE
 from phivault.vault import Vault
@@ -107,11 +108,16 @@ def rebuild_tree(vault: Vault) -> None:
 
 def resign(vault: Vault, *, keep_old: bool = False) -> bytes:
     """Sign the current (rewritten) tree with the stolen key and make it the only
-    checkpoint, as an intruder who also holds the KEK would."""
+    checkpoint, and seal it, as an intruder who also holds the KEK would."""
     signer = CheckpointSigner(vault.keyring.audit_signing_seed())
     size = vault.store.audit_size()
-    checkpoint = signer.sign(size, tree_root(vault.store.audit_nodes, size))
-    statements: list[tuple[str, tuple[Any, ...]]] = []
+    root = tree_root(vault.store.audit_nodes, size)
+    checkpoint = signer.sign(size, root)
+    seal = LogSeal.of(signer)
+    assert seal is not None
+    statements: list[tuple[str, tuple[Any, ...]]] = [
+        ("UPDATE audit_seal SET size = ?, mac = ?", (size, seal.mac(size, root)))
+    ]
     if not keep_old:
         statements.append(("DELETE FROM audit_checkpoints", ()))
     statements.append(

@@ -35,7 +35,7 @@ def test_group_commit_mixed_with_writes_and_another_appender(vault: Vault) -> No
     """Reads group-committed from many threads, writes appending in their own transactions,
     and a second AuditLog on the same store (as another worker process would be): the
     cached right edge must never be used once someone else has appended."""
-    other = AuditLog(vault.store, vault.audit.pseudonymize)
+    other = AuditLog(vault.store, vault.audit.pseudonymize, vault.audit.signer)
     errors: list[BaseException] = []
 
     def reader(n: int) -> None:

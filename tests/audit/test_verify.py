@@ -33,7 +33,10 @@ def audited(vault: Vault) -> Iterator[tuple[Vault, dict[str, Any]]]:
 
 def check(vault: Vault, *, data: bool = True) -> VerifyReport:
     assert vault.audit.signer is not None
-    return verify_log(vault.store, vault.audit.signer.public_key, check_data=data, page=7)
+    signer = vault.audit.signer
+    return verify_log(
+        vault.store, signer.public_key, check_data=data, page=7, seal=vault.audit.seal
+    )
 
 
 def test_untouched_log_verifies(audited: tuple[Vault, dict[str, Any]]) -> None:
@@ -42,6 +45,7 @@ def test_untouched_log_verifies(audited: tuple[Vault, dict[str, Any]]) -> None:
     assert report.ok, report.findings
     assert report.size == vault.store.audit_size() > 10
     assert report.checkpoints == 1 and report.latest_checkpoint == report.size
+    assert report.sealed
     assert report.versions_checked >= 6
     assert report.nodes_checked == 2 * report.size - report.size.bit_count()  # perfect subtrees
 

@@ -78,6 +78,10 @@ class CheckpointSigner:
         self.public_key = primitives.public_key_of(seed)
         self.log_id = log_id_of(self.public_key)
 
+    def derive_key(self, info: bytes) -> bytes:
+        """A secret key derived from the signing seed (HKDF): as protected as the seed."""
+        return primitives.hkdf_sha256(self._seed, info)
+
     def sign(self, size: int, root: bytes, when: str | None = None) -> Checkpoint:
         if size < 1 or len(root) != HASH_SIZE:
             raise ValueError("a checkpoint needs a non-empty tree and a 32-byte root")
@@ -151,8 +155,11 @@ def make_checkpoint(store: Store, signer: CheckpointSigner) -> bytes | None:
 
     Runs under the audit lock so that the size and the root belong to the same tree. When
     the newest stored checkpoint already covers the current size it is returned as it is:
-    one checkpoint is kept per size.
+    one checkpoint is kept per size. The log's seal is checked first: a tail appended
+    behind the server's back is never signed in (AuditUnavailable instead).
     """
+    from phivault.audit.seal import LogSeal  # seal.py builds on this module
+
     with store.write() as tx:
         tx.lock_audit()
         size = tx.audit_size()
@@ -163,7 +170,12 @@ def make_checkpoint(store: Store, signer: CheckpointSigner) -> bytes | None:
             stored, _, _ = parse_checkpoint(latest[0])
             if stored.size >= size:
                 return latest[0]
-        checkpoint = signer.sign(size, tree_root(tx.audit_nodes, size))
+        keys = perfect_subtrees(0, size)
+        edge = read_nodes(tx.audit_nodes, keys)
+        seal = LogSeal.of(signer)
+        assert seal is not None
+        seal.check(tx, size, edge)
+        checkpoint = signer.sign(size, fold([edge[k] for k in keys]))
         tx.audit_put_checkpoint(size, checkpoint.blob)
         return checkpoint.blob
 

@@ -31,6 +31,7 @@ from phivault.audit.entry import (
 from phivault.audit.events import AccessEvent
 from phivault.audit.merkle import NodeKey, leaf_hash, new_nodes_for_append, perfect_subtrees
 from phivault.audit.merkle import read_nodes as _read_nodes
+from phivault.audit.seal import LogSeal
 from phivault.errors import AuditUnavailable, PhivaultError
 from phivault.store.audit_sql import AuditIndexRow
 from phivault.store.base import Store, WriteTx
@@ -85,12 +86,15 @@ def append_entries(
     entries: Sequence[bytes],
     index: Sequence[AuditIndexRow] | None = None,
     edge: RightEdge | None = None,
+    seal: LogSeal | None = None,
 ) -> int:
     """Append leaves, every Merkle node they complete and their index rows, in the caller's
     transaction. Returns the index of the first entry.
 
     With `edge`, a right edge cached at the current size replaces the node reads, and the
     new edge is staged on it (the caller commits it once the transaction is durable).
+    With `seal` (audit/seal.py), a log this appender did not just write itself must carry
+    a matching seal, and the new size is sealed in the same transaction.
     """
     if index is None:
         index = [index_row_of(decode_entry(e)) for e in entries]
@@ -99,6 +103,8 @@ def append_entries(
     old_edge = edge.at(size) if edge is not None else None
     if old_edge is None:
         old_edge = _read_nodes(tx.audit_nodes, perfect_subtrees(0, size))
+        if seal is not None:
+            seal.check(tx, size, old_edge)
     cached = old_edge
 
     def from_edge(keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
@@ -106,12 +112,13 @@ def append_entries(
 
     nodes = new_nodes_for_append(size, [leaf_hash(e) for e in entries], from_edge)
     tx.audit_append(size, entries, nodes, index)
-    if edge is not None:
+    if edge is not None or seal is not None:
         new_size = size + len(entries)
-        edge.stage(
-            new_size,
-            {k: nodes.get(k) or cached[k] for k in perfect_subtrees(0, new_size)},
-        )
+        new_edge = {k: nodes.get(k) or cached[k] for k in perfect_subtrees(0, new_size)}
+        if seal is not None:
+            seal.put(tx, new_size, new_edge)
+        if edge is not None:
+            edge.stage(new_size, new_edge)
     return size
 
 
@@ -149,6 +156,7 @@ class AuditLog:
     ) -> None:
         self.store = store
         self.signer = signer
+        self.seal = LogSeal.of(signer)
         self._pseudonymize = pseudonymize
         self._interval = checkpoint_interval
         self._edge = RightEdge()
@@ -172,7 +180,7 @@ class AuditLog:
         self._ensure_thread()
         if tx is not None:
             try:
-                append_entries(tx, [entry], [row])
+                append_entries(tx, [entry], [row], seal=self.seal)
             except PhivaultError:
                 raise
             except Exception:
@@ -242,7 +250,7 @@ class AuditLog:
     def _commit(self, batch: _Batch) -> None:
         try:
             with self.store.write() as tx:
-                append_entries(tx, batch.entries, batch.rows, self._edge)
+                append_entries(tx, batch.entries, batch.rows, self._edge, self.seal)
             self._edge.commit()
         except Exception as exc:  # any failure: every waiter is refused
             self._edge.discard()

@@ -11,7 +11,9 @@ What is checked, streaming over the log in pages (memory stays O(log n) for the 
 5. every data version in the store still hashes to what its write entry recorded, every
    version has a write entry, every write entry's version still exists, and each current
    pointer is the latest audited version (an edited, inserted, deleted or rolled-back
-   data row is caught).
+   data row is caught);
+6. with the key: the log's seal (audit/seal.py) covers exactly this log, so entries
+   appended after the newest checkpoint by someone with database access are named.
 
 Findings name entry indexes, node keys and type/id/version only: never an entry's content.
 """
@@ -31,6 +33,7 @@ import orjson
 from phivault.audit.checkpoint import Checkpoint, verify_checkpoint
 from phivault.audit.entry import ENTRY_FORMAT, WRITE_ACTIONS, decode_entry
 from phivault.audit.merkle import NodeKey, fold, leaf_hash, perfect_subtrees
+from phivault.audit.seal import LogSeal, seal_findings
 from phivault.errors import CheckpointError
 from phivault.store.base import HistoryQuery, Store
 
@@ -55,6 +58,7 @@ class VerifyReport:
     root: bytes = b""
     checkpoints: int = 0
     latest_checkpoint: int = 0  # size covered by the newest valid checkpoint
+    sealed: bool = False  # whether the seal was checked (it needs the key)
     nodes_checked: int = 0
     versions_checked: int = 0
     seconds: float = 0.0
@@ -220,8 +224,10 @@ def verify_log(
     check_data: bool = True,
     page: int = PAGE,
     progress: Callable[[int, int], None] | None = None,
+    seal: LogSeal | None = None,
 ) -> VerifyReport:
-    """Verify the whole log (and the data it vouches for); see the module docstring."""
+    """Verify the whole log (and the data it vouches for); see the module docstring.
+    With `seal` (needs the key), entries nobody sealed are found too (6. above)."""
     started = time.perf_counter()
     report = VerifyReport()
     newest = store.history(HistoryQuery(count=1))
@@ -266,6 +272,8 @@ def verify_log(
     if tree.broken_at is None:
         report.root = tree.root()
         _check_beyond(store, report, size)
+        if seal is not None:
+            _check_seal(store, report, seal, size)
     if check_data:
         _check_data(store, report, writes, size, max_seq)
     report.findings.sort(key=lambda f: (f.data, f.index is None, f.index or 0))
@@ -360,6 +368,18 @@ def _check_entries(report: VerifyReport, writes: _Writes, rows: list[tuple[Any, 
             report.add(idx, f"entry {idx}: its search index row does not match it")
         if "version" in entry:
             see(report, idx, entry)
+
+
+def _check_seal(store: Store, report: VerifyReport, seal: LogSeal, size: int) -> None:
+    report.sealed = True
+    for index, message, vague in seal_findings(
+        store, seal, size, report.root, report.latest_checkpoint
+    ):
+        if vague and any(
+            not f.data and f.index is not None and f.index >= index for f in report.findings
+        ):
+            continue  # a changed entry or node there is named already, more precisely
+        report.add(index, message)
 
 
 def _check_leaf(store: Store, report: VerifyReport, idx: int, raw: bytes) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from phivault.audit.checkpoint import tree_root, verify_checkpoint
+from phivault.audit.seal import LogSeal
 from phivault.audit.verify import verify_log
 from phivault.crypto import primitives
 from phivault.errors import CheckpointError, IntegrityError
@@ -37,7 +38,7 @@ def audit_public_key(vault: Vault) -> bytes:
 
 def verify_restored_audit(vault: Vault, expected_checkpoint: str | None) -> AuditCheck:
     public_key = audit_public_key(vault)
-    report = verify_log(vault.store, public_key)
+    report = verify_log(vault.store, public_key, seal=LogSeal.of(vault.audit.signer))
     result = AuditCheck(size=report.size, seconds=report.seconds)
     result.problems.extend(f.message for f in report.findings[:20])
     if expected_checkpoint:

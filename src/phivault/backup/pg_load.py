@@ -42,6 +42,8 @@ def load_postgres(db_url: str, pg_dir: Path, meta: dict[str, Any]) -> None:
                             "INSERT INTO schema_migrations (version) VALUES (%s)", (number,)
                         )
                 for table in meta["tables"]:
+                    # Rows a migration seeded are in the snapshot too, as they were then.
+                    conn.execute(f'DELETE FROM "{schema}"."{table}"'.encode())
                     _copy_in(conn, schema, str(table), pg_dir / f"{table}.copy")
                 for table, column in meta.get("serials", []):
                     conn.execute(

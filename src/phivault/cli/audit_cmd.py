@@ -19,6 +19,7 @@ import click
 
 from phivault.audit.checkpoint import decode_public_key, public_key_document
 from phivault.audit.reader import LogReader
+from phivault.audit.seal import LogSeal
 from phivault.audit.verify import VerifyReport, verify_log
 from phivault.audit.witness import HttpSource, LogSource, StoreSource, witness
 from phivault.cli.common import data_option, handle_errors, key_file_option, open_from_cli
@@ -50,12 +51,13 @@ def _log_store(data: Path | None) -> Iterator[Store]:
         store.close()
 
 
-def _signing_key(data: Path | None, key_file: Path | None) -> bytes:
+def _keys(data: Path | None, key_file: Path | None) -> tuple[bytes, LogSeal | None]:
+    """The log's public key and its seal (unlocks the data directory)."""
     vault = open_from_cli(data, key_file)
     try:
         signer = vault.audit.signer
         assert signer is not None
-        return signer.public_key
+        return signer.public_key, LogSeal.of(signer)
     finally:
         vault.close()
 
@@ -77,9 +79,10 @@ def audit() -> None:
 @handle_errors
 def verify(data: Path | None, key_file: Path | None, public_key: str | None, no_data: bool) -> None:
     """Recompute the tree from every entry and check nodes, checkpoints and data rows."""
-    key = decode_public_key(public_key) if public_key else _signing_key(data, key_file)
+    # With a pinned --public-key no key is unlocked, so the seal cannot be checked.
+    key, seal = (decode_public_key(public_key), None) if public_key else _keys(data, key_file)
     with _log_store(data) as store:
-        report = verify_log(store, key, check_data=not no_data)
+        report = verify_log(store, key, check_data=not no_data, seal=seal)
     _print_report(report)
     if not report.ok:
         first = report.first_bad_entry
@@ -128,7 +131,7 @@ def checkpoint(data: Path | None, key_file: Path | None) -> None:
 @handle_errors
 def public_key_cmd(data: Path | None, key_file: Path | None) -> None:
     """Print the log's public key, for witnesses to pin (JSON)."""
-    _print_json(public_key_document(_signing_key(data, key_file)))
+    _print_json(public_key_document(_keys(data, key_file)[0]))
 
 
 @audit.command("witness")
@@ -150,7 +153,7 @@ def witness_cmd(
         with _log_store(data) as store:
             if key is None and not state.exists():
                 try:
-                    key = _signing_key(data, key_file)
+                    key = _keys(data, key_file)[0]
                 except KeyMaterialError:
                     pass  # witness() asks for --public-key
             _witness(StoreSource(store, key), state, key)

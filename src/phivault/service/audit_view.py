@@ -17,17 +17,20 @@ from phivault.audit.entry import decode_entry, index_row_of
 from phivault.audit.events import AccessEvent
 from phivault.audit.log import AuditLog
 from phivault.errors import AuditUnavailable, NotFound
+from phivault.fhir.resources import small_int
 from phivault.service import authorize
+from phivault.store.audit_sql import is_indexed
 
 if TYPE_CHECKING:
     from phivault.service.core import Context, Service
 
 AUDIT_EVENT = "AuditEvent"
 MAX_COUNT = 1000
-# Entries one page of a search may examine. Only time is indexed (the append path must not
-# pay a random index write per entry); other filters scan the entries' derived columns,
-# newest first, this many at most, and the page's next link continues below the window.
-# A page can therefore hold fewer matches than _count, even none, and still have a next.
+# Agent, entity, patient, action and failed outcomes are indexed (migration 008): a search
+# on one of them walks that index and its pages are exact. Only a search that filters on
+# nothing indexed (an outcome list that includes success, with no other term) scans the
+# entries' derived columns, newest first, this many at most per page, its next link
+# continuing below the window; such a page can hold fewer matches than _count, even none.
 SCAN_WINDOW = 50_000
 
 
@@ -96,6 +99,11 @@ class AuditView:
             low_bound, high = span[0], min(high, span[1] + 1)
         if high <= low_bound:
             return [], None
+        if is_indexed(search.query):
+            rows = store.audit_search(
+                replace(search.query, before=high, after=low_bound, count=count)
+            )
+            return rows, (rows[-1][0] if len(rows) == count else None)
         low = max(low_bound, high - SCAN_WINDOW)
         rows = store.audit_search(replace(search.query, before=high, after=low, count=count))
         if len(rows) == count:
@@ -104,12 +112,9 @@ class AuditView:
 
     def read(self, ctx: Context, rid: str) -> dict[str, Any]:
         authorize.type_level(self.service, ctx, "read", AUDIT_EVENT, rid)
-        found = (
-            self.service.store.audit_entries(int(rid), int(rid) + 1)
-            if rid.isdigit() and len(rid) <= 18
-            else []
-        )
-        shown = rid if rid.isdigit() and len(rid) <= 18 else None
+        index = small_int(rid)
+        found = [] if index is None else self.service.store.audit_entries(index, index + 1)
+        shown = rid if index is not None else None
         if not found:
             self.service._audit_failure(ctx, "read", AUDIT_EVENT, shown, NotFound())
             raise NotFound("AuditEvent is not known")

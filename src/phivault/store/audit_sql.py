@@ -32,6 +32,11 @@ SELECT_NODE_RANGE = (
     "SELECT idx, hash FROM audit_nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx"
 )
 SELECT_ALL_CHECKPOINTS = "SELECT size, checkpoint FROM audit_checkpoints ORDER BY size"
+SELECT_SEAL = "SELECT size, mac FROM audit_seal WHERE id = 1"
+PUT_SEAL = (
+    "INSERT INTO audit_seal (id, size, mac) VALUES (1, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET size = excluded.size, mac = excluded.mac"
+)
 
 
 class AuditIndexRow(NamedTuple):
@@ -85,8 +90,32 @@ def time_span_sql(times: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
     return f"SELECT MIN(i.idx), MAX(i.idx) FROM audit_entries i WHERE {' AND '.join(where)}", params
 
 
-def search_sql(query: AuditQuery) -> tuple[str, list[Any]]:
-    """Newest first: (idx, entry) of matching entries, read from the log itself."""
+def _driver(query: AuditQuery) -> tuple[str, list[tuple[Any, ...]]] | None:
+    """The indexed term a search walks (migration 008), most selective first: its SQL
+    condition per value, with that value's parameters. None when no term is indexed
+    (time alone, or an entity without an id)."""
+    if query.entities and all(rid is not None for _, rid in query.entities):
+        return "i.rtype = ? AND i.rid = ?", [tuple(e) for e in query.entities]
+    if query.patients:
+        return "i.patient = ?", [(p,) for p in query.patients]
+    if query.actors:
+        return "i.actor = ?", [(a,) for a in query.actors]
+    if query.outcomes and "0" not in query.outcomes:
+        # The failures index is partial (outcome <> '0'): say so for the planner.
+        return "i.outcome <> '0' AND i.outcome = ?", [(o,) for o in query.outcomes]
+    if query.actions:
+        return "i.action = ?", [(a,) for a in query.actions]
+    return None
+
+
+def is_indexed(query: AuditQuery) -> bool:
+    """Whether a search walks an index (exact pages) rather than scanning a window."""
+    return _driver(query) is not None or not (
+        query.actions or query.outcomes or query.actors or query.entities or query.patients
+    )
+
+
+def _filters(query: AuditQuery) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     params: list[Any] = []
     _time_terms(query.times, where, params)
@@ -115,10 +144,36 @@ def search_sql(query: AuditQuery) -> tuple[str, list[Any]]:
     if query.after is not None:
         where.append("i.idx >= ?")
         params.append(query.after)
-    clause = (" WHERE " + " AND ".join(where)) if where else ""
-    params.append(query.count)
-    sql = f"SELECT i.idx, i.entry FROM audit_entries i{clause} ORDER BY i.idx DESC LIMIT ?"
-    return sql, params
+    return where, params
+
+
+def search_sql(query: AuditQuery) -> tuple[str, list[Any]]:
+    """Newest first: (idx, entry) of matching entries, read from the log itself.
+
+    With an indexed term, one arm per value of that term walks its index (key, idx)
+    backwards and stops at `count` rows; the arms are merged newest first. A value's
+    entries and no others are read, so a page costs O(count) index steps however large
+    the log, and `before` (the cursor) keeps pages stable while the log grows.
+    """
+    where, params = _filters(query)
+    driver = _driver(query)
+    if driver is None:
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        sql = f"SELECT i.idx, i.entry FROM audit_entries i{clause} ORDER BY i.idx DESC LIMIT ?"
+        return sql, [*params, query.count]
+    condition, values = driver
+    arms: list[str] = []
+    all_params: list[Any] = []
+    for n, value in enumerate(values):
+        arm_where = " AND ".join([condition, *where])
+        arms.append(
+            f"SELECT a{n}.idx, a{n}.entry FROM (SELECT i.idx, i.entry FROM audit_entries i "
+            f"WHERE {arm_where} ORDER BY i.idx DESC LIMIT ?) AS a{n}"
+        )
+        all_params.extend((*value, *params, query.count))
+    if len(arms) == 1:
+        return arms[0], all_params
+    return " UNION ALL ".join(arms) + " ORDER BY 1 DESC LIMIT ?", [*all_params, query.count]
 
 
 @functools.lru_cache(maxsize=32)

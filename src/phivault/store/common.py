@@ -204,6 +204,10 @@ class SqlReadView:
         rows: list[tuple[Any, ...]] = self._conn.execute(sql, (start, stop)).fetchall()
         return rows
 
+    def audit_seal(self) -> tuple[int, bytes] | None:
+        row = self._conn.execute(self._q.render(audit_sql.SELECT_SEAL), ()).fetchone()
+        return (int(row[0]), bytes(row[1])) if row else None
+
     def audit_time_span(self, times: Sequence[tuple[str, str]]) -> tuple[int, int] | None:
         sql, params = audit_sql.time_span_sql(times)
         row = self._conn.execute(self._q.render(sql), params).fetchone()
@@ -320,6 +324,9 @@ class SqlWriteTx(SqlReadView):
 
     def audit_put_checkpoint(self, size: int, checkpoint: bytes) -> None:
         self._conn.execute(self._q.audit_insert_checkpoint, (size, checkpoint))
+
+    def audit_put_seal(self, size: int, mac: bytes) -> None:
+        self._conn.execute(self._q.render(audit_sql.PUT_SEAL), (size, mac))
 
     def append_version(self, new: NewVersion) -> VersionRecord:
         q = self._q
