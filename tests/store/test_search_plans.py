@@ -148,6 +148,13 @@ MAIN_SEARCHES = [
         "patient=p123&code=http://loinc.org|c3&date=ge2020-01-01&date=lt2025-01-01",
         ("idx_reference_match",),
     ),
+    # a quantity in other units: the canonical rows (value-quantity:ucum) and the stored
+    # unit's rows, both probed per candidate of the patient
+    (
+        "Observation",
+        "patient=p123&value-quantity=gt5|http://unitsofmeasure.org|mg",
+        ("idx_reference_match",),
+    ),
     # a prefix in clear (code point order on both backends)
     ("Organization", "name=org 12", ("idx_string_match",)),
 ]

@@ -24,19 +24,28 @@ from phivault.crypto.codec import BodyCodec
 from phivault.errors import DecryptionError, Gone, KeyShredded, NotFound
 from phivault.fhir import json as fhir_json
 from phivault.fhir import resources as fhir_types
+from phivault.fhir import valuesets
 from phivault.fhir.indexing import IndexPolicy
 from phivault.fhir.search import default_registry, extract
 from phivault.fhir.search.model import SearchRequest
 from phivault.fhir.search.query import parse_search
 from phivault.fhir.search.registry import Registry
 from phivault.fhir.search.shaping import shape
+from phivault.fhir.valuesets import CodeSet
 from phivault.service import search_access, search_include
 from phivault.service.search_access import Keep, Visibility
 from phivault.service.search_cursor import decode_cursor, encode_cursor
 from phivault.service.search_plan import MAX_RESOLVED_IDS, Planner, Recheck
 from phivault.service.search_result import Entry, SearchResult
 from phivault.store.base import ReadView, Store, VersionRecord
-from phivault.store.search_spec import SearchRow, SearchSpec, Term
+from phivault.store.search_spec import (
+    EXACT_TOKEN,
+    Cmp,
+    IndexMatch,
+    SearchRow,
+    SearchSpec,
+    Term,
+)
 
 if TYPE_CHECKING:
     from phivault.service.core import Context
@@ -47,6 +56,7 @@ DEFAULT_TOTAL_CAP = 1000  # without _total, a total is given when counting stops
 RECHECK_TOTAL_CAP = 10_000  # candidates decrypted at most to count a re-checked search
 RECHECK_PAGE_CAP = 2_000  # candidates decrypted at most for one re-checked page
 RECHECK_BATCH = 100
+MAX_VALUESET_VERSIONS = 50  # stored versions of one ValueSet url considered
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +182,7 @@ class Searcher:
         def inner(inner_type: str) -> tuple[Term, ...]:
             return self.inner_terms(ctx, inner_type)
 
-        planner = Planner(self.policy, self.registry, self._resolve, base_url, inner)
+        planner = Planner(self.policy, self.registry, self._resolve, base_url, inner, self.expand)
         plan = planner.plan(rtype, request.filters)
         seen = self.visibility(ctx, rtype)
         terms = plan.terms + (seen.candidates if seen is not None else ())
@@ -228,7 +238,7 @@ class Searcher:
     ) -> list[str]:
         """Ids of the first `limit` live matches (conditional interactions), read through
         `view` (a write transaction, so that the match and the write are one step)."""
-        planner = Planner(self.policy, self.registry, self._resolve)
+        planner = Planner(self.policy, self.registry, self._resolve, expand=self.expand)
         plan = planner.plan(rtype, request.filters)
         spec = SearchSpec(rtype, plan.terms, limit=limit)
         page = self._page(spec, _keeper(plan.rechecks), view)
@@ -244,6 +254,32 @@ class Searcher:
             token = self.policy.query_token(f"audit:{name}", raw)
             out.append((name, hashlib.sha256(token.encode()).hexdigest()[:32]))
         return tuple(out)
+
+    def expand(self, url: str) -> CodeSet:
+        """The codes of a ValueSet stored in this server (`:in`, `:not-in`). ValueSets are
+        terminology, outside every patient compartment: read without a per-caller check."""
+        return valuesets.expand(url, self._valueset)
+
+    def _valueset(self, url: str, version: str | None) -> dict[str, Any] | None:
+        """The stored ValueSet with this canonical url (or `ValueSet/id`), the given
+        version, else the highest version."""
+        if url.startswith("ValueSet/"):
+            found = self.store.current("ValueSet", url[len("ValueSet/") :])
+            records = [found] if found is not None and not found.deleted else []
+        else:
+            row = (Cmp("value", "=", url),)
+            term = Term((IndexMatch("uri", "url", (row,), EXACT_TOKEN),))
+            page = self.store.search(SearchSpec("ValueSet", (term,), limit=MAX_VALUESET_VERSIONS))
+            records = [r.record for r in page.rows]
+        candidates: list[dict[str, Any]] = []
+        for record in records:
+            body = self._open(record)
+            parsed = fhir_json.loads(body) if body is not None else None
+            if isinstance(parsed, dict) and version in (None, parsed.get("version")):
+                candidates.append(parsed)
+        if not candidates:
+            return None
+        return max(candidates, key=lambda vs: str(vs.get("version", "")))
 
     # -- steps ------------------------------------------------------------------------------
     def _check_patient(self, patient_id: str) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from phivault.errors import BadRequest, UnsupportedSearchParameter
 from phivault.fhir.indexing import IndexPolicy
+from phivault.fhir.search import ucum
 from phivault.fhir.search.index import normalize_string
 from phivault.fhir.search.model import (
     ChainClause,
@@ -25,6 +26,7 @@ from phivault.fhir.search.model import (
     Filter,
     HasClause,
     MissingValue,
+    QuantityValue,
     ReferenceValue,
     StringValue,
     TokenValue,
@@ -32,6 +34,7 @@ from phivault.fhir.search.model import (
 )
 from phivault.fhir.search.model import SortKey as RequestSortKey
 from phivault.fhir.search.registry import Registry
+from phivault.fhir.valuesets import CodeSet
 from phivault.service import search_rows
 from phivault.store.search_spec import (
     EXACT_REFERENCE,
@@ -77,10 +80,16 @@ Resolver = Callable[[str, tuple[Term, ...], tuple[Recheck, ...]], tuple[str, ...
 # Resource type -> predicates limiting the inside of a chain or _has to what the caller
 # may see (the access policy; may raise Forbidden for a type the caller may never search).
 InnerTerms = Callable[[str], tuple[Term, ...]]
+# A ValueSet's url -> its codes (fhir/valuesets.py); raises a BadRequest when it cannot.
+Expander = Callable[[str], CodeSet]
 
 
 def _unrestricted(rtype: str) -> tuple[Term, ...]:
     return ()
+
+
+def _no_valuesets(url: str) -> CodeSet:
+    raise BadRequest("ValueSet searches (:in, :not-in) are not available here")
 
 
 def encrypted(code: str, what: str) -> UnsupportedSearchParameter:
@@ -97,11 +106,13 @@ class Planner:
         resolve: Resolver,
         base_url: str | None = None,
         inner: InnerTerms = _unrestricted,
+        expand: Expander = _no_valuesets,
     ) -> None:
         self.policy = policy
         self.registry = registry
         self.resolve = resolve
         self.inner = inner
+        self.expand = expand
         self.base_url = base_url.rstrip("/") + "/" if base_url else None
 
     def plan(self, rtype: str, filters: Sequence[Filter]) -> Plan:
@@ -149,8 +160,13 @@ class Planner:
             return Term((IdMatch(ids),), negate=modifier == "not"), None
         if kind == "string":
             return self.string(code, clause, blinded)
+        if kind == "quantity":
+            return self.quantity(code, clause), None
+        negate = modifier in ("not", "not-in")
         rows, selectivity = self.rows(rtype, clause, blinded)
-        term = Term((IndexMatch(stored, code, tuple(rows), selectivity),), negate=modifier == "not")
+        if not rows:  # an empty ValueSet: nothing is in it
+            return Term((IdMatch(()),), negate=negate), None
+        term = Term((IndexMatch(stored, code, tuple(rows), selectivity),), negate=negate)
         return term, None
 
     def rows(self, rtype: str, clause: Clause, blinded: bool) -> tuple[list[Row], int]:
@@ -163,6 +179,8 @@ class Planner:
                 assert isinstance(value, StringValue)
                 rows.append((Cmp("text", "iprefix", value.text.lower()),))
             return rows, SCAN
+        if kind == "token" and modifier in ("in", "not-in"):
+            return self.valueset_rows(code, clause, blinded), EXACT_TOKEN
         if kind == "token":
             selectivity = EXACT_TOKEN
             for value in clause.values:
@@ -192,6 +210,36 @@ class Planner:
         for value in clause.values:  # date, number, quantity in clear
             rows.extend(search_rows.value_rows(value))
         return rows, RANGE
+
+    def valueset_rows(self, code: str, clause: Clause, blinded: bool) -> list[Row]:
+        """`:in` / `:not-in`: a row per code of the named ValueSets (ORed), and one per
+        code system they include whole."""
+        found = CodeSet()
+        for value in clause.values:
+            assert isinstance(value, UriValue)
+            found.union(self.expand(value.uri))
+        rows: list[Row] = [(Cmp("system", "=", system),) for system in sorted(found.systems)]
+        for system, value_code in sorted(found.codes):
+            token = self.policy.query_token(code, value_code) if blinded else value_code
+            rows.append((Cmp("system", "=", system), Cmp("value", "=", token)))
+        return rows
+
+    def quantity(self, code: str, clause: Clause) -> Term:
+        """Unit codes compared as given, and, for a UCUM unit this server can convert, the
+        value in canonical units (fhir/search/ucum.py) against the canonical rows
+        (`code:ucum`) and against values stored in the canonical unit itself."""
+        given: list[Row] = []
+        converted: list[Row] = []
+        for value in clause.values:
+            assert isinstance(value, QuantityValue)
+            given.extend(search_rows.quantity_rows(value))
+            converted.extend(search_rows.canonical_quantity_rows(value))
+        atoms = [IndexMatch("quantity", code, tuple(given + converted), RANGE)]
+        if converted:
+            atoms.append(
+                IndexMatch("quantity", ucum.canonical_param(code), tuple(converted), RANGE)
+            )
+        return Term(tuple(atoms))
 
     def string(self, code: str, clause: Clause, blinded: bool) -> tuple[Term, Recheck | None]:
         modifier = clause.modifier

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 from phivault.errors import UnsupportedSearchParameter
+from phivault.fhir.search import ucum
 from phivault.fhir.search.index import normalize_string
 from phivault.fhir.search.model import (
     CompositeValue,
@@ -95,6 +96,21 @@ def unit_rows(value: QuantityValue) -> list[Row]:
 
 def quantity_rows(value: QuantityValue) -> list[Row]:
     return [(*u, *n) for u in unit_rows(value) for n in number_rows(value.number)]
+
+
+def canonical_quantity_rows(value: QuantityValue) -> list[Row]:
+    """`value` in canonical UCUM units, for a UCUM unit (system UCUM, or none given) that
+    ucum.py converts; [] otherwise. Comparisons keep their meaning: conversions are
+    increasing, so ranges and bounds convert end by end."""
+    if value.code is None or value.system not in (None, ucum.SYSTEM):
+        return []
+    found = ucum.canonical(value.code)
+    if found is None:
+        return []
+    n = value.number
+    number = NumberValue(n.prefix, found.convert(n.value), found.convert(n.lo), found.convert(n.hi))
+    unit = (Cmp("system", "=", ucum.SYSTEM), Cmp("value", "=", found.code))
+    return [(*unit, *r) for r in number_rows(number)]
 
 
 def uri_above(uri: str) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ EXAMPLES = shared_dir() / "fhir" / "r4" / "examples"
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
+LB = 453.59237
 
 
 def load(name: str) -> dict[str, Any]:
@@ -75,6 +76,8 @@ def test_patient_example() -> None:
         tok("gender", "", "male"),
         tok("deceased", "", "false"),  # deceasedBoolean false
         tok("identifier", "urn:oid:1.2.36.146.595.217.0.1", "12345"),
+        # again under its type's system|code, for identifier:of-type
+        tok("identifier", "http://terminology.hl7.org/CodeSystem/v2-0203|MR", "12345"),
         tok("address-use", "", "home"),
         *(tok("phone", "phone", p) for p in phones),
         *(tok("telecom", "phone", p) for p in phones),  # the bare {"use": "home"} has no value
@@ -123,6 +126,11 @@ def test_observation_example() -> None:
         dt("date", day(2016, 3, 28)),
         weight,
         IndexEntry("combo-value-quantity", "quantity", UCUM, "[lb_av]", "lbs", 184.5, 185.5),
+        # the same in canonical UCUM units: 1 [lb_av] = 453.59237 g (UCUM's definition)
+        *(
+            IndexEntry(f"{name}:ucum", "quantity", UCUM, "g", None, 184.5 * LB, 185.5 * LB)
+            for name in ("value-quantity", "combo-value-quantity")
+        ),
         *(
             IndexEntry(name, "composite", None, f"{c[0]}|{c[1]}${UCUM}|[lb_av]", None, 184.5, 185.5)
             for c in codes

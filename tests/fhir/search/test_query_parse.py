@@ -75,8 +75,20 @@ def test_token_modifiers() -> None:
     text = one("Observation", "code:text", "Body height")
     assert text.values == (StringValue("Body height"),)
     assert one("Observation", "code:missing", "true").values == (MissingValue(True),)
+    assert one("Observation", "code:in", "http://vs").values == (UriValue("http://vs"),)
+    assert one("Observation", "code:not-in", "ValueSet/v1").values == (UriValue("ValueSet/v1"),)
+    of_type = one("Patient", "identifier:of-type", "http://t|MR|123")
+    assert of_type.values == (TokenValue("http://t|MR", "123"),)
+    for name, raw in [
+        ("code:in", "not-a-url"),
+        ("code:in", "ValueSet/"),
+        ("identifier:of-type", "http://t|MR"),
+        ("identifier:of-type", "http://t||123"),
+    ]:
+        with pytest.raises(InvalidSearchParameter):
+            one("Patient" if "identifier" in name else "Observation", name, raw)
     with pytest.raises(UnsupportedSearchParameter):
-        one("Observation", "code:in", "http://vs")
+        one("Observation", "code:below", "x")
     with pytest.raises(InvalidSearchParameter):
         one("Observation", "code", "|")
     with pytest.raises(InvalidSearchParameter):

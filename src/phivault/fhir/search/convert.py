@@ -15,6 +15,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from phivault.fhir.search import ucum
 from phivault.fhir.search.index import date_range, decimal_range, normalize_string
 
 Row = tuple[str, str, str | None, str | None, str | None, float | None, float | None]
@@ -56,6 +57,18 @@ def _coding(param: str, coding: Any, out: list[Row]) -> None:
         out.append((param, "token", _str(coding.get("system")) or "", code, display, None, None))
 
 
+def _of_type(param: str, id_type: dict[str, Any], value: str, out: list[Row]) -> None:
+    """For `:of-type`: the identifier again, with `system|code` of each coding of its type
+    as the row's system. A URI never holds '|', so no plain identifier system equals it;
+    composite components (param "") leave these out."""
+    codings = id_type.get("coding")
+    for coding in codings if type(codings) is list else ():
+        if type(coding) is dict:
+            system, code = _str(coding.get("system")), _str(coding.get("code"))
+            if system and code:
+                out.append((param, "token", f"{system}|{code}", value, None, None, None))
+
+
 def token(param: str, node: Any, out: list[Row]) -> None:
     kind = type(node)
     if kind is str:
@@ -86,6 +99,8 @@ def token(param: str, node: Any, out: list[Row]) -> None:
                     first = codings[0]
                     type_text = _str(first.get("display")) if type(first) is dict else None
             out.append((param, "token", system or "", value, type_text, None, None))
+            if param and value is not None and type(id_type) is dict:
+                _of_type(param, id_type, value, out)
     elif kind is int or kind is Decimal or kind is float:
         out.append((param, "token", "", str(node), None, None, None))
 
@@ -228,6 +243,23 @@ def quantity(param: str, node: Any, out: list[Row]) -> None:
         hi = None
     system, code, text = _unit(node)
     out.append((param, "quantity", system, code, text, lo, hi))
+    if system == ucum.SYSTEM and param:
+        _canonical_quantity(param, code, lo, hi, out)
+
+
+def _canonical_quantity(
+    param: str, code: str | None, lo: float | None, hi: float | None, out: list[Row]
+) -> None:
+    """The same value in canonical UCUM units (ucum.py), under `param:ucum`, so that a
+    search in mg finds values stored in g. Left out when the unit is canonical already
+    (the search compares those rows directly) or unknown; composite components (param
+    "") are not converted."""
+    found = ucum.canonical(code)
+    if found is None or (found.code == code and found.factor == 1.0 and not found.offset):
+        return
+    low = found.convert(lo) if lo is not None else None
+    high = found.convert(hi) if hi is not None else None
+    out.append((ucum.canonical_param(param), "quantity", ucum.SYSTEM, found.code, None, low, high))
 
 
 def number(param: str, node: Any, out: list[Row]) -> None:

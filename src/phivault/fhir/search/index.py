@@ -9,7 +9,8 @@ Column meaning by kind (FHIR R4 search.html):
 
 - token: ``system`` ("" when the value has none), ``value`` the code, ``text`` the display
   or CodeableConcept.text (for ``:text``). A CodeableConcept also yields one text-only entry
-  (``system`` and ``value`` None) for its ``text``.
+  (``system`` and ``value`` None) for its ``text``. An Identifier with a typed coding is
+  indexed again with ``system`` ``type-system|type-code`` (for ``:of-type``).
 - string: ``value`` normalised (`normalize_string`), ``text`` the raw value (``:exact``).
 - date: ``lo`` inclusive, ``hi`` exclusive, epoch seconds UTC; None means unbounded (an open
   Period end).
@@ -19,7 +20,9 @@ Column meaning by kind (FHIR R4 search.html):
   ``:identifier``); a reference to a contained resource (``#id``) is not indexed.
 - quantity: ``system`` the unit system, ``value`` the unit code (else the unit text),
   ``text`` the unit text, ``lo``/``hi`` the implicit precision range of the value
-  (``5.4`` -> [5.35, 5.45)); a comparator (``<5``) opens one end.
+  (``5.4`` -> [5.35, 5.45)); a comparator (``<5``) opens one end. A UCUM unit that
+  ucum.py converts also yields a row under ``<param>:ucum`` in canonical units
+  (``5.4 mg`` -> ``g``, [0.00535, 0.00545)).
 - number: ``lo``/``hi`` as for quantity.
 - uri: ``value`` the uri.
 - composite: ``value`` the components' canonical parts joined by ``$``: token

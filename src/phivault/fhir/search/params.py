@@ -143,6 +143,26 @@ def parse_token(code: str, raw: str) -> TokenValue:
     return TokenValue(system, value or None)
 
 
+def parse_of_type(code: str, raw: str) -> TokenValue:
+    """`:of-type` takes the Identifier's type and value, `system|code|value`, all three; the
+    index holds such identifiers with `system|code` of their type as the row's system."""
+    parts = split_escaped(raw, "|")
+    if len(parts) != 3 or not all(parts):
+        raise invalid(code, ":of-type takes type-system|type-code|value")
+    system, type_code, value = (unescape(p) for p in parts)
+    return TokenValue(f"{system}|{type_code}", value)
+
+
+def parse_valueset(code: str, raw: str) -> UriValue:
+    """`:in` / `:not-in` name a ValueSet by its canonical url (`url|version` allowed) or
+    as `ValueSet/id`."""
+    text = unescape(raw)
+    local = text.startswith("ValueSet/") and _ID.fullmatch(text[len("ValueSet/") :])
+    if not (local or text.startswith(("http://", "https://", "urn:"))):
+        raise invalid(code, ":in and :not-in take a ValueSet's url (or ValueSet/id)")
+    return UriValue(text)
+
+
 def parse_string(code: str, raw: str) -> StringValue:
     text = unescape(raw)
     if not normalize_string(text):
@@ -201,6 +221,10 @@ def parse_simple(
     if kind == "token":
         if modifier == "text":
             return parse_string(code, raw)
+        if modifier in ("in", "not-in"):
+            return parse_valueset(code, raw)
+        if modifier == "of-type":
+            return parse_of_type(code, raw)
         if code == "_id":
             return parse_id(code, raw)
         return parse_token(code, raw)

@@ -49,7 +49,7 @@ MAX_TOTAL_VALUES = 1000  # values of all parameters together (each becomes SQL p
 
 # Modifiers this server evaluates, by parameter type (CapabilityStatement lists these).
 MODIFIERS: dict[str, frozenset[str]] = {
-    "token": frozenset({"missing", "not", "text"}),
+    "token": frozenset({"missing", "not", "text", "in", "not-in", "of-type"}),
     "string": frozenset({"missing", "exact", "contains"}),
     "date": frozenset({"missing"}),
     "number": frozenset({"missing"}),
@@ -231,7 +231,7 @@ class _Parser:
 
     # -- result parameters ----------------------------------------------------------------------
     def p_count(self, name: str, raw: str) -> None:
-        if name != "_count" or not raw.isdigit() or len(raw) > 9:
+        if name != "_count" or not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
             raise invalid("_count", "must be a non-negative integer")
         self.count = min(int(raw), self.max_count)
 
