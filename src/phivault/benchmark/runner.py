@@ -51,6 +51,9 @@ class BenchConfig:
     pg_url: str | None = None
     work_dir: Path | None = None
     warmup: int = 100
+    # Scale runs: only the guarded server (no unguarded copy to load), for RSS and search
+    # latency at sizes where loading the clinic twice would take too long.
+    only_guarded: bool = False
 
     def count(self, row: str) -> int:
         """Requests per measurement of `row`."""
@@ -151,7 +154,10 @@ class BackendRun:
         targets = _targets(config)
         dirs: dict[str, DataDir] = {}
         try:
-            for side, guarded in ((GUARDED, True), (UNGUARDED, False)):
+            sides = (
+                ((GUARDED, True),) if config.only_guarded else ((GUARDED, True), (UNGUARDED, False))
+            )
+            for side, guarded in sides:
                 log(f"[{self.backend}] loading the demo clinic ({config.patients} patients), "
                     f"safeguards {side} ...")  # fmt: skip
                 dirs[side] = prepare(
@@ -163,9 +169,9 @@ class BackendRun:
             self.tokens = TokenSource(dirs[GUARDED])
             self.tokens.headers()
             self.servers[GUARDED] = start_phivault(dirs[GUARDED].data_dir, dirs[GUARDED].key_file)
-            self.servers[UNGUARDED] = start_unguarded(
-                dirs[UNGUARDED].data_dir, dirs[UNGUARDED].key_file
-            )
+            if UNGUARDED in dirs:
+                off = dirs[UNGUARDED]
+                self.servers[UNGUARDED] = start_unguarded(off.data_dir, off.key_file)
             if self.backend == "sqlite":
                 self.servers[CEILING] = start_ceiling(self.work / "ceiling.db")
                 # The ceiling's reads need rows: the first create batch gives them ids r0-*.
@@ -183,7 +189,7 @@ class BackendRun:
 
     def _rounds(self, targets: Targets) -> None:
         config = self.config
-        sides = [GUARDED, UNGUARDED]
+        sides = [side for side in (GUARDED, UNGUARDED) if side in self.servers]
         flip = 0
         for round_no in range(config.rounds):
             for row in ROWS:

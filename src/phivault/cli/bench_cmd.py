@@ -73,6 +73,11 @@ QUICK = {"patients": 60, "requests": 120, "concurrency": 8, "rounds": 1, "export
     help="Where bench.md and bench.json go.",
 )
 @click.option(
+    "--only-guarded",
+    is_flag=True,
+    help="Scale runs: measure only `phivault serve` (the clinic is loaded once).",
+)
+@click.option(
     "--work-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -90,6 +95,7 @@ def bench(
     quick: bool,
     components: str,
     out_dir: Path,
+    only_guarded: bool,
     work_dir: Path | None,
 ) -> None:
     """Measure phivault with every safeguard on and off, next to the bare ceiling."""
@@ -106,6 +112,7 @@ def bench(
     config = BenchConfig(
         patients=patients, requests=requests, concurrency=concurrency, rounds=rounds,
         exports=exports, backends=chosen, pg_url=pg_url, work_dir=work_dir,
+        only_guarded=only_guarded,
     )  # fmt: skip
     if quick:
         for name, value in QUICK.items():
