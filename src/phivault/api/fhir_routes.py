@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,6 +19,7 @@ from phivault.api.http import (
     read_resource,
     version_headers,
 )
+from phivault.audit.log import AuditLog, Deferred
 from phivault.config import Settings
 from phivault.errors import BadRequest, MethodNotAllowed
 from phivault.fhir.bundles import HistoryItem, history_bundle
@@ -30,6 +32,9 @@ class FhirRoutes:
     def __init__(self, service: Service, settings: Settings) -> None:
         self.service = service
         self.settings = settings
+        # A point read on SQLite (WAL: readers never wait for the writer) costs less than
+        # the hop to a worker thread; PostgreSQL reads wait on the network and the pool.
+        self._read_inline = service.store.backend == "sqlite"
 
     # -- helpers ------------------------------------------------------------------------
     def base_url(self, request: Request) -> str:
@@ -77,6 +82,30 @@ class FhirRoutes:
             )
         return fhir_json(v.body or b"", status=status, headers=headers)
 
+    async def _released(self, read: Callable[[], Version]) -> Version:
+        """Run a read, and hand its version over only once every audit entry it made
+        (the access, or the refusal) is durable: fail closed, as `AuditSink.record` is.
+
+        The wait is awaited here instead of blocking a worker thread per request; the
+        audit appender wakes every request of one group commit at once."""
+        audit = self.service.audit
+        if not isinstance(audit, AuditLog):
+            return await run_in_threadpool(read)
+
+        def run() -> tuple[Deferred, Version | None, Exception | None]:
+            with audit.deferred() as pending:
+                try:
+                    return pending, read(), None
+                except Exception as exc:  # answered only after its audit entry is durable
+                    return pending, None, exc
+
+        pending, version, error = run() if self._read_inline else await run_in_threadpool(run)
+        await pending.durable()
+        if error is not None:
+            raise error
+        assert version is not None
+        return version
+
     # -- interactions -------------------------------------------------------------------
     async def metadata(self, request: Request) -> Response:
         check_accept(request)
@@ -85,9 +114,8 @@ class FhirRoutes:
     async def read(self, request: Request) -> Response:
         check_accept(request)
         p = request.path_params
-        version = await run_in_threadpool(
-            self.service.read, self.context(request), p["rtype"], p["rid"]
-        )
+        ctx = self.context(request)
+        version = await self._released(lambda: self.service.read(ctx, p["rtype"], p["rid"]))
         return self._version_response(request, version)
 
     async def vread(self, request: Request) -> Response:
@@ -96,8 +124,10 @@ class FhirRoutes:
         vid = p["vid"]
         if not vid.isdigit():
             raise BadRequest("version ids are positive integers")
-        version = await run_in_threadpool(
-            self.service.vread, self.context(request), p["rtype"], p["rid"], int(vid)
+        ctx = self.context(request)
+        number = int(vid)
+        version = await self._released(
+            lambda: self.service.vread(ctx, p["rtype"], p["rid"], number)
         )
         return self._version_response(request, version)
 

@@ -6,16 +6,23 @@ Reads: the caller blocks until its entry is durable; a single appender thread co
 entries of all concurrent readers in one transaction (group commit), so one fsync covers
 many requests. If the log cannot be written, `record` raises AuditUnavailable and the
 service releases nothing (fail closed).
+An async server can take the wait off its worker threads: inside `AuditLog.deferred()`,
+`record` queues the entry and returns at once, and the scope's owner awaits
+`Deferred.durable()` before it releases anything (the appender then resolves every waiting
+coroutine of a group commit with one wake-up of the event loop).
 The same thread signs a checkpoint (signed tree head) once a second while the log grows,
 and once more on close, so that at most about a second of entries is ever unsigned.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from phivault.audit.checkpoint import CheckpointSigner, make_checkpoint, parse_checkpoint
 from phivault.audit.entry import (
@@ -39,6 +46,7 @@ from phivault.store.base import Store, WriteTx
 __all__ = [
     "ENTRY_FORMAT",
     "AuditLog",
+    "Deferred",
     "RightEdge",
     "append_entries",
     "encode_entry",
@@ -123,24 +131,83 @@ def append_entries(
 
 
 class _Batch:
-    """The entries of one group commit and, per entry, a lock its caller blocks on.
+    """The entries of one group commit and, per waiting caller, how to wake it.
 
-    A held lock per caller, released by the appender, rather than one shared Event:
-    waking hundreds of waiters of one Event makes them all queue again for its internal
-    lock, which costs more than the commit itself.
+    A held lock per blocked thread, released by the appender, rather than one shared
+    Event: waking hundreds of waiters of one Event makes them all queue again for its
+    internal lock, which costs more than the commit itself. Coroutines waiting on the
+    batch are resolved with one call per event loop.
     """
 
-    __slots__ = ("entries", "failed", "rows", "waiters")
+    __slots__ = ("done", "entries", "failed", "futures", "rows", "waiters")
 
     def __init__(self) -> None:
         self.entries: list[bytes] = []
         self.rows: list[AuditIndexRow] = []
         self.waiters: list[threading.Lock] = []
+        self.futures: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         self.failed = False
+        self.done = False
 
     def release(self) -> None:
+        """Wake every waiter; the caller has set `done` under the log's lock, so no
+        waiter registers after this list is read."""
         for waiter in self.waiters:
             waiter.release()
+        for loop, futures in self.futures.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, futures)
+            except RuntimeError:
+                pass  # the loop is closed: nobody is left to answer
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+class Deferred:
+    """Entries recorded inside `AuditLog.deferred()`: nothing they cover may be released
+    before `durable()` (or `wait()`) returned without raising."""
+
+    __slots__ = ("_batches", "_log")
+
+    def __init__(self, log: AuditLog) -> None:
+        self._log = log
+        self._batches: list[_Batch] = []
+
+    def add(self, batch: _Batch) -> None:
+        if not any(b is batch for b in self._batches):
+            self._batches.append(batch)
+
+    async def durable(self) -> None:
+        """Wait, without blocking the event loop, until every entry is committed; raise
+        AuditUnavailable if one failed or the wait timed out (fail closed)."""
+        loop = asyncio.get_running_loop()
+        pending: list[asyncio.Future[None]] = []
+        with self._log._lock:
+            for batch in self._batches:
+                if not batch.done:
+                    future: asyncio.Future[None] = loop.create_future()
+                    batch.futures.setdefault(loop, []).append(future)
+                    pending.append(future)
+        if pending:
+            try:
+                await asyncio.wait_for(asyncio.gather(*pending), DURABLE_TIMEOUT_S)
+            except TimeoutError:
+                raise AuditUnavailable() from None
+        self._check()
+
+    def wait(self) -> None:
+        """The blocking form of `durable` (for callers outside an event loop)."""
+        for batch in self._batches:
+            self._log._wait(batch)
+        self._check()
+
+    def _check(self) -> None:
+        if any(batch.failed for batch in self._batches):
+            raise AuditUnavailable()
 
 
 class AuditLog:
@@ -155,6 +222,7 @@ class AuditLog:
         checkpoint_interval: float = CHECKPOINT_INTERVAL_S,
     ) -> None:
         self.store = store
+        self.stamp = now  # the entry time source; the detection eval sets a simulated clock
         self.signer = signer
         self.seal = LogSeal.of(signer)
         self._pseudonymize = pseudonymize
@@ -168,6 +236,9 @@ class AuditLog:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._checkpointed_size = 0
+        self._deferred: contextvars.ContextVar[Deferred | None] = contextvars.ContextVar(
+            "phivault_audit_deferred", default=None
+        )
 
     def pseudonymize(self, compartment: str) -> str:
         """The keyed pseudonym the log uses for a patient compartment ("Patient/<id>")."""
@@ -175,7 +246,7 @@ class AuditLog:
 
     # -- recording --------------------------------------------------------------------------
     def record(self, event: AccessEvent, tx: WriteTx | None = None) -> None:
-        fields = entry_fields(event, now(), self._pseudonymize)
+        fields = entry_fields(event, self.stamp(), self._pseudonymize)
         entry, row = encode_fields(fields), index_row_of(fields)
         self._ensure_thread()
         if tx is not None:
@@ -186,22 +257,46 @@ class AuditLog:
             except Exception:
                 raise AuditUnavailable() from None
             return
-        durable = threading.Lock()
-        durable.acquire()
         with self._lock:
             if self._closed:
                 raise AuditUnavailable()
             batch = self._open
             batch.entries.append(entry)
             batch.rows.append(row)
-            batch.waiters.append(durable)
             if len(batch.entries) == 1:
                 self._wakeup.set()
             if len(batch.entries) >= self._expect:
                 self._filled.set()
+        deferred = self._deferred.get()
+        if deferred is not None:
+            deferred.add(batch)  # the scope's owner waits before releasing anything
+            return
+        self._wait(batch)
+        if batch.failed:
+            raise AuditUnavailable()
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[Deferred]:
+        """A scope in which `record` (without a transaction) queues the entry and returns
+        at once. Whoever opens it owns the fail-closed rule: await `durable()` (or call
+        `wait()`) and release nothing the entries cover before it returns."""
+        scope = Deferred(self)
+        token = self._deferred.set(scope)
+        try:
+            yield scope
+        finally:
+            self._deferred.reset(token)
+
+    def _wait(self, batch: _Batch) -> None:
+        durable = threading.Lock()
+        durable.acquire()
+        with self._lock:
+            if batch.done:
+                return
+            batch.waiters.append(durable)
         # Fail closed: no answer within the timeout is a refusal, even if the entry is
         # committed later (an entry for an access that did not happen is harmless).
-        if not durable.acquire(timeout=DURABLE_TIMEOUT_S) or batch.failed:
+        if not durable.acquire(timeout=DURABLE_TIMEOUT_S):
             raise AuditUnavailable()
 
     def _ensure_thread(self) -> None:
@@ -256,6 +351,8 @@ class AuditLog:
             self._edge.discard()
             log.error("audit append failed: %s", type(exc).__name__)
             batch.failed = True
+        with self._lock:
+            batch.done = True
         batch.release()
 
     # -- checkpoints ------------------------------------------------------------------------
