@@ -33,11 +33,7 @@ def patient(family: str, mrn: str, **extra: Any) -> dict[str, Any]:
 
 
 def matches(bundle: dict[str, Any], mode: str = "match") -> list[str]:
-    return [
-        e["resource"]["id"]
-        for e in bundle.get("entry", [])
-        if e["search"]["mode"] == mode
-    ]
+    return [e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == mode]
 
 
 def links(bundle: dict[str, Any]) -> dict[str, str]:
@@ -177,7 +173,14 @@ def test_hostile_parameters_get_a_clean_400(client: TestClient) -> None:
         assert posted.status_code == 400, (name, posted.text)
 
 
-ODD = ["family=%FF%FE", "_sort=-", "_sort=family,family", "name=%E2%80%AE", "_count=999999999", "given=%20%20x"]
+ODD = [
+    "family=%FF%FE",
+    "_sort=-",
+    "_sort=family,family",
+    "name=%E2%80%AE",
+    "_count=999999999",
+    "given=%20%20x",
+]
 
 
 def test_odd_but_harmless_input_is_never_a_server_error(client: TestClient) -> None:
@@ -200,7 +203,68 @@ def test_capability_statement_lists_the_real_search_parameters(client: TestClien
     assert "near" not in {p["name"] for p in resources["Location"]["searchParam"]}
 
 
-def test_search_is_audited_with_the_results(client: TestClient, vault: Vault, people: dict[str, str]) -> None:
+def test_search_is_audited_with_the_results(
+    client: TestClient, vault: Vault, people: dict[str, str]
+) -> None:
     before = vault.store.audit_size()
     client.get("/fhir/Patient", params={"family": "jones"})
     assert vault.store.audit_size() == before + 1
+
+
+# -- system-level search ----------------------------------------------------------------------
+
+
+def test_system_search_get_and_post(client: TestClient, people: dict[str, str]) -> None:
+    ids = ",".join(people.values())
+    got = client.get("/fhir", params={"_type": "Patient,Observation", "_id": ids, "_count": "2"})
+    assert got.status_code == 200, got.text
+    bundle = got.json()
+    assert bundle["type"] == "searchset" and bundle["total"] == 4
+    # Observation before Patient (type, then id); two per page
+    assert [e["resource"]["resourceType"] for e in bundle["entry"]] == ["Observation", "Patient"]
+    assert bundle["entry"][0]["fullUrl"] == f"http://testserver/fhir/Observation/{people['obs']}"
+    link = links(bundle)
+    assert local(link["self"]).startswith("/fhir?_type=Patient%2CObservation")
+    second = client.get(local(link["next"])).json()
+    assert len(second["entry"]) == 2 and "next" not in links(second)
+    seen = matches(bundle) + matches(second)
+    assert sorted(seen) == sorted(people.values())
+    posted = client.post("/fhir/_search", content=f"_type=Patient&_id={ids}", headers=FORM)
+    assert posted.status_code == 200
+    assert sorted(matches(posted.json())) == sorted(
+        people[k] for k in ("smith", "smithson", "jones")
+    )
+    assert client.get("/fhir?_type=Nope").status_code == 400
+    strict = client.get(
+        "/fhir?_type=Patient,Observation&family=x", headers={"prefer": "handling=strict"}
+    )
+    assert strict.status_code == 400
+
+
+def test_system_search_respects_the_callers_types(
+    client: TestClient, vault: Vault, people: dict[str, str]
+) -> None:
+    from phivault.access.runtime import AccessControl
+    from tests.conftest import system_token
+
+    access = AccessControl.for_service(vault.service, vault.keyring)
+    token = system_token(access, scope="system/Patient.rs", name="patients-only")
+    headers = {"authorization": f"Bearer {token}"}
+    ids = ",".join(people.values())
+    # asking for a type the caller may not search: 403, as at type level
+    assert (
+        client.get(f"/fhir?_type=Patient,Observation&_id={ids}", headers=headers).status_code == 403
+    )
+    # without _type: only the types the caller may search
+    found = client.get(f"/fhir?_id={ids}", headers=headers)
+    assert found.status_code == 200
+    assert {e["resource"]["resourceType"] for e in found.json()["entry"]} == {"Patient"}
+    assert found.json()["total"] == 3
+
+
+def test_capability_statement_declares_system_search(client: TestClient) -> None:
+    rest = client.get("/fhir/metadata").json()["rest"][0]
+    assert {"code": "search-system"} in rest["interaction"]
+    names = {p["name"] for p in rest["searchParam"]}
+    assert {"_id", "_lastUpdated", "_tag", "_profile", "_security"} <= names
+    assert "family" not in names and "code" not in names

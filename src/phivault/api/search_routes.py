@@ -1,6 +1,6 @@
-"""FHIR search over HTTP: GET /{type}?..., POST /{type}/_search, Patient compartment
-search GET /Patient/{id}/{type}?..., and the search-driven conditional delete
-DELETE /{type}?...
+"""FHIR search over HTTP: GET /{type}?..., POST /{type}/_search, system-level search
+GET /?_type=...&... and POST /_search, Patient compartment search
+GET /Patient/{id}/{type}?..., and the search-driven conditional delete DELETE /{type}?...
 
 `create_app` registers these before the generic `{rtype}/{rid}` routes. Type segments
 only match resource-type-shaped names (`{rtype:fhirtype}`), so `_history`, `metadata`,
@@ -77,6 +77,9 @@ class SearchRoutes:
     def routes(self) -> list[Route]:
         base = self.settings.base_path
         return [
+            Route(base, self.system_get, methods=["GET"]),
+            Route(f"{base}/", self.system_get, methods=["GET"]),
+            Route(f"{base}/_search", self.system_post, methods=["POST"]),
             Route(f"{base}/{{rtype:fhirtype}}/_search", self.search_post, methods=["POST"]),
             Route(
                 f"{base}/Patient/{{pid}}/{{ctype:fhirtype}}", self.compartment, methods=["GET"]
@@ -93,6 +96,19 @@ class SearchRoutes:
 
     async def search_post(self, request: Request) -> Response:
         check_accept(request)
+        pairs = await self._form_pairs(request)
+        return await self._run(request, request.path_params["rtype"], pairs, None)
+
+    async def system_get(self, request: Request) -> Response:
+        check_accept(request)
+        return await self._run_system(request, query_pairs(request.url.query))
+
+    async def system_post(self, request: Request) -> Response:
+        check_accept(request)
+        return await self._run_system(request, await self._form_pairs(request))
+
+    async def _form_pairs(self, request: Request) -> list[tuple[str, str]]:
+        """The query's pairs and the form body's, in that order."""
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype != _FORM:
             raise UnsupportedMediaType(f"_search takes {_FORM}")
@@ -105,8 +121,22 @@ class SearchRoutes:
             form = body.decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest("the form is not UTF-8") from None
-        pairs = query_pairs(request.url.query) + query_pairs(form)
-        return await self._run(request, request.path_params["rtype"], pairs, None)
+        return query_pairs(request.url.query) + query_pairs(form)
+
+    async def _run_system(self, request: Request, pairs: list[tuple[str, str]]) -> Response:
+        base = self.fhir.base_url(request)
+        strict = handling_strict(request)
+        result = await run_in_threadpool(
+            lambda: self.service.search_system(
+                self.fhir.context(request),
+                pairs,
+                strict=strict,
+                default_count=self.settings.default_page_size,
+                max_count=self.settings.max_page_size,
+                base_url=base,
+            )
+        )
+        return fhir_json(searchset(base, base, result))
 
     async def compartment(self, request: Request) -> Response:
         check_accept(request)

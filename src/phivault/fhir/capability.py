@@ -46,12 +46,23 @@ _PREFIXES = "prefixes eq ne gt lt ge le sa eb ap"
 _SEARCH_DOC = (
     "Search: OR with commas, AND by repeating a parameter; chained parameters and _has one "
     "level deep; _include/_revinclude (with :iterate); _sort, _count, _summary, _elements, "
-    "_total; paging by opaque cursors. Unknown parameters are ignored and reported unless "
-    "Prefer: handling=strict. Identifying parameters of Patient, RelatedPerson, Practitioner "
-    "and Person (names, identifiers, telecom, address, birth and death dates) are encrypted "
-    "blind indexes: they support starts-with, :exact, :missing and token equality, and "
-    "refuse :contains, :text, date ranges and sorting."
+    "_total; system-level search across _type with the parameters common to the types; "
+    "token :in/:not-in against ValueSets stored here, :of-type on identifiers; quantities "
+    "compared across UCUM units; paging by opaque cursors. Unknown parameters are ignored "
+    "and reported unless Prefer: handling=strict. Identifying parameters of Patient, "
+    "RelatedPerson, Practitioner and Person (names, identifiers, telecom, address, birth "
+    "and death dates) are encrypted blind indexes: they support starts-with, :exact, "
+    ":missing and token equality, and refuse :contains, :text, date ranges and sorting."
 )
+
+
+def _common_params() -> list[dict[str, Any]]:
+    """System-level search: the parameters every resource type has."""
+    types = sorted(STORABLE_TYPES)
+    shared = set(default_registry().params_for(types[0]))
+    for rtype in types[1:]:
+        shared &= set(default_registry().params_for(rtype))
+    return [p for p in _search_params(types[0]) if p["name"] in shared]
 
 
 def _search_params(rtype: str) -> list[dict[str, Any]]:
@@ -140,7 +151,9 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                     {"code": "transaction"},
                     {"code": "batch"},
                     {"code": "history-system"},
+                    {"code": "search-system"},
                 ],
+                "searchParam": _common_params(),
                 "operation": [
                     {"name": "export", "definition": f"{_BULK}/OperationDefinition/export"}
                 ],

@@ -37,7 +37,7 @@ from phivault.fhir import resources as fhir_types
 from phivault.fhir.conditions import Condition, parse_condition
 from phivault.fhir.indexing import IndexPolicy, index_rows, last_updated_rows, patient_compartment
 from phivault.fhir.validation import validate_resource
-from phivault.service import authorize, conditional, history_view
+from phivault.service import access_guard, authorize, conditional, history_view
 from phivault.service.audited import audits_failure, check_writable
 from phivault.service.patch import patch_resource
 from phivault.service.records import Context as Context
@@ -47,6 +47,7 @@ from phivault.service.records import Prepared as Prepared
 from phivault.service.records import Version as Version
 from phivault.service.records import WriteResult as WriteResult
 from phivault.service.search import Searcher, SearchResult
+from phivault.service.search_system import SystemSearch
 from phivault.store.base import HistoryQuery, NewVersion, Store, VersionRecord, WriteTx
 from phivault.types import Resource
 
@@ -96,6 +97,8 @@ class Service:
             self._audit_failure(ctx, action, rtype, rid, NotFound())
             raise NotFound(f"{rtype}/{rid} is not known")
         if record.deleted:
+            # A deleted record of a hidden patient answers like one never created.
+            authorize.instance(self, ctx, action, rtype, rid, record.compartment, None)
             self._audit_failure(ctx, action, rtype, rid, Gone())
             raise Gone(f"{rtype}/{rid} was deleted")
         try:
@@ -160,11 +163,14 @@ class Service:
         )
         return HistoryPage(items=items, total=total, next_cursor=next_cursor)
 
-    def search_ids(self, rtype: str, condition: Condition) -> list[str]:
+    def search_ids(self, rtype: str, condition: Condition, ctx: Context | None = None) -> list[str]:
         """Ids of live resources matching a condition (conditional create/update/patch):
-        the search engine, strict, stopping at MAX_CONDITION_MATCHES."""
+        the search engine, strict, stopping at MAX_CONDITION_MATCHES. With `ctx`, only
+        what that caller may see matches (service/conditional.py explains why)."""
         fhir_types.check_type(rtype)
-        return self.searcher.find_ids(rtype, condition.request, MAX_CONDITION_MATCHES)
+        if ctx is not None:
+            access_guard.require_type(self, ctx, "search", rtype)
+        return self.searcher.find_ids(rtype, condition.request, MAX_CONDITION_MATCHES, ctx=ctx)
 
     @overload
     def search(
@@ -223,6 +229,26 @@ class Service:
             max_count=max_count,
             base_url=base_url,
             compartment=compartment,
+        )
+
+    def search_system(
+        self,
+        ctx: Context,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        strict: bool = False,
+        default_count: int = 50,
+        max_count: int = 1000,
+        base_url: str | None = None,
+    ) -> SearchResult:
+        """Search across types: `GET [base]?_type=...` (service/search_system.py)."""
+        return SystemSearch(self.searcher).search(
+            ctx,
+            pairs,
+            strict=strict,
+            default_count=default_count,
+            max_count=max_count,
+            base_url=base_url,
         )
 
     # -- writes -------------------------------------------------------------------------
@@ -309,7 +335,7 @@ class Service:
         self, ctx: Context, rtype: str, query: str, operations: object, *, if_match: int | None
     ) -> WriteResult:
         fhir_types.check_type(rtype)
-        found = self.search_ids(rtype, parse_condition(rtype, query))
+        found = self.search_ids(rtype, parse_condition(rtype, query), ctx)
         if not found:
             raise NotFound("the condition matched no resource")
         if len(found) > 1:

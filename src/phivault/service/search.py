@@ -178,37 +178,17 @@ class Searcher:
         search_access.check_type(access, self.audit, ctx, "search", rtype)
         if compartment is not None:
             search_access.check_compartment(access, self.audit, ctx, rtype, compartment)
-
-        def inner(inner_type: str) -> tuple[Term, ...]:
-            return self.inner_terms(ctx, inner_type)
-
-        planner = Planner(self.policy, self.registry, self._resolve, base_url, inner, self.expand)
-        plan = planner.plan(rtype, request.filters)
-        seen = self.visibility(ctx, rtype)
-        terms = plan.terms + (seen.candidates if seen is not None else ())
-        keep = _keeper(plan.rechecks, seen.keep if seen is not None else None)
-        if compartment is not None:
-            self._check_patient(compartment)
-            terms += (planner.compartment(rtype, compartment),)
-        sort = planner.sort(rtype, request.sort)
-        after, backward = decode_cursor(request.cursor, sort)
+        spec, keep = self.prepare(ctx, request, base_url, compartment)
+        after, backward = decode_cursor(request.cursor, spec.sort)
         count = request.count if request.count is not None else default_count
         if request.summary == "count":
             count = 0
-        spec = SearchSpec(rtype, terms, sort, limit=count, after=after, backward=backward)
+        spec = replace(spec, limit=count, after=after, backward=backward)
         page = self._page(spec, keep)
         total = self._total(request, spec, keep, page)
         warnings = [f"{i.reason}: {i.name}" for i in request.ignored]
         matches = [_entry(f.row.record, f.body) for f in page.found]
-
-        def open_visible(records: list[VersionRecord]) -> list[Entry]:
-            return self.visible_entries(ctx, self._entries(records))
-
-        included = search_include.collect(self.store, request, matches, open_visible, warnings)
-        if request.summary or request.elements:
-            matches = [_shaped(e, request.summary, request.elements) for e in matches]
-            if request.summary in ("true", "text", "data"):
-                included = [_shaped(e, request.summary, ()) for e in included]
+        matches, included = self.finish(ctx, request, matches, warnings)
         next_cursor, previous_cursor = _cursors(page, spec)
         result = SearchResult(
             request=request,
@@ -233,15 +213,68 @@ class Searcher:
         )
         return result
 
+    def prepare(
+        self,
+        ctx: Context,
+        request: SearchRequest,
+        base_url: str | None = None,
+        compartment: str | None = None,
+    ) -> tuple[SearchSpec, Keep | None]:
+        """The store predicates and sort of a parsed search, narrowed to what `ctx` may
+        see, and the check of each decrypted candidate (None: the predicates are exact).
+        The type-level check is the caller's."""
+        rtype = request.rtype
+
+        def inner(inner_type: str) -> tuple[Term, ...]:
+            return self.inner_terms(ctx, inner_type)
+
+        planner = Planner(self.policy, self.registry, self._resolve, base_url, inner, self.expand)
+        plan = planner.plan(rtype, request.filters)
+        seen = self.visibility(ctx, rtype)
+        terms = plan.terms + (seen.candidates if seen is not None else ())
+        keep = _keeper(plan.rechecks, seen.keep if seen is not None else None)
+        if compartment is not None:
+            self._check_patient(compartment)
+            terms += (planner.compartment(rtype, compartment),)
+        return SearchSpec(rtype, terms, planner.sort(rtype, request.sort)), keep
+
+    def finish(
+        self, ctx: Context, request: SearchRequest, matches: list[Entry], warnings: list[str]
+    ) -> tuple[list[Entry], list[Entry]]:
+        """_include / _revinclude (what `ctx` may read), then _summary / _elements:
+        (matches, included)."""
+
+        def open_visible(records: list[VersionRecord]) -> list[Entry]:
+            return self.visible_entries(ctx, self._entries(records))
+
+        included = search_include.collect(self.store, request, matches, open_visible, warnings)
+        if request.summary or request.elements:
+            matches = [_shaped(e, request.summary, request.elements) for e in matches]
+            if request.summary in ("true", "text", "data"):
+                included = [_shaped(e, request.summary, ()) for e in included]
+        return matches, included
+
     def find_ids(
-        self, rtype: str, request: SearchRequest, limit: int, view: ReadView | None = None
+        self,
+        rtype: str,
+        request: SearchRequest,
+        limit: int,
+        view: ReadView | None = None,
+        ctx: Context | None = None,
     ) -> list[str]:
         """Ids of the first `limit` live matches (conditional interactions), read through
-        `view` (a write transaction, so that the match and the write are one step)."""
+        `view` (a write transaction, so that the match and the write are one step). With
+        `ctx`, only what that caller may see can match (the same predicates as its
+        searches), so a conditional interaction never reveals a hidden record."""
         planner = Planner(self.policy, self.registry, self._resolve, expand=self.expand)
+        if ctx is not None:
+            caller = ctx
+            planner.inner = lambda inner_type: self.inner_terms(caller, inner_type)
         plan = planner.plan(rtype, request.filters)
-        spec = SearchSpec(rtype, plan.terms, limit=limit)
-        page = self._page(spec, _keeper(plan.rechecks), view)
+        seen = self.visibility(ctx, rtype) if ctx is not None else None
+        terms = plan.terms + (seen.candidates if seen is not None else ())
+        keep = _keeper(plan.rechecks, seen.keep if seen is not None else None)
+        page = self._page(SearchSpec(rtype, terms, limit=limit), keep, view)
         return [f.row.record.rid for f in page.found]
 
     def audit_terms(self, used: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
