@@ -84,6 +84,13 @@ class NotFound(PhivaultError):
     default_message = "resource not found"
 
 
+class Hidden(NotFound):
+    """An access the policy refuses at instance level (no care relationship, outside the
+    launch patient, a Consent): answered exactly like a resource that does not exist
+    (same status, code and message), so the refusal never confirms that a record exists.
+    Audited where it is raised (service/authorize.py, service/access_guard.py)."""
+
+
 class Gone(PhivaultError):
     http_status = 410
     issue_code = "deleted"

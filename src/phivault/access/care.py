@@ -3,8 +3,11 @@
 A clinical user has a care relationship with a patient through an active CareTeam that
 lists them, an Encounter they took part in, or an Appointment with them within a window
 around now. Facts are read from the patient's compartment (bodies decrypted through the
-caller's opener) and cached briefly per patient: a revoked membership may still count for
-up to `ttl` seconds.
+caller's opener) and cached per patient. The cache is emptied (`forget`) whenever the
+store's care epoch moves (AccessControl.refresh, before every request): a trigger bumps it
+in every transaction that writes an Appointment, CareTeam, Consent or Encounter, so a
+removed membership or a revoked Consent counts no longer from the next request on, in
+every process. `ttl` only bounds how long the appointment window's "now" may lag.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ class StoreCareFacts:
         view: ReadView,
         opener: Opener,
         *,
-        ttl: float = 10.0,
+        ttl: float = 60.0,
         max_patients: int = 4096,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -101,6 +104,9 @@ class StoreCareFacts:
         # Search-wide facts, cached for `ttl` like the per-patient ones.
         self._related: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
         self._consented: tuple[float, frozenset[str]] | None = None
+        # Bumped by every `forget`: a load that began before it is not cached (it may
+        # hold facts older than the write that caused the forget).
+        self._generation = 0
 
     def facts(self, compartment: str) -> PatientFacts:
         now = self._clock()
@@ -108,16 +114,19 @@ class StoreCareFacts:
             hit = self._cache.get(compartment)
             if hit is not None and now - hit[0] < self._ttl:
                 return hit[1]
+            generation = self._generation
         found = facts_from(self._load(compartment))
         with self._lock:
-            self._cache[compartment] = (now, found)
-            self._cache.move_to_end(compartment)
-            while len(self._cache) > self._max:
-                self._cache.popitem(last=False)
+            if generation == self._generation:
+                self._cache[compartment] = (now, found)
+                self._cache.move_to_end(compartment)
+                while len(self._cache) > self._max:
+                    self._cache.popitem(last=False)
         return found
 
     def forget(self, compartment: str | None = None) -> None:
         with self._lock:
+            self._generation += 1
             self._related.clear()
             self._consented = None
             if compartment is None:
@@ -134,6 +143,7 @@ class StoreCareFacts:
             hit = self._related.get(who)
             if hit is not None and tick - hit[0] < self._ttl:
                 return hit[1]
+            generation = self._generation
         rtype, _, rid = who.partition("/")
         by_compartment: dict[str, list[Resource]] = {}
         for source in RELATION_TYPES:
@@ -150,10 +160,11 @@ class StoreCareFacts:
             c for c, res in by_compartment.items() if facts_from(res).related(who, now, window)
         )
         with self._lock:
-            self._related[who] = (tick, found)
-            self._related.move_to_end(who)
-            while len(self._related) > self._max:
-                self._related.popitem(last=False)
+            if generation == self._generation:
+                self._related[who] = (tick, found)
+                self._related.move_to_end(who)
+                while len(self._related) > self._max:
+                    self._related.popitem(last=False)
         return found
 
     def consent_compartments(self) -> frozenset[str]:
@@ -162,6 +173,7 @@ class StoreCareFacts:
         with self._lock:
             if self._consented is not None and tick - self._consented[0] < self._ttl:
                 return self._consented[1]
+            generation = self._generation
         found: set[str] = set()
         spec = SearchSpec("Consent", (), limit=_BATCH)
         while True:
@@ -172,7 +184,8 @@ class StoreCareFacts:
             spec = SearchSpec("Consent", (), limit=_BATCH, after=page.rows[-1].key)
         result = frozenset(found)
         with self._lock:
-            self._consented = (tick, result)
+            if generation == self._generation:
+                self._consented = (tick, result)
         return result
 
     def _parse(self, record: VersionRecord) -> Resource | None:

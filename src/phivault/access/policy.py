@@ -256,6 +256,33 @@ class Policy:
                 return Decision.HIDE
         return Decision.ALLOW
 
+    def why(self, ctx: HasPrincipal, interaction: str, target: Target) -> str:
+        """The reason a refused access was refused, for its audit entry: "scope" (no
+        granted scope covers it), "role" (the role may never do it), "patient-context"
+        (outside the token's launch patient), "care-relationship" or "consent"."""
+        principal = ctx.principal
+        if principal is None:
+            return ""
+        scopes = [s for s in principal.scopes if s.allows(target.rtype, interaction)]
+        if interaction not in INTERACTIONS or not scopes:
+            return "scope"
+        if self.decide_type(principal, interaction, target.rtype) is Decision.DENY:
+            return "role"
+        compartment = target.compartment
+        if compartment is None:
+            return ""
+        if all(s.context == PATIENT for s in scopes) and (
+            principal.patient is None or compartment != f"Patient/{principal.patient}"
+        ):
+            return "patient-context"
+        now = self.clock()
+        emergency = principal.is_clinical and principal.break_glass_active(now)
+        if principal.kind != SYSTEM and not emergency:
+            rtype = target.rtype
+            if not self._role_allows_patient(principal, interaction, rtype, compartment, now):
+                return "care-relationship"
+        return "consent"
+
     def _role_allows_patient(
         self, principal: Principal, interaction: str, rtype: str, compartment: str, now: float
     ) -> bool:
@@ -322,6 +349,9 @@ class AllowAll:
     def check(self, ctx: HasPrincipal, interaction: str, target: Target) -> None:
         return None
 
+    def why(self, ctx: HasPrincipal, interaction: str, target: Target) -> str:
+        return ""
+
     def filter(
         self,
         ctx: HasPrincipal,
@@ -340,6 +370,8 @@ class AccessPolicy(Protocol):
     def decide(self, ctx: HasPrincipal, interaction: str, target: Target) -> Decision: ...
 
     def check(self, ctx: HasPrincipal, interaction: str, target: Target) -> None: ...
+
+    def why(self, ctx: HasPrincipal, interaction: str, target: Target) -> str: ...
 
     def filter(
         self,

@@ -4,13 +4,18 @@ clients, token signing and the policy. Built once per process (`AccessControl.cr
 Tokens name this installation, not a URL: `iss` is `urn:phivault:<key id>` and `aud`
 that plus `:fhir`, so they verify in every worker and behind any proxy, and a token from
 another installation (another key) never does.
+
+Caches (verified tokens, care relationships, consents) are checked against the store's
+access epochs once per request (`refresh`): a write that changes an access decision, in
+any process, empties them before the next request is decided.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from phivault.access.care import Opener, StoreCareFacts
@@ -20,7 +25,8 @@ from phivault.access.login import Authenticator
 from phivault.access.policy import Policy, PolicySettings
 from phivault.access.principal import SYSTEM, USER, Principal
 from phivault.access.scopes import parse_scopes
-from phivault.access.sessions import SessionManager, SessionPolicy
+from phivault.access.sessions import TOUCH_EVERY, SessionManager, SessionPolicy
+from phivault.access.token_cache import CachedPrincipal, TokenCache
 from phivault.access.tokens import TokenSigner
 from phivault.access.users import UserDirectory
 from phivault.audit.events import AuditSink
@@ -55,7 +61,11 @@ class AccessControl:
     signer: TokenSigner
     policy: Policy
     audit: AuditSink
+    care: StoreCareFacts
     clock: Callable[[], float] = time.time
+    tokens: TokenCache = field(default_factory=TokenCache)
+    _epochs: dict[str, int] | None = field(default=None, repr=False)
+    _epoch_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def create(
@@ -75,6 +85,7 @@ class AccessControl:
         users = UserDirectory(access_store, keys)
         view: ReadView = store
         issuer = f"urn:phivault:{keys.key_id}"
+        care = StoreCareFacts(view, opener)
         return cls(
             store=access_store,
             keys=keys,
@@ -88,8 +99,9 @@ class AccessControl:
                 lifetime=token_lifetime,
                 clock=clock,
             ),
-            policy=Policy(StoreCareFacts(view, opener), policy_settings, clock=clock),
+            policy=Policy(care, policy_settings, clock=clock),
             audit=audit,
+            care=care,
             clock=clock,
         )
 
@@ -102,10 +114,38 @@ class AccessControl:
 
         return cls.create(service.store, keyring, service.audit, opener, **options)
 
+    # -- caches ----------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Empty the caches whose store epoch moved since the last look (one small read).
+        Called before every request is decided; see the module docstring."""
+        seen = self.store.epochs()
+        with self._epoch_lock:
+            before, self._epochs = self._epochs, seen
+        if before is None or before.get("care") != seen.get("care"):
+            self.care.forget()
+        if before is None or before.get("auth") != seen.get("auth"):
+            self.tokens.clear()
+
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a token verified before, if still valid (no signature check,
+        no session read); None: call `authenticate`."""
+        self.refresh()
+        return self.tokens.get(token, self.clock())
+
+    def authenticate(self, token: str) -> Principal:
+        """Refresh the caches, then the principal of `token` (cached, or checked in full)."""
+        self.refresh()
+        return self.tokens.get(token, self.clock()) or self.principal(token)
+
+    # -- tokens ------------------------------------------------------------------------------------
     def principal(self, token: str) -> Principal:
         """The caller a bearer token stands for, checked against the live session, user
-        and client (a revoked session, disabled user or disabled client stops at once)."""
+        and client (a revoked session, disabled user or disabled client stops at once).
+        The result is cached for the token's lifetime (access/token_cache.py)."""
+        generation = self.tokens.generation  # before any read: see TokenCache.put
+        now = self.clock()
         claims = self.signer.verify(token)
+        exp = float(claims["exp"])
         scopes, _ = parse_scopes(str(claims.get("scope", "")))
         client_id = claims.get("client_id")
         if client_id is not None and not isinstance(client_id, str):
@@ -116,13 +156,15 @@ class AccessControl:
                 raise InvalidToken()
             if any(s.context != SYSTEM for s in scopes):
                 raise InvalidToken()
-            return Principal(
+            system = Principal(
                 subject=client.client_id,
                 kind=SYSTEM,
                 scopes=scopes,
                 client_id=client.client_id,
                 token_id=str(claims["jti"]),
             )
+            self.tokens.put(token, CachedPrincipal(system, exp, None), generation)
+            return system
         sid = claims.get("sid")
         if not isinstance(sid, str):
             raise InvalidToken()
@@ -132,7 +174,7 @@ class AccessControl:
             raise InvalidToken()
         if any(s.context == SYSTEM for s in scopes):
             raise InvalidToken()  # a user token never carries system scopes
-        return Principal(
+        person = Principal(
             subject=user.user_id,
             kind=USER,
             roles=user.roles,
@@ -144,6 +186,11 @@ class AccessControl:
             break_glass_until=session.break_glass_until,
             token_id=str(claims["jti"]),
         )
+        # sessions.check recorded the request as last_seen if the old one was stale.
+        touched = now if now - session.last_seen >= TOUCH_EVERY else session.last_seen
+        entry = CachedPrincipal(person, min(exp, session.expires), touched)
+        self.tokens.put(token, entry, generation)
+        return person
 
     def purpose(self, principal: Principal) -> str | None:
         if principal.kind == SYSTEM:

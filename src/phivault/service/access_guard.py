@@ -1,24 +1,120 @@
 """The access policy on the paths that reach the store below the service's public
-methods: batch/transaction entries, PATCH, $everything and $export.
+methods: batch/transaction entries, PATCH, conditional matching, $everything and $export;
+and the one place refusals become audit entries.
 
 Same answers as everywhere else: a type-level refusal is 403 (it reveals nothing about
-stored data); an instance-level refusal ("hide") is answered exactly like a resource
-that does not exist, and hidden resources are left out of pages before they are cut.
-Without a principal (trusted in-process callers, or access control off) everything is
-allowed, as the policy itself decides.
+stored data) and is decided before any lookup; an instance-level refusal ("hide") is
+answered exactly like a resource that does not exist (`Hidden`, a NotFound with the same
+message), and hidden resources are left out of pages before they are cut. Without a
+principal (trusted in-process callers, or access control off) everything is allowed, as
+the policy itself decides.
+
+Every refusal is audited: who (actor, client, purpose), what (interaction, type, id,
+patient compartment) and why (`reason`: scope, role, patient-context, care-relationship
+or consent). A refusal decided inside a write transaction is recorded once that
+transaction has ended (`deferred_refusals`): it would be rolled back with it otherwise,
+and the log's own appender cannot commit while the transaction holds the writer.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from phivault.access.policy import Decision, Target
-from phivault.errors import Forbidden, NotFound
+from phivault.audit.events import MINOR_FAILURE, AccessEvent, AuditSink
+from phivault.errors import Forbidden, Hidden
 from phivault.fhir import json as fhir_json
 from phivault.types import Resource
 
 if TYPE_CHECKING:
     from phivault.service.core import Context, Service
+
+_pending = threading.local()
+
+
+def refusal_event(
+    ctx: Context,
+    action: str,
+    rtype: str | None,
+    rid: str | None,
+    compartment: str | None,
+    reason: str,
+    decision: Decision = Decision.DENY,
+) -> AccessEvent:
+    """The audit entry of one refused access (outcome 4, detail "Forbidden")."""
+    extra = {"decision": decision.value}
+    if reason:
+        extra["reason"] = reason
+    return AccessEvent(
+        action=action,
+        outcome=MINOR_FAILURE,
+        actor=ctx.actor,
+        client=ctx.client,
+        purpose=ctx.purpose,
+        rtype=rtype,
+        rid=rid,
+        compartment=compartment,
+        detail="Forbidden",
+        extra=extra,
+    )
+
+
+def record_refusal(audit: AuditSink, event: AccessEvent) -> None:
+    """Record now, or when the enclosing `deferred_refusals` block ends."""
+    pending: list[AccessEvent] | None = getattr(_pending, "events", None)
+    if pending is not None:
+        pending.append(event)
+    else:
+        audit.record(event)
+
+
+@contextmanager
+def deferred_refusals(service: Service) -> Iterator[None]:
+    """Wrap a write transaction: refusals decided inside it are recorded after it ends
+    (committed or rolled back). Nested blocks join the outermost one."""
+    if getattr(_pending, "events", None) is not None:
+        yield
+        return
+    events: list[AccessEvent] = []
+    _pending.events = events
+    try:
+        yield
+    finally:
+        _pending.events = None
+        for event in events:
+            service.audit.record(event)
+
+
+def refuse(
+    service: Service,
+    ctx: Context,
+    interaction: str,
+    decision: Decision,
+    target: Target,
+) -> Forbidden | Hidden:
+    """Audit one refusal and return the error that answers it."""
+    reason = service.policy.why(ctx, interaction, target)
+    event = refusal_event(
+        ctx, interaction, target.rtype, target.rid, target.compartment, reason, decision
+    )
+    record_refusal(service.audit, event)
+    if decision is Decision.DENY:
+        return Forbidden()
+    rid = target.rid
+    return Hidden(f"{target.rtype}/{rid} is not known" if rid else "resource not found")
+
+
+def require_type(service: Service, ctx: Context, interaction: str, rtype: str) -> None:
+    """Type-level, before any lookup: may this caller ever do `interaction` on `rtype`?
+    403 (audited) otherwise, whether or not any such record exists."""
+    if ctx.principal is None:
+        return
+    if service.policy.decide_type(ctx.principal, interaction, rtype) is Decision.ALLOW:
+        return
+    raise refuse(service, ctx, interaction, Decision.DENY, Target(rtype))
 
 
 def require(
@@ -30,15 +126,36 @@ def require(
     compartment: str | None,
     resource: Resource | None = None,
 ) -> None:
-    """Raise Forbidden (type-level) or NotFound (hidden) unless allowed."""
+    """Raise Forbidden (type-level) or Hidden (instance-level) unless allowed; audited."""
     if ctx.principal is None:
         return
     target = Target(rtype, rid, compartment, resource)
     decision = service.policy.decide(ctx, interaction, target)
-    if decision is Decision.DENY:
-        raise Forbidden()
-    if decision is Decision.HIDE:
-        raise NotFound(f"{rtype}/{rid} is not known" if rid else "not found")
+    if decision is not Decision.ALLOW:
+        raise refuse(service, ctx, interaction, decision, target)
+
+
+def hidden(
+    service: Service,
+    ctx: Context,
+    interaction: str,
+    rtype: str,
+    rid: str | None,
+    compartment: str | None,
+    resource: Resource | None = None,
+) -> bool:
+    """True when the policy hides this resource from the caller (audited), so the caller
+    must carry on exactly as if it did not exist; Forbidden for a type-level refusal."""
+    if ctx.principal is None:
+        return False
+    target = Target(rtype, rid, compartment, resource)
+    decision = service.policy.decide(ctx, interaction, target)
+    if decision is Decision.ALLOW:
+        return False
+    error = refuse(service, ctx, interaction, decision, target)
+    if isinstance(error, Forbidden):
+        raise error
+    return True
 
 
 def visible(

@@ -2,10 +2,11 @@
 answers refusals so that they reveal nothing.
 
 A type-level refusal (Decision.DENY) is a 403 Forbidden: it depends only on who asks and
-the resource type. An instance-level refusal (Decision.HIDE) is answered exactly like a
-missing resource (404 with the same message), so that a patient-scoped token or a
-snooping user cannot learn whether a record exists. Both are audited with outcome 4 and
-detail "Forbidden".
+the resource type, and is decided before any lookup. An instance-level refusal
+(Decision.HIDE) is answered exactly like a missing resource (`Hidden`: 404 with the same
+message), so that a patient-scoped token or a snooping user cannot learn whether a record
+exists, deleted records included. Both are audited with outcome 4, detail "Forbidden" and
+the policy's reason (service/access_guard.py).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import TYPE_CHECKING
 import orjson
 
 from phivault.access.policy import Decision, Target
-from phivault.audit.events import MINOR_FAILURE, AccessEvent
-from phivault.errors import Forbidden, NotFound
+from phivault.errors import Forbidden
 from phivault.fhir.indexing import patient_compartment
+from phivault.service.access_guard import record_refusal, refusal_event, refuse
 from phivault.store.base import VersionRecord
 from phivault.types import Resource
 
@@ -45,29 +46,6 @@ def interaction_of(action: str, rtype: str | None, rid: str | None) -> str:
     return INTERACTION.get(action, action)
 
 
-def _refuse(
-    service: Service,
-    ctx: Context,
-    action: str,
-    rtype: str | None,
-    rid: str | None,
-    compartment: str | None = None,
-) -> None:
-    service.audit.record(
-        AccessEvent(
-            action=action,
-            outcome=MINOR_FAILURE,
-            actor=ctx.actor,
-            client=ctx.client,
-            purpose=ctx.purpose,
-            rtype=rtype,
-            rid=rid,
-            compartment=compartment,
-            detail="Forbidden",
-        )
-    )
-
-
 def type_level(
     service: Service, ctx: Context, action: str, rtype: str | None, rid: str | None = None
 ) -> None:
@@ -78,7 +56,8 @@ def type_level(
     types = [rtype] if rtype is not None else ["*"]
     for name in types:
         if service.policy.decide_type(ctx.principal, interaction, name) is not Decision.ALLOW:
-            _refuse(service, ctx, action, rtype, rid)
+            reason = service.policy.why(ctx, interaction, Target(name, rid))
+            record_refusal(service.audit, refusal_event(ctx, action, rtype, rid, None, reason))
             raise Forbidden()
 
 
@@ -95,13 +74,10 @@ def instance(
     if ctx.principal is None:
         return
     target = Target(rtype, rid, compartment, _parsed(resource))
-    decision = service.policy.decide(ctx, interaction_of(action, rtype, rid), target)
-    if decision is Decision.ALLOW:
-        return
-    _refuse(service, ctx, action, rtype, rid, compartment)
-    if decision is Decision.DENY:
-        raise Forbidden()
-    raise NotFound(f"{rtype}/{rid} is not known" if rid else "resource not found")
+    interaction = interaction_of(action, rtype, rid)
+    decision = service.policy.decide(ctx, interaction, target)
+    if decision is not Decision.ALLOW:
+        raise refuse(service, ctx, interaction, decision, target)
 
 
 def visible(
@@ -144,14 +120,16 @@ def writable(
 ) -> None:
     """Before a write: the caller may write this type, the version it replaces (if any)
     and the version it would store (a write must not move a record into, or out of, a
-    patient the caller may not touch)."""
+    patient the caller may not touch). A deleted record of a hidden patient is hidden
+    too (decided on its compartment alone), so deleting or updating it answers exactly
+    like an id that was never used."""
     if ctx.principal is None:
         return
     type_level(service, ctx, action, rtype, rid)
     if rid is not None:
         current = service.store.current(rtype, rid)
-        if current is not None and not current.deleted:
-            body = service._open(current).body
+        if current is not None:
+            body = None if current.deleted else service._open(current).body
             instance(service, ctx, action, rtype, rid, current.compartment, body)
     if resource is not None:
         stored = {**resource, "id": rid or "new"} if rtype == "Patient" else resource

@@ -17,14 +17,17 @@ from phivault.fhir.conditions import parse_condition
 from phivault.fhir.resources import check_type
 
 if TYPE_CHECKING:
-    from phivault.service.core import Service
+    from phivault.service.core import Context, Service
 
 Resolve = Callable[[str, str], "str | None"]
 
 
 class ReferenceResolver:
-    def __init__(self, service: Service, aliases: dict[str, str]) -> None:
+    def __init__(
+        self, service: Service, aliases: dict[str, str], ctx: Context | None = None
+    ) -> None:
         self._service = service
+        self._ctx = ctx  # a conditional reference matches only what this caller may see
         self._aliases = aliases  # fullUrl -> "Type/id"
         self._conditional: dict[str, str] = {}
 
@@ -45,7 +48,7 @@ class ReferenceResolver:
             return known
         rtype, query = condition
         check_type(rtype)
-        found = self._service.search_ids(rtype, parse_condition(rtype, query))
+        found = self._service.search_ids(rtype, parse_condition(rtype, query), self._ctx)
         if not found:
             raise UnresolvedReference(expression=[where])
         if len(found) > 1:

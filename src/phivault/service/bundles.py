@@ -44,7 +44,7 @@ from phivault.fhir.patch import parse_patch
 from phivault.fhir.resources import check_id
 from phivault.fhir.search.query import parse_search
 from phivault.fhir.transaction_response import ResponseEntry, response_bundle
-from phivault.service.access_guard import require
+from phivault.service.access_guard import deferred_refusals, hidden, require, require_type
 from phivault.service.bundle_refs import ReferenceResolver
 from phivault.service.bundle_reply import failure_entry, reply_entry
 from phivault.service.patch import prepare_patch
@@ -55,6 +55,17 @@ if TYPE_CHECKING:
     from phivault.types import Resource
 
 _WRITES = frozenset({"create", "update", "patch", "delete"})
+# (method, a version given) -> the SMART interaction checked at type level when planned.
+_INTERACTIONS = {
+    ("GET", False): "read",
+    ("GET", True): "vread",
+    ("HEAD", False): "read",
+    ("HEAD", True): "vread",
+    ("DELETE", False): "delete",
+    ("POST", False): "create",
+    ("PUT", False): "update",
+    ("PATCH", False): "patch",
+}
 
 
 @dataclass(slots=True)
@@ -135,11 +146,11 @@ class BundleProcessor:
         plans: list[Plan] = []
         for entry in ordered:
             try:
-                plans.append(self._plan(entry, aliases))
+                plans.append(self._plan(ctx, entry, aliases))
             except PhivaultError as exc:
                 raise at_entry(entry.index, exc) from None
         _check_unique(plans)
-        resolver = ReferenceResolver(self.service, aliases)
+        resolver = ReferenceResolver(self.service, aliases, ctx)
         for plan in plans:
             try:
                 self._prepare(ctx, plan, resolver)
@@ -149,8 +160,9 @@ class BundleProcessor:
         in_tx = [p for p in plans if p.action != "search"]
         current: Plan | None = None
         try:
+            # Refusals inside the transaction are audited once it has ended.
             if in_tx:
-                with self.service.store.write() as tx:
+                with deferred_refusals(self.service), self.service.store.write() as tx:
                     for plan in in_tx:
                         current = plan
                         results[plan.entry.index] = self._execute(ctx, tx, plan)
@@ -168,10 +180,14 @@ class BundleProcessor:
                     results[plan.entry.index] = EntryResult(exc.http_status, error=exc)
         return results
 
-    def _plan(self, entry: EntryRequest, aliases: dict[str, str]) -> Plan:
+    def _plan(self, ctx: Context, entry: EntryRequest, aliases: dict[str, str]) -> Plan:
         rtype = entry.rtype
         assert rtype is not None  # parse_entry refuses server-level urls
         method = entry.method
+        # Type-level refusals before any lookup or match: a 403 must not depend on what
+        # is stored (service/access_guard.py).
+        if method not in ("GET", "HEAD") or entry.rid is not None:
+            require_type(self.service, ctx, _INTERACTIONS[method, entry.version is not None], rtype)
         if method in ("GET", "HEAD"):
             if entry.rid is None:
                 pairs = tuple(parse_qsl(entry.query or "", keep_blank_values=True))
@@ -181,18 +197,18 @@ class BundleProcessor:
         if method == "DELETE":
             if entry.rid is not None:
                 return Plan(entry, rtype, "delete", rid=entry.rid)
-            found = self._matches(rtype, entry.query or "")
+            found = self._matches(ctx, rtype, entry.query or "")
             return (
                 Plan(entry, rtype, "delete", rid=found[0]) if found else Plan(entry, rtype, "noop")
             )
         if method == "POST":
-            plan = self._plan_create(entry, rtype)
+            plan = self._plan_create(ctx, entry, rtype)
         elif method == "PUT":
-            plan = self._plan_update(entry, rtype)
+            plan = self._plan_update(ctx, entry, rtype)
         else:  # PATCH
             rid = entry.rid
             if rid is None:
-                found = self._matches(rtype, entry.query or "")
+                found = self._matches(ctx, rtype, entry.query or "")
                 if not found:
                     raise NotFound("the condition matched no resource")
                 rid = found[0]
@@ -201,19 +217,19 @@ class BundleProcessor:
             aliases[entry.full_url] = f"{rtype}/{plan.rid}"
         return plan
 
-    def _plan_create(self, entry: EntryRequest, rtype: str) -> Plan:
+    def _plan_create(self, ctx: Context, entry: EntryRequest, rtype: str) -> Plan:
         if entry.if_none_exist:
-            found = self._matches(rtype, entry.if_none_exist)
+            found = self._matches(ctx, rtype, entry.if_none_exist)
             if found:
                 return Plan(entry, rtype, "matched", rid=found[0])
         # Server-assigned id: a client id in a POST body is ignored, as the spec requires.
         return Plan(entry, rtype, "create", rid=str(uuid.uuid4()))
 
-    def _plan_update(self, entry: EntryRequest, rtype: str) -> Plan:
+    def _plan_update(self, ctx: Context, entry: EntryRequest, rtype: str) -> Plan:
         body_id = (entry.resource or {}).get("id")
         if entry.rid is not None:
             return Plan(entry, rtype, "update", rid=entry.rid)
-        found = self._matches(rtype, entry.query or "")
+        found = self._matches(ctx, rtype, entry.query or "")
         if found:
             if body_id is not None and body_id != found[0]:
                 raise IdMismatch(
@@ -224,9 +240,10 @@ class BundleProcessor:
             return Plan(entry, rtype, "update", rid=check_id(body_id))
         return Plan(entry, rtype, "create", rid=str(uuid.uuid4()))
 
-    def _matches(self, rtype: str, query: str) -> list[str]:
-        """0 or 1 id matching a condition; more than one is a failed precondition."""
-        found = self.service.search_ids(rtype, parse_condition(rtype, query))
+    def _matches(self, ctx: Context, rtype: str, query: str) -> list[str]:
+        """0 or 1 id matching a condition among what `ctx` may see (a hidden record is
+        treated as absent: service/conditional.py); more than one is 412."""
+        found = self.service.search_ids(rtype, parse_condition(rtype, query), ctx)
         if len(found) > 1:
             raise PreconditionFailed("the condition matched more than one resource")
         return found
@@ -257,8 +274,12 @@ class BundleProcessor:
         if plan.action == "delete":
             tx.lock_resource(rtype, rid)
             existing = tx.current(rtype, rid)
-            if existing is not None and not existing.deleted:
-                require(service, ctx, "delete", rtype, rid, existing.compartment)
+            if existing is not None:
+                opened = None if existing.deleted else service._open(existing).body
+                body = fhir_json.loads(opened) if opened is not None else None
+                resource = body if isinstance(body, dict) else None
+                if hidden(service, ctx, "delete", rtype, rid, existing.compartment, resource):
+                    return EntryResult(204)  # exactly what deleting an unknown id answers
             try:
                 deleted = service._delete(ctx, tx, rtype, rid)
             except NotFound:

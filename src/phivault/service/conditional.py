@@ -12,6 +12,14 @@ authorisation and its refusals) happens before: a first match outside the transa
 picks the resource, the match inside confirms it, and a different answer (another writer
 got in between) starts again, at most MAX_ATTEMPTS times, then 409.
 
+Access control: a condition matches only what the caller may see (the predicates of its
+own searches), and matching needs the right to search the type (403 before any lookup
+otherwise). A record hidden from the caller is treated exactly as absent, so no status
+(412 vs 201, 200 vs 404) reveals it: If-None-Exist then creates, a conditional update
+creates, a conditional delete deletes nothing. The price is a possible duplicate of a
+record the caller may not see, for someone who may see both to reconcile; any other
+answer would confirm the hidden record.
+
 The lock is per type, not per criteria: two conditions written differently may match the
 same resource, and only a lock they share keeps them apart. Plain writes do not take it;
 the specification leaves a plain create racing a conditional one undefined.
@@ -25,7 +33,7 @@ from typing import TYPE_CHECKING
 from phivault.errors import BadRequest, IdMismatch, PreconditionFailed, VersionConflict
 from phivault.fhir import resources as fhir_types
 from phivault.fhir.conditions import Condition, parse_condition
-from phivault.service import authorize
+from phivault.service import access_guard, authorize
 from phivault.service.records import Prepared, WriteResult
 from phivault.store.base import ReadView, WriteTx
 from phivault.types import Resource
@@ -40,16 +48,23 @@ MATCH_LIMIT = 2  # create and update only need 0, 1 or "more than one"
 
 
 def _match(
-    service: Service, view: ReadView, rtype: str, condition: Condition, limit: int
+    service: Service,
+    ctx: Context,
+    view: ReadView,
+    rtype: str,
+    condition: Condition,
+    limit: int,
 ) -> list[str]:
-    return service.searcher.find_ids(rtype, condition.request, limit, view)
+    """Only what `ctx` may see matches (service/access_guard.py: a hidden record is
+    treated exactly as absent, so no answer differs because of it)."""
+    return service.searcher.find_ids(rtype, condition.request, limit, view, ctx)
 
 
 def _locked_match(
-    service: Service, tx: WriteTx, rtype: str, condition: Condition, limit: int
+    service: Service, ctx: Context, tx: WriteTx, rtype: str, condition: Condition, limit: int
 ) -> list[str]:
     tx.lock_resource(rtype, CONDITIONAL_LOCK)
-    return _match(service, tx, rtype, condition, limit)
+    return _match(service, ctx, tx, rtype, condition, limit)
 
 
 def _changed() -> VersionConflict:
@@ -64,11 +79,12 @@ def create(
     """Create `resource` unless `if_none_exist` matches: one match returns it unchanged
     (200), several are 412. Validation and authorisation are the caller's (create)."""
     condition = parse_condition(rtype, if_none_exist)
-    found = _match(service, service.store, rtype, condition, MATCH_LIMIT)
+    access_guard.require_type(service, ctx, "search", rtype)  # matching is a search
+    found = _match(service, ctx, service.store, rtype, condition, MATCH_LIMIT)
     if not found:
         prepared = service.prepare(rtype, str(uuid.uuid4()), resource)
         with service.store.write() as tx:
-            found = _locked_match(service, tx, rtype, condition, MATCH_LIMIT)
+            found = _locked_match(service, ctx, tx, rtype, condition, MATCH_LIMIT)
             if not found:
                 return service._write(ctx, tx, prepared, expected=None, action="create")
     if len(found) > 1:
@@ -90,11 +106,12 @@ def update(
     the body's id if it has one); several matches are 412."""
     condition = parse_condition(rtype, query)
     service._validate(rtype, resource)
+    access_guard.require_type(service, ctx, "search", rtype)
     body_id = resource.get("id")
     if body_id is not None and not isinstance(body_id, str):
         raise BadRequest("the resource id must be a string", expression=[f"{rtype}.id"])
     for _attempt in range(MAX_ATTEMPTS):
-        found = _match(service, service.store, rtype, condition, MATCH_LIMIT)
+        found = _match(service, ctx, service.store, rtype, condition, MATCH_LIMIT)
         if len(found) > 1:
             raise PreconditionFailed("the condition matched more than one resource")
         if found and body_id is not None and body_id != found[0]:
@@ -124,7 +141,7 @@ def _write_if_unchanged(
 ) -> WriteResult | None:
     rtype = prepared.rtype
     with service.store.write() as tx:
-        if _locked_match(service, tx, rtype, condition, MATCH_LIMIT) != found:
+        if _locked_match(service, ctx, tx, rtype, condition, MATCH_LIMIT) != found:
             return None
         if action == "create":
             return service._write(ctx, tx, prepared, expected=None, action=action)
@@ -140,7 +157,9 @@ def delete(
     Nothing matching is not an error (an empty list). None stands for a resource that was
     deleted already."""
     condition = parse_condition(rtype, query)
-    found = _match(service, service.store, rtype, condition, max_matches + 1)
+    access_guard.require_type(service, ctx, "delete", rtype)
+    access_guard.require_type(service, ctx, "search", rtype)
+    found = _match(service, ctx, service.store, rtype, condition, max_matches + 1)
     if len(found) > max_matches:
         if max_matches == 1:
             raise PreconditionFailed("the condition matched more than one resource")
@@ -150,7 +169,7 @@ def delete(
     if not found:
         return []
     with service.store.write() as tx:
-        again = _locked_match(service, tx, rtype, condition, max_matches + 1)
+        again = _locked_match(service, ctx, tx, rtype, condition, max_matches + 1)
         if not set(again) <= set(found):
             raise _changed()  # a match that was not authorised: never deleted blindly
         return [service._delete(ctx, tx, rtype, rid) for rid in again]

@@ -16,7 +16,7 @@ from phivault.errors import Conflict, Gone, MalformedJson, NotFound, VersionConf
 from phivault.fhir import json as fhir_json
 from phivault.fhir import resources as fhir_types
 from phivault.fhir.patch import JsonPatchDocument, apply_patch, parse_patch
-from phivault.service.access_guard import require
+from phivault.service.access_guard import require, require_type
 
 if TYPE_CHECKING:
     from phivault.service.core import Context, Prepared, Service, WriteResult
@@ -70,6 +70,8 @@ def prepare_patch(
     The access policy sees the resource as it is and as it will be (a patch can move it
     to another patient's compartment); a hidden resource is answered as not found.
     """
+    # Type-level first, before the lookup: 403 must not depend on whether it exists.
+    require_type(service, ctx, "patch", rtype)
     record = service.store.current(rtype, rid)
     if record is None:
         raise NotFound(f"{rtype}/{rid} is not known")

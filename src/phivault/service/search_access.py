@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from phivault.access.policy import AccessPolicy, Decision, SearchReach, Target
-from phivault.audit.events import MINOR_FAILURE, AccessEvent, AuditSink
-from phivault.errors import Forbidden, NotFound
+from phivault.audit.events import AuditSink
+from phivault.errors import Forbidden, Hidden
 from phivault.fhir import json as fhir_json
+from phivault.service.access_guard import record_refusal, refusal_event
 from phivault.store.base import VersionRecord
 from phivault.store.search_spec import CompartmentMatch, Term
 
@@ -100,7 +101,7 @@ def check_type(
         return
     if policy.decide_type(ctx.principal, interaction, rtype) is Decision.ALLOW:
         return
-    refuse(audit, ctx, rtype)
+    refuse(audit, ctx, rtype, reason=policy.why(ctx, interaction, Target(rtype)))
     raise Forbidden()
 
 
@@ -118,20 +119,19 @@ def check_compartment(
         decision = policy.decide(ctx, "search", Target(rtype, None, compartment, None))
     if decision is None or decision is Decision.ALLOW:
         return
-    refuse(audit, ctx, rtype, compartment)
-    raise NotFound(f"Patient/{patient_id} is not known")
+    reason = policy.why(ctx, "search", Target(rtype, None, compartment))
+    refuse(audit, ctx, rtype, compartment, reason=reason, decision=decision)
+    raise Hidden(f"Patient/{patient_id} is not known")
 
 
-def refuse(audit: AuditSink, ctx: Context, rtype: str, compartment: str | None = None) -> None:
-    audit.record(
-        AccessEvent(
-            action="search",
-            outcome=MINOR_FAILURE,
-            actor=ctx.actor,
-            client=ctx.client,
-            purpose=ctx.purpose,
-            rtype=rtype,
-            compartment=compartment,
-            detail="Forbidden",
-        )
-    )
+def refuse(
+    audit: AuditSink,
+    ctx: Context,
+    rtype: str,
+    compartment: str | None = None,
+    *,
+    reason: str = "",
+    decision: Decision = Decision.DENY,
+) -> None:
+    """Audit a refused search (who, what, why)."""
+    record_refusal(audit, refusal_event(ctx, "search", rtype, None, compartment, reason, decision))

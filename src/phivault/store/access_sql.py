@@ -1,4 +1,5 @@
-"""Storage of identities and sessions (tables `access_*`, migration 005).
+"""Storage of identities and sessions (tables `access_*`, migration 005) and the access
+cache epochs (`access_epochs`, migration 007: bumped by triggers, read here).
 
 Uses the store's own connections (its read view and its write transactions), so both
 backends and the SQLite group commit apply unchanged; it adds no method to the `Store`
@@ -13,6 +14,7 @@ from dataclasses import astuple, dataclass, fields
 from typing import Any
 
 from phivault.store.base import Store
+from phivault.store.sqlite import SqliteStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +258,20 @@ class AccessStore:
             "ON CONFLICT (jti) DO NOTHING RETURNING jti"
         )
         return bool(self._write(sql, (jti, expires)))
+
+    # -- cache epochs ----------------------------------------------------------------------------
+    def epochs(self) -> dict[str, int]:
+        """{"care": n, "auth": m}: counters that triggers bump in every transaction that
+        changes a care relationship or consent ("care") or who a token stands for ("auth").
+        One primary-key read of a two-row table."""
+        rows = self._reader.execute(self._render("SELECT name, value FROM access_epochs"), ())
+        return {str(name): int(value) for name, value in rows.fetchall()}
+
+    @property
+    def local_reads(self) -> bool:
+        """Whether a read is an in-process file read (SQLite), cheap enough to make on the
+        event loop; PostgreSQL reads are network round trips and belong in a worker thread."""
+        return isinstance(self._store, SqliteStore)
 
     def purge_expired(self, now: float) -> None:
         self._write("DELETE FROM access_auth_codes WHERE expires < ?", (now,))

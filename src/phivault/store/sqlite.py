@@ -267,5 +267,17 @@ def _translate(exc: sqlite3.Error) -> Exception:
 
 
 def _split_sql(script: str) -> list[str]:
-    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    """The statements of a migration script. A statement ends at the `;` that completes
+    it (sqlite3.complete_statement), so a trigger body's inner `;` does not split it."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        pending += line + "\n"
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip().rstrip(";").strip())
+            pending = ""
+    if pending.strip():
+        statements.append(pending.strip())
+    return [s for s in statements if s]
