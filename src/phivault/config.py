@@ -30,6 +30,14 @@ class Settings:
     # DELETE [type]?condition deletes at most this many matches (412 beyond); 1: one only
     max_conditional_deletes: int = 1
     public_base_url: str | None = None  # e.g. https://fhir.clinic.example/fhir behind a proxy
+    # Limits and timeouts against slow or hostile clients (docs/CONFIGURATION.md).
+    max_url_bytes: int = 32 * 1024  # request target (path and query): 414 beyond
+    max_header_bytes: int = 64 * 1024  # all header names and values together: 431 beyond
+    max_header_count: int = 100  # 431 beyond
+    header_timeout_s: float = 10.0  # request line and headers must arrive within this: 408
+    body_timeout_s: float = 60.0  # the whole body must arrive within this: 408
+    keep_alive_timeout_s: int = 5  # an idle kept-alive connection is closed after this
+    max_connections: int = 512  # open connections and requests at once: 503 beyond
 
     @property
     def config_path(self) -> Path:
@@ -48,7 +56,22 @@ _ENV = {
     "db_url": "PHIVAULT_DB",
     "max_body_bytes": "PHIVAULT_MAX_BODY_BYTES",
     "public_base_url": "PHIVAULT_PUBLIC_BASE_URL",
+    "max_url_bytes": "PHIVAULT_MAX_URL_BYTES",
+    "max_header_bytes": "PHIVAULT_MAX_HEADER_BYTES",
+    "max_header_count": "PHIVAULT_MAX_HEADER_COUNT",
+    "header_timeout_s": "PHIVAULT_HEADER_TIMEOUT_S",
+    "body_timeout_s": "PHIVAULT_BODY_TIMEOUT_S",
+    "keep_alive_timeout_s": "PHIVAULT_KEEP_ALIVE_TIMEOUT_S",
+    "max_connections": "PHIVAULT_MAX_CONNECTIONS",
 }
+_LIMIT_INTS = {
+    "max_url_bytes",
+    "max_header_bytes",
+    "max_header_count",
+    "keep_alive_timeout_s",
+    "max_connections",
+}
+_FLOAT_FIELDS = {"header_timeout_s", "body_timeout_s"}
 
 
 def resolve_data_dir(value: str | os.PathLike[str] | None) -> Path:
@@ -78,12 +101,27 @@ def _apply(settings: Settings, values: dict[str, Any]) -> Settings:
     for key, value in values.items():
         if key not in known:
             raise ConfigError(f"unknown setting {key!r} in {CONFIG_FILE}")
-        if key in _INT_FIELDS:
+        if key in _INT_FIELDS or key in _LIMIT_INTS:
             try:
                 value = int(value)
             except (TypeError, ValueError):
                 raise ConfigError(f"setting {key!r} must be an integer") from None
             if value <= 0:
                 raise ConfigError(f"setting {key!r} must be positive")
+        if key in _FLOAT_FIELDS:
+            value = _seconds(key, value)
         clean[key] = value
     return replace(settings, **clean)
+
+
+def _seconds(key: str, value: Any) -> float:
+    """A timeout: a positive, finite number of seconds (bool is not a number here)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"setting {key!r} must be a number of seconds")
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {key!r} must be a number of seconds") from None
+    if not 0 < seconds < 86_400:
+        raise ConfigError(f"setting {key!r} must be between 0 and 86400 seconds")
+    return seconds

@@ -126,6 +126,29 @@ class PayloadTooLarge(PhivaultError):
     default_message = "request body exceeds the configured limit"
 
 
+class UriTooLong(PhivaultError):
+    http_status = 414
+    issue_code = "too-costly"
+    exit_code = 2
+    default_message = "the request URL exceeds the configured limit"
+
+
+class HeadersTooLarge(PhivaultError):
+    http_status = 431
+    issue_code = "too-costly"
+    exit_code = 2
+    default_message = "the request headers exceed the configured limit"
+
+
+class RequestTimeout(PhivaultError):
+    """A client too slow to send its request (headers or body): the connection is closed."""
+
+    http_status = 408
+    issue_code = "timeout"
+    exit_code = 2
+    default_message = "the request was not received in time"
+
+
 class Conflict(PhivaultError):
     http_status = 409
     issue_code = "conflict"

@@ -13,6 +13,7 @@ from phivault.api.audit_routes import AuditRoutes
 from phivault.api.fhir_routes import FhirRoutes
 from phivault.api.interaction_routes import interaction_routes
 from phivault.api.middleware.auth import BearerAuth
+from phivault.api.middleware.limits import RequestLimits
 from phivault.api.middleware.security_headers import SecurityHeaders
 from phivault.api.oauth_routes import OAuthRoutes
 from phivault.api.search_routes import SearchRoutes
@@ -49,7 +50,7 @@ def create_app(
         Route(f"{base}/{{rtype}}", fhir.create, methods=["POST"]),
         Route(f"{base}/{{rtype}}", fhir.conditional_update, methods=["PUT"]),
     ]
-    middleware = [Middleware(SecurityHeaders)]
+    middleware = [Middleware(SecurityHeaders), Middleware(RequestLimits, settings=settings)]
     if access is not None:
         service.policy = access.policy
         metadata = Route(f"{base}/metadata", secured_metadata(fhir), methods=["GET"])

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 
 from phivault.access.runtime import AccessControl
+from phivault.api import connection_limits
 from phivault.api.app import create_app
 from phivault.backup.schedule import start_scheduled_backups
 from phivault.config import resolve_data_dir
@@ -16,6 +17,7 @@ from phivault.vault import key_source, open_vault
 
 def create() -> Starlette:
     vault = open_vault(resolve_data_dir(None), key_source())
+    connection_limits.configure(vault.settings)  # header deadline and size (serve's protocol)
     # Access control on: every FHIR route needs a bearer token, the policy decides.
     access = AccessControl.for_service(vault.service, vault.keyring)
     app = create_app(vault.service, vault.settings, access)

@@ -27,6 +27,7 @@ from phivault.audit.reader import LogReader, b64
 from phivault.config import Settings
 from phivault.errors import AuditUnavailable, BadRequest, MethodNotAllowed, NotFound, Unauthorized
 from phivault.fhir.bundles import searchset_bundle
+from phivault.fhir.resources import small_int
 from phivault.service import Service, authorize
 from phivault.service.audit_view import AUDIT_EVENT, AuditView
 
@@ -46,9 +47,10 @@ def _int(request: Request, name: str, *, required: bool = True) -> int | None:
         if required:
             raise BadRequest(f"{name} is required")
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    value = small_int(raw)
+    if value is None:
         raise BadRequest(f"{name} must be a non-negative integer")
-    return int(raw)
+    return value
 
 
 class AuditRoutes:

@@ -25,6 +25,7 @@ from phivault.errors import BadRequest, MethodNotAllowed
 from phivault.fhir.bundles import HistoryItem, history_bundle
 from phivault.fhir.capability import capability_statement
 from phivault.fhir.outcome import information
+from phivault.fhir.resources import small_int
 from phivault.service import Context, Service, Version, WriteResult
 
 
@@ -53,9 +54,10 @@ class FhirRoutes:
         raw = request.query_params.get("_count")
         if raw is None:
             return self.settings.default_page_size
-        if not raw.isdigit():
+        count = small_int(raw)
+        if count is None:
             raise BadRequest("_count must be a non-negative integer")
-        return max(1, min(int(raw), self.settings.max_page_size))
+        return max(1, min(count, self.settings.max_page_size))
 
     def _version_response(self, request: Request, version: Version, status: int = 200) -> Response:
         headers = version_headers(
@@ -121,8 +123,8 @@ class FhirRoutes:
     async def vread(self, request: Request) -> Response:
         check_accept(request)
         p = request.path_params
-        vid = p["vid"]
-        if not vid.isdigit():
+        vid = small_int(p["vid"])
+        if vid is None:
             raise BadRequest("version ids are positive integers")
         ctx = self.context(request)
         number = int(vid)
@@ -188,9 +190,9 @@ class FhirRoutes:
         rid: str | None = p.get("rid")
         count = self._count(request)
         raw_cursor = request.query_params.get("_cursor")
-        if raw_cursor is not None and not raw_cursor.isdigit():
+        cursor = small_int(raw_cursor) if raw_cursor else None
+        if raw_cursor is not None and cursor is None:
             raise BadRequest("invalid paging cursor")
-        cursor = int(raw_cursor) if raw_cursor else None
         since = request.query_params.get("_since")
         page = await run_in_threadpool(
             lambda: self.service.history(

@@ -16,7 +16,7 @@ from phivault.errors import (
     UnsupportedMediaType,
 )
 from phivault.fhir import json as fhirjson
-from phivault.fhir.resources import parse_instant
+from phivault.fhir.resources import parse_instant, small_int
 from phivault.types import Resource
 
 FHIR_JSON = "application/fhir+json"
@@ -91,10 +91,10 @@ def parse_etag(value: str | None) -> int | None:
     text = value.strip()
     if text.startswith("W/"):
         text = text[2:]
-    text = text.strip('"')
-    if not text.isdigit():
+    version = small_int(text.strip('"'))
+    if version is None:
         raise BadRequest('If-Match must be a version ETag such as W/"1"')
-    return int(text)
+    return version
 
 
 def prefer_return(request: Request) -> str:

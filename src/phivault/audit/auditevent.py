@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from phivault.errors import InvalidSearchParameter, UnsupportedSearchParameter
+from phivault.fhir.resources import small_int
 from phivault.store.audit_sql import AuditIndexRow, AuditQuery
 
 EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
@@ -293,7 +294,8 @@ def parse_search(pairs: Sequence[tuple[str, str]], pseudonymize: Callable[[str],
             shown = name if re.fullmatch(r"[A-Za-z_:.\-]{1,64}", name) else "(invalid)"
             raise UnsupportedSearchParameter(f"unsupported AuditEvent search parameter: {shown}")
         values = raw.split(",")
-        if not raw or len(values) > MAX_VALUES or not all(values):
+        # NUL: PostgreSQL text cannot hold it (the query failed with 503 instead of 400).
+        if not raw or len(values) > MAX_VALUES or not all(values) or "\x00" in raw:
             raise InvalidSearchParameter(f"{name}: invalid value")
         if name == "date":
             if len(values) != 1:
@@ -307,9 +309,10 @@ def parse_search(pairs: Sequence[tuple[str, str]], pseudonymize: Callable[[str],
         elif name == "agent":
             actors.update(_token(v)[1] for v in values)
         elif name == "_id":
-            if not all(v.isdigit() for v in values):
+            numbers = {small_int(v) for v in values}
+            if None in numbers:
                 raise InvalidSearchParameter("_id: AuditEvent ids are entry numbers")
-            found = {int(v) for v in values}
+            found = {n for n in numbers if n is not None}
             ids = found if ids is None else ids & found
         else:  # entity, patient
             for value in values:

@@ -81,6 +81,7 @@ def serve(
     data_dir = resolve_data_dir(data)
     # Unlock once here so a wrong key stops us before any worker starts.
     vault = open_from_cli(data_dir, key_file, db_url=db)
+    settings = vault.settings
     vault.close()
     os.environ["PHIVAULT_DATA"] = str(data_dir)
     if key_file is not None:
@@ -103,5 +104,9 @@ def serve(
         log_level="warning",
         access_log=False,  # URLs carry search values, which may be PHI
         server_header=False,
+        # Head deadline and size limits before the app (api/connection_limits.py).
+        http="phivault.api.connection_limits:GuardedHttpToolsProtocol",
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        limit_concurrency=settings.max_connections,
         **tls_options,
     )

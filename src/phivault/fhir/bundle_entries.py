@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from phivault.errors import BadRequest, MethodNotAllowed, PhivaultError
 from phivault.fhir import json as fhir_json
-from phivault.fhir.resources import check_id, check_type
+from phivault.fhir.resources import check_id, check_type, small_int
 from phivault.types import Resource
 
 MAX_ENTRIES = 5000
@@ -151,8 +151,8 @@ def _split_url(url: str) -> tuple[str | None, str | None, int | None, str | None
     version: int | None = None
     if len(parts) >= 2:
         rid = check_id(parts[1])
-    if len(parts) == 4 and parts[2] == "_history" and parts[3].isdigit():
-        version = int(parts[3])
+    if len(parts) == 4 and parts[2] == "_history" and small_int(parts[3]) is not None:
+        version = small_int(parts[3])
     elif len(parts) > 2:
         raise BadRequest("this kind of request url is not supported in a Bundle")
     if rid is not None and query:
@@ -165,10 +165,10 @@ def _etag(value: object) -> int | None:
         return None
     text = str(value).strip()
     text = text[2:] if text.startswith("W/") else text
-    text = text.strip('"')
-    if not text.isdigit():
+    version = small_int(text.strip('"'))
+    if version is None:
         raise BadRequest('request.ifMatch must be a version ETag such as W/"1"')
-    return int(text)
+    return version
 
 
 def _text(value: object, name: str) -> str | None:

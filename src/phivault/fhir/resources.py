@@ -71,6 +71,17 @@ def check_type(rtype: str) -> str:
     return rtype
 
 
+def small_int(text: str) -> int | None:
+    """A version id, count or cursor: ASCII digits that fit a 64-bit column, else None.
+
+    `str.isdigit` alone is not enough: int() refuses "\u00b2" (which isdigit accepts) and
+    a 30-digit number overflows the database's integer column (both were 500s).
+    """
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
+    return None
+
+
 def check_id(rid: str) -> str:
     if not _ID.match(rid):
         raise BadRequest("invalid resource id: 1-64 characters of A-Z, a-z, 0-9, '-' and '.'")
