@@ -13,7 +13,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from phivault.audit.events import MINOR_FAILURE, SERIOUS_FAILURE
-from phivault.errors import AuditUnavailable, BadRequest, Forbidden, MethodNotAllowed, PhivaultError
+from phivault.errors import (
+    AuditUnavailable,
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    PhivaultError,
+    StoreError,
+)
 from phivault.fhir import resources as fhir_types
 
 if TYPE_CHECKING:
@@ -64,14 +71,21 @@ def audits_failure(action: str, *, id_arg: bool = False) -> Callable[[_F], _F]:
             except PhivaultError as exc:
                 rid = args[0] if id_arg and args and isinstance(args[0], str) else None
                 # Only well-formed names reach the log: the URL is the client's text.
-                self._audit_failure(
-                    ctx,
-                    action,
-                    rtype if rtype in fhir_types.R4_TYPES else None,
-                    rid if rid is not None and _is_id(rid) else None,
-                    exc,
-                    outcome=SERIOUS_FAILURE if exc.http_status >= 500 else MINOR_FAILURE,
-                )
+                try:
+                    self._audit_failure(
+                        ctx,
+                        action,
+                        rtype if rtype in fhir_types.R4_TYPES else None,
+                        rid if rid is not None and _is_id(rid) else None,
+                        exc,
+                        outcome=SERIOUS_FAILURE if exc.http_status >= 500 else MINOR_FAILURE,
+                    )
+                except AuditUnavailable:
+                    if isinstance(exc, StoreError):
+                        # The store itself failed (out of space, unreachable): nothing was
+                        # written or disclosed, and its own error is the one to report.
+                        raise exc from None
+                    raise
                 raise
             finally:
                 _scope.active = False
