@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from phivault.access.runtime import AccessControl
+from phivault.api.app import create_app
 from phivault.cli.main import cli
 from phivault.crypto.kek import KeyFileKeySource
 from phivault.fhir.resources import now_instant
@@ -95,7 +96,8 @@ def test_system_export_cycle(client: TestClient, vault: Vault) -> None:
     status_url = kick_off(client, "$export")
     manifest = wait(client, status_url)
     assert manifest["request"].endswith("/fhir/$export")
-    assert manifest["requiresAccessToken"] is False
+    # access control is on: every file URL needs the bearer token (Bulk Data IG)
+    assert manifest["requiresAccessToken"] is True
     assert manifest["transactionTime"]
     assert manifest["error"] == []
     files = download(client, manifest)
@@ -191,7 +193,11 @@ def test_expired_jobs_are_swept(client: TestClient, vault: Vault) -> None:
     [
         ({}, {"accept": "application/fhir+json"}),  # no Prefer: respond-async
         ({"_outputFormat": "text/csv"}, ASYNC),
-        ({"_typeFilter": "Patient?active=true"}, ASYNC),
+        ({"_typeFilter": "Patient?no-such-param=1"}, ASYNC),  # strict: never ignored
+        ({"_typeFilter": "Patient?_count=5"}, ASYNC),
+        ({"_typeFilter": "Patient"}, ASYNC),
+        ({"_type": "Observation", "_typeFilter": "Patient?active=true"}, ASYNC),
+        ({"_typeFilter": "NotAType?x=1"}, ASYNC),
         ({"_type": "NotAType"}, ASYNC),
     ],
 )
@@ -267,3 +273,127 @@ def test_a_job_whose_worker_is_gone_is_reported_failed(
     assert res.json()["resourceType"] == "OperationOutcome"
     stored = vault.store.export_job(job.job_id)
     assert stored is not None and stored.state == FAILED and stored.expires is not None
+
+
+# -- POST kick-off, _typeFilter, patient, requiresAccessToken -----------------------------------
+
+
+def parameters(*items: tuple[str, str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "Parameters",
+        "parameter": [{"name": name, key: value} for name, key, value in items],
+    }
+
+
+def post_kick_off(client: TestClient, path: str, body: dict[str, Any]) -> str:
+    res = client.post(f"/fhir/{path}", content=json.dumps(body), headers={**ASYNC, **CT})
+    assert res.status_code == 202, res.text
+    location: str = res.headers["content-location"]
+    return location
+
+
+def test_post_kick_off_with_parameters(client: TestClient) -> None:
+    known = clinic(client)
+    body = parameters(
+        ("_type", "valueString", "Patient,Observation"),
+        ("_outputFormat", "valueString", "application/fhir+ndjson"),
+    )
+    manifest = wait(client, post_kick_off(client, "$export", body))
+    assert manifest["request"].endswith("/fhir/$export")  # a POST's URL has no parameters
+    assert ids(download(client, manifest)) == {
+        f"Patient/{known['a']}",
+        f"Patient/{known['b']}",
+        f"Observation/{known['obs_a']}",
+        f"Observation/{known['obs_b']}",
+    }
+    # Patient level, limited to named patients
+    body = parameters(("patient", "valueReference", {"reference": f"Patient/{known['a']}"}))
+    manifest = wait(client, post_kick_off(client, "Patient/$export", body))
+    assert ids(download(client, manifest)) == {
+        f"Patient/{known['a']}",
+        f"Observation/{known['obs_a']}",
+    }
+    # _since as valueInstant: nothing changed after now
+    body = parameters(("_since", "valueInstant", now_instant()))
+    time.sleep(0.01)
+    assert wait(client, post_kick_off(client, "$export", body))["output"] == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"resourceType": "Patient"},
+        parameters(("_type", "valueInteger", 3)),
+        parameters(("patient", "valueReference", {"reference": "Group/1"})),
+        parameters(("patient", "valueReference", {"reference": "Patient/x"})),  # system level
+        parameters(("_since", "valueInstant", "2020"), ("_since", "valueInstant", "2021")),
+        parameters(("includeAssociatedData", "valueCode", "LatestProvenanceResources")),
+    ],
+)
+def test_post_kick_off_refusals(client: TestClient, body: dict[str, Any]) -> None:
+    res = client.post("/fhir/$export", content=json.dumps(body), headers={**ASYNC, **CT})
+    assert res.status_code == 400, res.text
+    assert res.json()["resourceType"] == "OperationOutcome"
+
+
+def test_type_filter(client: TestClient) -> None:
+    known = clinic(client)
+    extra = create(
+        client,
+        {
+            "resourceType": "Observation",
+            "status": "preliminary",
+            "code": {"text": "pulse"},
+            "subject": {"reference": f"Patient/{known['a']}"},
+        },
+    )
+    # only the Observations of patient b, and the preliminary ones (the filters of one
+    # type are ORed); the types without a filter in full
+    manifest = wait(
+        client,
+        kick_off(
+            client,
+            "$export",
+            _type="Patient,Observation",
+            _typeFilter=[  # type: ignore[arg-type]
+                f"Observation?subject=Patient/{known['b']}",
+                "Observation?status=preliminary",
+            ],
+        ),
+    )
+    assert ids(download(client, manifest)) == {
+        f"Patient/{known['a']}",
+        f"Patient/{known['b']}",
+        f"Observation/{known['obs_b']}",
+        f"Observation/{extra}",
+    }
+    # at Group level: within the members' compartments only
+    group = create(
+        client,
+        {
+            "resourceType": "Group",
+            "type": "person",
+            "actual": True,
+            "member": [{"entity": {"reference": f"Patient/{known['a']}"}}],
+        },
+    )
+    body = parameters(("_typeFilter", "valueString", "Observation?status=preliminary"))
+    manifest = wait(client, post_kick_off(client, f"Group/{group}/$export", body))
+    exported = ids(download(client, manifest)) - {f"Group/{group}"}
+    assert exported == {f"Patient/{known['a']}", f"Observation/{extra}"}
+
+
+def test_requires_access_token_follows_access_control(
+    vault: Vault, client: TestClient, anon_client: TestClient
+) -> None:
+    clinic(client)
+    manifest = wait(client, kick_off(client, "$export", _type="Patient"))
+    assert manifest["requiresAccessToken"] is True
+    # and indeed: the file URL without the token is refused
+    assert anon_client.get(manifest["output"][0]["url"]).status_code == 401
+    # without access control (in-process tools, loopback-only serve) no token is needed
+    with TestClient(create_app(vault.service, vault.settings)) as trusted:
+        res = trusted.get("/fhir/$export", params={"_type": "Patient"}, headers=ASYNC)
+        assert res.status_code == 202
+        local = res.headers["content-location"].replace("http://testserver", "")
+        assert wait(trusted, local)["requiresAccessToken"] is False

@@ -27,12 +27,7 @@ def interaction_routes(service: Service, settings: Settings) -> list[Route]:
     return [
         Route(base, bundles.bundle, methods=["POST"]),
         Route(f"{base}/", bundles.bundle, methods=["POST"]),
-        Route(f"{base}/$export", export.system, methods=["GET"]),
-        Route(f"{base}/$export-status/{{job}}", export.status, methods=["GET"]),
-        Route(f"{base}/$export-status/{{job}}", export.cancel, methods=["DELETE"]),
-        Route(f"{base}/$export-file/{{job}}/{{name}}", export.download, methods=["GET"]),
-        Route(f"{base}/Patient/$export", export.patient, methods=["GET"]),
-        Route(f"{base}/Group/{{gid}}/$export", export.group, methods=["GET"]),
+        *export.routes(),
         Route(f"{base}/Patient/{{rid}}/$everything", everything.everything, methods=["GET"]),
         Route(f"{base}/{{rtype}}/{{rid}}", patch.patch, methods=["PATCH"]),
         Route(f"{base}/{{rtype}}", patch.conditional_patch, methods=["PATCH"]),

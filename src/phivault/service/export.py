@@ -38,6 +38,7 @@ from phivault.service.export_run import (
     ExportParams,
     ExportRun,
     file_identity,
+    parse_type_filter,
 )
 from phivault.store.export_jobs import ACCEPTED, COMPLETED, FAILED, ExportJobRecord
 
@@ -79,19 +80,26 @@ class ExportService:
         group_id: str | None = None,
         types: Sequence[str] | None = None,
         since: str | None = None,
+        type_filters: Sequence[str] = (),
+        patients: Sequence[str] | None = None,
     ) -> str:
+        """Start a job; `type_filters` are `_typeFilter` values (`Type?query`), `patients`
+        the kick-off's `patient` references' ids (Patient and Group level only)."""
         if level not in LEVELS:
             raise BadRequest("unknown export level")
         checked = tuple(fhir_types.check_type(t) for t in types) if types else None
-        self._authorize(ctx, level, None, checked)
+        filters = _type_filters(type_filters, checked)
+        self._authorize(ctx, level, None, tuple(dict.fromkeys([*(checked or ()), *filters])))
         since_text = fhir_types.instant_text(fhir_types.parse_instant(since)) if since else None
-        patients = self._group_members(group_id) if level == "group" else None
+        members = self._patients(level, group_id, patients)
         self.sweep()
         store = self.service.store
         if store.export_jobs_active() >= MAX_ACTIVE_JOBS:
             raise TooManyExports()
         now = fhir_types.now_instant()
-        params = ExportParams(level=level, types=checked, since=since_text, patients=patients)
+        params = ExportParams(
+            level=level, types=checked, since=since_text, patients=members, type_filters=filters
+        )
         job = ExportJobRecord(
             job_id=uuid.uuid4().hex,
             state=ACCEPTED,
@@ -115,6 +123,20 @@ class ExportService:
         thread = threading.Thread(target=runner.run, name="phivault-export", daemon=True)
         thread.start()
         return job.job_id
+
+    def _patients(
+        self, level: str, group_id: str | None, named: Sequence[str] | None
+    ) -> tuple[str, ...] | None:
+        """The patients whose compartments the job covers; None: every one (or, at
+        system level, none in particular)."""
+        if named is not None:
+            if level == "system":
+                raise BadRequest("the patient parameter is for Patient and Group level exports")
+            named = tuple(dict.fromkeys(fhir_types.check_id(p) for p in named))
+        if level != "group":
+            return named
+        members = self._group_members(group_id)
+        return members if named is None else tuple(p for p in members if p in named)
 
     def _group_members(self, group_id: str | None) -> tuple[str, ...]:
         if group_id is None:
@@ -149,9 +171,14 @@ class ExportService:
                 self._mark_stale(job)
                 raise ExportFailed("the bulk export stopped: its server worker is gone")
             return ExportStatus(job.state, job.progress, None, None)
-        return ExportStatus(job.state, job.progress, self._manifest(job, base_url), job.expires)
+        # The poll itself came with a token exactly when the server asks for one on every
+        # FHIR route, the file URLs included.
+        manifest = self._manifest(job, base_url, requires_token=ctx.principal is not None)
+        return ExportStatus(job.state, job.progress, manifest, job.expires)
 
-    def _manifest(self, job: ExportJobRecord, base_url: str) -> dict[str, Any]:
+    def _manifest(
+        self, job: ExportJobRecord, base_url: str, requires_token: bool
+    ) -> dict[str, Any]:
         def files(text: str | None) -> list[dict[str, Any]]:
             return [
                 {
@@ -165,8 +192,9 @@ class ExportService:
         return {
             "transactionTime": job.transaction_time,
             "request": job.request_url,
-            # No access control exists yet; when it does, downloads will need the token.
-            "requiresAccessToken": False,
+            # Downloads need the same bearer token as every FHIR route once access control
+            # is on (the Bulk Data IG: true when the file URLs need the access token).
+            "requiresAccessToken": requires_token,
             "output": files(job.output),
             "error": files(job.error),
         }
@@ -262,6 +290,24 @@ class ExportService:
             purpose=ctx.purpose,
             extra={"step": step, "job": job.job_id, **extra},
         )
+
+
+def _type_filters(
+    values: Sequence[str], types: tuple[str, ...] | None
+) -> dict[str, tuple[str, ...]]:
+    """`_typeFilter` values (`Type?query`, the queries of one type ORed), each checked now
+    by the strict search parser, so that a bad filter is a 400 at kick-off."""
+    found: dict[str, list[str]] = {}
+    for value in values:
+        rtype, mark, query = value.partition("?")
+        if not mark or not query:
+            raise BadRequest("_typeFilter takes Type?search-parameters")
+        fhir_types.check_type(rtype)
+        if types is not None and rtype not in types:
+            raise BadRequest("_typeFilter names a type that _type leaves out")
+        parse_type_filter(rtype, query)
+        found.setdefault(rtype, []).append(query)
+    return {t: tuple(q) for t, q in found.items()}
 
 
 def _safe_id(job_id: str) -> str:

@@ -13,16 +13,19 @@ import json
 import logging
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
 
 from phivault.audit.events import AccessEvent
-from phivault.errors import DecryptionError, KeyShredded
+from phivault.errors import BadRequest, DecryptionError, Gone, KeyShredded, NotFound
 from phivault.fhir import json as fhir_json
 from phivault.fhir.outcome import issue, operation_outcome
 from phivault.fhir.resources import instant_text, now_instant, parse_instant
+from phivault.fhir.search.model import SearchRequest
+from phivault.fhir.search.query import MAX_PARAMS, parse_search
 from phivault.service.access_guard import type_allowed, visible
 from phivault.service.export_files import SealedFileWriter
 from phivault.store.base import VersionRecord
@@ -48,7 +51,11 @@ class ExportParams:
     level: str  # system, patient or group
     types: tuple[str, ...] | None = None
     since: str | None = None
-    patients: tuple[str, ...] | None = None  # group level: the member patients' ids
+    # group level, or a kick-off naming patients: the patients' ids
+    patients: tuple[str, ...] | None = None
+    # _typeFilter: per type, search queries ("status=active"); a resource of such a type is
+    # exported when it matches one of them
+    type_filters: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -57,6 +64,7 @@ class ExportParams:
                 "types": list(self.types) if self.types is not None else None,
                 "since": self.since,
                 "patients": list(self.patients) if self.patients is not None else None,
+                "type_filters": {t: list(q) for t, q in self.type_filters.items()},
             }
         )
 
@@ -65,12 +73,24 @@ class ExportParams:
         data = json.loads(text)
         types = data.get("types")
         patients = data.get("patients")
+        filters = data.get("type_filters") or {}
         return cls(
             level=data["level"],
             types=tuple(types) if types is not None else None,
             since=data.get("since"),
             patients=tuple(patients) if patients is not None else None,
+            type_filters={t: tuple(q) for t, q in filters.items()},
         )
+
+
+def parse_type_filter(rtype: str, query: str) -> SearchRequest:
+    """One _typeFilter query, parsed strictly (a filter the server ignored would export
+    more than was asked): search parameters only."""
+    pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=MAX_PARAMS)
+    request = parse_search(rtype, pairs, strict=True)
+    if request.has_results_controls or not request.filters:
+        raise BadRequest("a _typeFilter takes search parameters only")
+    return request
 
 
 def file_name(rtype: str) -> str:
@@ -116,18 +136,56 @@ class ExportRun:
     def _records(self) -> Iterator[VersionRecord]:
         params = self.params
         since = params.since
-        if params.level == "group":
-            for patient_id in params.patients or ():
-                yield from self._compartment(f"Patient/{patient_id}")
+        filtered = params.type_filters
+        if params.patients is not None:
+            for patient_id in params.patients:
+                for record in self._compartment(f"Patient/{patient_id}"):
+                    if record.rtype not in filtered:
+                        yield record
+                for filtered_type in sorted(filtered):
+                    yield from self._matching(filtered_type, patient_id)
             return
         type_lists: list[str | None] = list(params.types) if params.types else [None]
         for rtype in type_lists:
+            if rtype is not None and rtype in filtered:
+                continue
             for record in self.service.store.iter_current(rtype):
                 if since is not None and record.last_updated < since:
                     continue
                 if params.level == "patient" and record.compartment is None:
                     continue
-                yield record
+                if record.rtype not in filtered:
+                    yield record
+        for filtered_type in sorted(filtered):
+            yield from self._matching(filtered_type, None)
+
+    def _matching(self, rtype: str, patient_id: str | None) -> Iterator[VersionRecord]:
+        """Current resources of `rtype` that match one of its _typeFilter queries (in
+        Patient/`patient_id`'s compartment when given), each once, through the search
+        engine and the same access narrowing as a search by this caller."""
+        searcher = self.service.searcher
+        since = self.params.since
+        seen: set[str] = set()
+        for query in self.params.type_filters[rtype]:
+            request = parse_type_filter(rtype, query)
+            try:
+                spec, keep = searcher.prepare(self.ctx, request, compartment=patient_id)
+            except (NotFound, Gone):
+                return  # a group member deleted meanwhile: nothing in its compartment
+            spec = replace(spec, limit=PAGE)
+            while True:
+                page = searcher._page(spec, keep)
+                for found in page.found:
+                    record = found.row.record
+                    if record.rid in seen or (since is not None and record.last_updated < since):
+                        continue
+                    if self.params.level == "patient" and record.compartment is None:
+                        continue
+                    seen.add(record.rid)
+                    yield record
+                if not page.more or page.edge is None:
+                    break
+                spec = replace(spec, after=page.edge)
 
     def _compartment(self, compartment: str) -> Iterator[VersionRecord]:
         after: tuple[str, str] | None = None
