@@ -17,6 +17,7 @@ from phivault.errors import (
     AuditUnavailable,
     BadRequest,
     Forbidden,
+    Hidden,
     MethodNotAllowed,
     PhivaultError,
     StoreError,
@@ -53,8 +54,8 @@ def audits_failure(action: str, *, id_arg: bool = False) -> Callable[[_F], _F]:
 
     Decorates Service methods shaped `(self, ctx, rtype, [rid if id_arg], ...)`. Only the
     outermost decorated call in a thread records (a conditional update calls update). Not
-    recorded: AuditUnavailable (the log cannot take it) and Forbidden (authorize.py has
-    audited that refusal already).
+    recorded: AuditUnavailable (the log cannot take it), Forbidden and Hidden (the access
+    policy's refusals, audited with their reason where they were decided).
     """
 
     def decorate(method: _F) -> _F:
@@ -66,7 +67,7 @@ def audits_failure(action: str, *, id_arg: bool = False) -> Callable[[_F], _F]:
             try:
                 check_writable(rtype)  # before validation: the answer is 405, not 422
                 return method(self, ctx, rtype, *args, **kwargs)
-            except (AuditUnavailable, Forbidden):
+            except (AuditUnavailable, Forbidden, Hidden):
                 raise
             except PhivaultError as exc:
                 rid = args[0] if id_arg and args and isinstance(args[0], str) else None
