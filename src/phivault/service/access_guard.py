@@ -27,6 +27,7 @@ from phivault.access.policy import Decision, Target
 from phivault.audit.events import MINOR_FAILURE, AccessEvent, AuditSink
 from phivault.errors import Forbidden, Hidden
 from phivault.fhir import json as fhir_json
+from phivault.fhir.indexing import patient_compartment
 from phivault.types import Resource
 
 if TYPE_CHECKING:
@@ -173,6 +174,49 @@ def visible(
     resource = fhir_json.loads(body) if body is not None else None
     target = Target(rtype, rid, compartment, resource if isinstance(resource, dict) else None)
     return service.policy.decide(ctx, interaction, target) is Decision.ALLOW
+
+
+def released_ndjson(
+    service: Service, ctx: Context, rtype: str, chunks: Iterator[bytes]
+) -> Iterator[bytes]:
+    """A Bulk Data output file of `rtype` as `ctx` may see it now, at download time.
+
+    The job's runner already left out what the policy hid when the file was written; the
+    download asks again, so that a right lost since then (a care relationship ended, a
+    Consent given, a scope narrowed) is respected: no right to search the type is a 403
+    before anything is sent (audited), and a resource the policy now hides is left out
+    of the stream (its compartment read from its own references, as when it was stored).
+    """
+    if ctx.principal is None:
+        return chunks
+    require_type(service, ctx, "search", rtype)
+    return _released_lines(service, ctx, chunks)
+
+
+def _released_lines(service: Service, ctx: Context, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        kept = [line for line in lines if line.strip() and _releasable(service, ctx, line)]
+        if kept:
+            yield b"\n".join(kept) + b"\n"
+    if pending.strip() and _releasable(service, ctx, pending):
+        yield pending + b"\n"
+
+
+def _releasable(service: Service, ctx: Context, line: bytes) -> bool:
+    parsed = fhir_json.loads(line)
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("resourceType"), str):
+        return False
+    rid = parsed.get("id")
+    target = Target(
+        parsed["resourceType"],
+        rid if isinstance(rid, str) else None,
+        patient_compartment(parsed),
+        parsed,
+    )
+    return service.policy.decide(ctx, "read", target) is Decision.ALLOW
 
 
 def type_allowed(service: Service, ctx: Context, interaction: str, rtype: str) -> bool:

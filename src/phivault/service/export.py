@@ -32,7 +32,7 @@ from phivault.errors import BadRequest, ExportFailed, Forbidden, Gone, NotFound,
 from phivault.fhir import json as fhir_json
 from phivault.fhir import resources as fhir_types
 from phivault.fhir.bundle_entries import iter_references
-from phivault.service.access_guard import type_allowed
+from phivault.service.access_guard import released_ndjson, type_allowed
 from phivault.service.export_files import read_sealed_file
 from phivault.service.export_run import (
     ExportParams,
@@ -205,14 +205,17 @@ class ExportService:
         job = self._job(ctx, job_id)
         if job.state != COMPLETED:
             raise NotFound("the export has no such file")
-        known = {item["file"] for item in json.loads(job.output or "[]")}
-        known |= {item["file"] for item in json.loads(job.error or "[]")}
+        outputs = {item["file"]: item["type"] for item in json.loads(job.output or "[]")}
+        known = set(outputs) | {item["file"] for item in json.loads(job.error or "[]")}
         if name not in known:  # also what keeps `name` from walking out of the folder
             raise NotFound("the export has no such file")
+        path = self.folder / job_id / f"{name}.enc"
+        chunks = read_sealed_file(self.service.codec, path, file_identity(job_id, name))
+        if name in outputs:  # the same policy again, as it is now (the error file has no PHI)
+            chunks = released_ndjson(self.service, ctx, outputs[name], chunks)
         event = self._event(ctx, "download", job, action="export-download", file=name)
         self.service.audit.record(event)
-        path = self.folder / job_id / f"{name}.enc"
-        return read_sealed_file(self.service.codec, path, file_identity(job_id, name))
+        return chunks
 
     # -- cancel, expiry -------------------------------------------------------------------
     def cancel(self, ctx: Context, job_id: str) -> None:
