@@ -16,21 +16,23 @@ from phivault.audit.auditevent import Search, matches, parse_search, render
 from phivault.audit.entry import decode_entry, index_row_of
 from phivault.audit.events import AccessEvent
 from phivault.audit.log import AuditLog
+from phivault.audit.terms import TermKeys, catch_up
 from phivault.errors import AuditUnavailable, NotFound
 from phivault.fhir.resources import small_int
 from phivault.service import authorize
-from phivault.store.audit_sql import is_indexed
+from phivault.store.audit_sql import AuditQuery
 
 if TYPE_CHECKING:
     from phivault.service.core import Context, Service
 
 AUDIT_EVENT = "AuditEvent"
 MAX_COUNT = 1000
-# Agent, entity, patient, action and failed outcomes are indexed (migration 008): a search
-# on one of them walks that index and its pages are exact. Only a search that filters on
-# nothing indexed (an outcome list that includes success, with no other term) scans the
-# entries' derived columns, newest first, this many at most per page, its next link
-# continuing below the window; such a page can hold fewer matches than _count, even none.
+# Agent, entity, patient, action and failed outcomes are indexed (audit/terms.py, brought
+# up to date by the search itself): a search on one of them walks its terms and its pages
+# are exact. Only a search that filters on nothing indexed (an outcome list that includes
+# success, with no other term) scans the entries' derived columns, newest first, this many
+# at most per page, its next link continuing below the window; such a page can hold fewer
+# matches than _count, even none.
 SCAN_WINDOW = 50_000
 
 
@@ -40,9 +42,15 @@ class AuditPage:
     next_cursor: int | None  # pass as _cursor for the next (older) page
 
 
+def _filters_anything(query: AuditQuery) -> bool:
+    return bool(query.actions or query.outcomes or query.actors or query.entities or query.patients)
+
+
 class AuditView:
     def __init__(self, service: Service) -> None:
         self.service = service
+        audit = service.audit
+        self._terms = TermKeys.of(audit.signer) if isinstance(audit, AuditLog) else None
 
     def _log(self) -> AuditLog:
         audit = self.service.audit
@@ -99,10 +107,18 @@ class AuditView:
             low_bound, high = span[0], min(high, span[1] + 1)
         if high <= low_bound:
             return [], None
-        if is_indexed(search.query):
-            rows = store.audit_search(
-                replace(search.query, before=high, after=low_bound, count=count)
+        terms = self._terms.driver(search.query) if self._terms is not None else None
+        if terms is not None or not _filters_anything(search.query):
+            indexed = catch_up(store, self._terms) if terms is not None and self._terms else 0
+            query = replace(
+                search.query,
+                before=high,
+                after=low_bound,
+                count=count,
+                terms=terms or (),
+                indexed=indexed,
             )
+            rows = store.audit_search(query)
             return rows, (rows[-1][0] if len(rows) == count else None)
         low = max(low_bound, high - SCAN_WINDOW)
         rows = store.audit_search(replace(search.query, before=high, after=low, count=count))

@@ -71,6 +71,10 @@ class AuditQuery:
     before: int | None = None  # only entries with idx < before (the page's window)
     after: int | None = None  # only entries with idx >= after
     count: int = 50
+    # Search terms (audit/terms.py) of the filter to walk, ORed, and how far they reach:
+    # entries from `indexed` on are scanned instead.
+    terms: tuple[bytes, ...] = ()
+    indexed: int = 0
 
 
 def _time_terms(times: Sequence[tuple[str, str]], where: list[str], params: list[Any]) -> None:
@@ -88,31 +92,6 @@ def time_span_sql(times: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
     params: list[Any] = []
     _time_terms(times, where, params)
     return f"SELECT MIN(i.idx), MAX(i.idx) FROM audit_entries i WHERE {' AND '.join(where)}", params
-
-
-def _driver(query: AuditQuery) -> tuple[str, list[tuple[Any, ...]]] | None:
-    """The indexed term a search walks (migration 008), most selective first: its SQL
-    condition per value, with that value's parameters. None when no term is indexed
-    (time alone, or an entity without an id)."""
-    if query.entities and all(rid is not None for _, rid in query.entities):
-        return "i.rtype = ? AND i.rid = ?", [tuple(e) for e in query.entities]
-    if query.patients:
-        return "i.patient = ?", [(p,) for p in query.patients]
-    if query.actors:
-        return "i.actor = ?", [(a,) for a in query.actors]
-    if query.outcomes and "0" not in query.outcomes:
-        # The failures index is partial (outcome <> '0'): say so for the planner.
-        return "i.outcome <> '0' AND i.outcome = ?", [(o,) for o in query.outcomes]
-    if query.actions:
-        return "i.action = ?", [(a,) for a in query.actions]
-    return None
-
-
-def is_indexed(query: AuditQuery) -> bool:
-    """Whether a search walks an index (exact pages) rather than scanning a window."""
-    return _driver(query) is not None or not (
-        query.actions or query.outcomes or query.actors or query.entities or query.patients
-    )
 
 
 def _filters(query: AuditQuery) -> tuple[list[str], list[Any]]:
@@ -150,30 +129,39 @@ def _filters(query: AuditQuery) -> tuple[list[str], list[Any]]:
 def search_sql(query: AuditQuery) -> tuple[str, list[Any]]:
     """Newest first: (idx, entry) of matching entries, read from the log itself.
 
-    With an indexed term, one arm per value of that term walks its index (key, idx)
-    backwards and stops at `count` rows; the arms are merged newest first. A value's
-    entries and no others are read, so a page costs O(count) index steps however large
-    the log, and `before` (the cursor) keeps pages stable while the log grows.
+    With `terms`, one arm per term walks `audit_terms` (term, idx) backwards below
+    `indexed` and stops at `count` rows; one more arm scans the entries from `indexed` on
+    (appended since the terms were last brought up to date); the arms are merged newest
+    first. A page costs O(count) index steps however large the log, and `before` (the
+    cursor) keeps pages stable while the log grows.
     """
     where, params = _filters(query)
-    driver = _driver(query)
-    if driver is None:
+    if not query.terms:
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         sql = f"SELECT i.idx, i.entry FROM audit_entries i{clause} ORDER BY i.idx DESC LIMIT ?"
         return sql, [*params, query.count]
-    condition, values = driver
     arms: list[str] = []
     all_params: list[Any] = []
-    for n, value in enumerate(values):
-        arm_where = " AND ".join([condition, *where])
+    for n, term in enumerate(query.terms):
+        arm_where = " AND ".join(["t.term = ?", "t.idx < ?", *where])
         arms.append(
-            f"SELECT a{n}.idx, a{n}.entry FROM (SELECT i.idx, i.entry FROM audit_entries i "
-            f"WHERE {arm_where} ORDER BY i.idx DESC LIMIT ?) AS a{n}"
+            f"SELECT a{n}.idx, a{n}.entry FROM (SELECT i.idx, i.entry FROM audit_terms t "
+            f"JOIN audit_entries i ON i.idx = t.idx WHERE {arm_where} "
+            f"ORDER BY t.idx DESC LIMIT ?) AS a{n}"
         )
-        all_params.extend((*value, *params, query.count))
-    if len(arms) == 1:
-        return arms[0], all_params
+        all_params.extend((term, query.indexed, *params, query.count))
+    tail_where = " AND ".join(["i.idx >= ?", *where])
+    arms.append(
+        "SELECT tail.idx, tail.entry FROM (SELECT i.idx, i.entry FROM audit_entries i "
+        f"WHERE {tail_where} ORDER BY i.idx DESC LIMIT ?) AS tail"
+    )
+    all_params.extend((query.indexed, *params, query.count))
     return " UNION ALL ".join(arms) + " ORDER BY 1 DESC LIMIT ?", [*all_params, query.count]
+
+
+SELECT_TERMS_UPTO = "SELECT upto FROM audit_terms_state WHERE id = 1"
+UPDATE_TERMS_UPTO = "UPDATE audit_terms_state SET upto = ? WHERE id = 1 AND upto = ?"
+TERM_COLUMNS = ("term", "idx")
 
 
 @functools.lru_cache(maxsize=32)

@@ -328,6 +328,17 @@ class SqlWriteTx(SqlReadView):
     def audit_put_seal(self, size: int, mac: bytes) -> None:
         self._conn.execute(self._q.render(audit_sql.PUT_SEAL), (size, mac))
 
+    def audit_terms_claim(self) -> int:
+        sql = audit_sql.SELECT_TERMS_UPTO
+        if self._q.render("?") != "?":  # PostgreSQL; SQLite's write transaction excludes
+            sql += " FOR UPDATE"
+        row = self._conn.execute(self._q.render(sql), ()).fetchone()
+        return int(row[0]) if row else 0
+
+    def audit_terms_put(self, rows: Sequence[tuple[bytes, int]], upto: int, new: int) -> None:
+        self.insert_rows("audit_terms", audit_sql.TERM_COLUMNS, list(rows))
+        self._conn.execute(self._q.render(audit_sql.UPDATE_TERMS_UPTO), (new, upto))
+
     def append_version(self, new: NewVersion) -> VersionRecord:
         q = self._q
         seq = int(
