@@ -364,6 +364,7 @@ def report(results: dict[str, Any]) -> None:
                  f"| {pm['sqlite_append_entries_per_s']:,.0f} | |")  # fmt: skip
     print("\n".join(lines))
     out = ROOT / "bench" / "results" / "audit.json"
+    out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 

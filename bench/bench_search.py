@@ -86,12 +86,13 @@ def wait_ready(port: int, timeout: float = 120.0) -> None:
 
 
 class Client:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, token: str) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.headers = {"accept": "application/fhir+json", "authorization": f"Bearer {token}"}
 
     def get(self, path: str) -> tuple[int, float]:
         start = time.perf_counter()
-        self.conn.request("GET", path, headers={"accept": "application/fhir+json"})
+        self.conn.request("GET", path, headers=self.headers)
         res = self.conn.getresponse()
         res.read()
         return res.status, (time.perf_counter() - start) * 1000
@@ -130,6 +131,16 @@ QUERIES: dict[str, Callable[[Subject], str]] = {
 }
 
 
+def issue_token(cli: list[str], data: Path, key: Path) -> str:
+    """A system token, as a script gets one (every FHIR route needs a bearer token)."""
+    out = subprocess.run(
+        [*cli, "token", "issue", "--data", str(data), "--key-file", str(key),
+         "--client", "bench-search", "--scope", "system/*.rs", "--lifetime", "900"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return out.stdout.strip().splitlines()[-1]
+
+
 def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
@@ -157,7 +168,7 @@ def bench_backend(
     results: dict[str, list[float] | None] = {}
     try:
         wait_ready(port)
-        client = Client(port)
+        client = Client(port, issue_token(cli, data, key))
         rng = random.Random(7)
         for name, make in QUERIES.items():
             sample = [rng.choice(people) for _ in range(args.requests)]
