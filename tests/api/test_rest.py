@@ -729,12 +729,6 @@ def test_errors_do_not_echo_phi_or_traces(client: TestClient, vault: Vault) -> N
 
 # -- R4 validation at the API -----------------------------------------------------------------
 
-BINDING_BUG = (
-    "BUG: required value-set bindings are not checked (fhir/validation.py:48 validates "
-    "structure only), so codes outside the R4 value set are accepted"
-)
-
-
 @pytest.mark.parametrize(
     ("body", "path"),
     [
@@ -766,13 +760,11 @@ BINDING_BUG = (
         pytest.param(
             {"resourceType": "Patient", "gender": "unknown-code"},
             "Patient.gender",
-            marks=pytest.mark.xfail(strict=True, reason=BINDING_BUG),
             id="gender-outside-value-set",
         ),
         pytest.param(
             {"resourceType": "Observation", "status": "bogus", "code": {"text": "x"}},
             "Observation.status",
-            marks=pytest.mark.xfail(strict=True, reason=BINDING_BUG),
             id="status-outside-value-set",
         ),
     ],

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from phivault.errors import InvalidResource
+from phivault.fhir.bindings import wrong_codes
 from phivault.fhir.json_types import type_errors
 from phivault.fhir.resources import NOT_VALIDATABLE, R4_TYPES
 from phivault.types import Resource
@@ -60,6 +61,13 @@ def validate_resource(resource: Any) -> Resource:
             "invalid FHIR R4 resource: "
             + "; ".join(f"{path}: wrong JSON type for this element" for path in wrong),
             expression=wrong,
+        )
+    outside = wrong_codes(resource)  # required value-set bindings (fhir/bindings.py)
+    if outside:
+        raise InvalidResource(
+            "invalid FHIR R4 resource: "
+            + "; ".join(f"{path}: code outside the required value set" for path in outside),
+            expression=outside,
         )
     return resource
 
