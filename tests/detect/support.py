@@ -14,7 +14,7 @@ from phivault.detect.runtime import vault_facts
 from phivault.detect.settings import DetectSettings
 from phivault.vault import Vault
 
-T0 = 1_790_000_000.0  # a Monday, 2026-09-21 (UTC) 08:53
+T0 = 1_790_000_000.0  # Monday 2026-09-21 14:13 UTC
 HOUR = 3600.0
 DAY = 86_400.0
 _idx = itertools.count(1)

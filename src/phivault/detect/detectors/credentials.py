@@ -185,8 +185,8 @@ class CredentialAttacks:
         return found
 
     def _after_login(self, entry: Entry, facts: ClinicFacts) -> list[Finding]:
-        user = patient_access(entry, facts)
-        if user is None or not entry.ok or entry.patient is None:
+        user = patient_access(entry, facts)  # allowed, or refused by the policy
+        if user is None or entry.patient is None:
             return []
         logins = self.users.setdefault(user.user_id, _UserLogins())
         hour = hour_of(entry.at)
@@ -198,7 +198,10 @@ class CredentialAttacks:
             return []
         watch.patients.add(entry.patient)
         watch.evidence.append(entry.idx)
-        if not facts.explain(user, entry.patient, entry.at, entry.purpose).explained:
+        if (
+            not entry.ok
+            or not facts.explain(user, entry.patient, entry.at, entry.purpose).explained
+        ):
             watch.unexplained += 1
         busiest = max(logins.busiest_hour(), 5)
         unusual = watch.unexplained > 0 or len(watch.patients) > busiest

@@ -26,7 +26,7 @@ class WriteBurst:
         self.s = settings
         self.writes: dict[str, Window] = {}
         self.deletes: dict[str, Window] = {}
-        self.busiest: dict[str, int] = {}  # actor -> most writes in 10 minutes so far
+        self.busiest: dict[str, dict[int, int]] = {}  # actor -> hour -> most writes in 10 min
 
     def observe(self, entry: Entry, facts: ClinicFacts) -> Iterable[Finding]:
         if entry.action not in WRITE_ACTIONS or entry.action == "create":
@@ -34,14 +34,19 @@ class WriteBurst:
         writes = self.writes.setdefault(entry.actor, Window(TEN_MINUTES))
         writes.add(entry.at, entry.action, entry.idx)
         found: list[Finding] = []
-        own = self.busiest.get(entry.actor, 0)
+        hour = int(entry.at // 3600)
+        hours = self.busiest.setdefault(entry.actor, {})
+        # The actor's busiest 10 minutes in earlier hours: a burst never raises its own bar.
+        own = max((c for h, c in hours.items() if h < hour - 1), default=0)
         limit = max(self.s.writes_per_10_minutes, 3 * own)
         if writes.count() > limit:
             found.append(
                 self._finding(entry, "update-burst", writes, f"changed {writes.count()} records")
             )
-        else:
-            self.busiest[entry.actor] = max(own, writes.count())
+        hours[hour] = max(hours.get(hour, 0), writes.count())
+        if len(hours) > 24 * 60:
+            for old in sorted(hours)[: len(hours) - 24 * 28]:
+                del hours[old]
         if entry.action == "delete":
             deletes = self.deletes.setdefault(entry.actor, Window(TEN_MINUTES))
             deletes.add(entry.at, entry.action, entry.idx)
