@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ import orjson
 import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
+from starlette.testclient import TestClient
 
 from phivault.access import clients, totp
 from phivault.access.tokens import TokenSigner
@@ -249,6 +252,7 @@ def test_authorization_code_flow_with_pkce_totp_and_refresh_rotation(clinic: Cli
     }  # fmt: skip
     page = clinic.client.get("/oauth/authorize", params=params)
     assert page.status_code == 200 and "<form" in page.text
+    params["csrf_token"] = _csrf_token(page.text)
     escalated = clinic.client.get("/oauth/authorize", params={**params, "scope": "user/*.cruds"})
     assert escalated.status_code == 400 and escalated.json()["error"] == "invalid_scope"
     plain = clinic.client.get(
@@ -296,6 +300,99 @@ def test_authorization_code_flow_with_pkce_totp_and_refresh_rotation(clinic: Cli
     # Reuse of a used refresh token revokes the whole session.
     assert clinic.client.post("/oauth/token", data=refresh).status_code == 400
     assert clinic.client.get(f"/fhir/Condition/{mine}", headers=headers).status_code == 401
+
+
+def _csrf_token(page: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, "the login form carries no CSRF token"
+    return html.unescape(match.group(1))
+
+
+def _login_app(clinic: Clinic) -> tuple[Any, dict[str, str]]:
+    app = clients.register(
+        clinic.access.store, "csrf-app", clients.PUBLIC, "launch/patient patient/*.rs",
+        redirect_uris=["https://app.example/cb"],
+    )  # fmt: skip
+    _verifier, challenge = _pkce()
+    params = {
+        "response_type": "code", "client_id": app.client_id, "redirect_uri": "https://app.example/cb",
+        "scope": "patient/*.rs", "state": "s", "code_challenge": challenge,
+        "code_challenge_method": "S256", "aud": "x",
+    }  # fmt: skip
+    return app, params
+
+
+def test_login_form_refuses_a_post_without_its_csrf_token(clinic: Clinic) -> None:
+    clinic.access.users.add("drcsrf", PASSWORD, ["clinician"], mfa_required=False)
+    _app, params = _login_app(clinic)
+    page = clinic.client.get("/oauth/authorize", params=params)
+    assert page.status_code == 200
+    # Clickjacking: the page may not be framed, and may submit only here (and to the app).
+    assert page.headers["x-frame-options"] == "DENY"
+    policy = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert "form-action 'self' https://app.example" in policy
+    assert "phivault_login=" in page.headers["set-cookie"]
+    assert "samesite=strict" in page.headers["set-cookie"].lower()
+    assert "httponly" in page.headers["set-cookie"].lower()
+    token = _csrf_token(page.text)
+    login = {**params, "username": "drcsrf", "password": PASSWORD}
+    since = clinic.vault.store.audit_size()
+
+    def post(form: dict[str, str], **kw: Any) -> Any:
+        return clinic.client.post("/oauth/authorize", data=form, follow_redirects=False, **kw)
+
+    assert post(login).status_code == 403  # no token at all
+    assert post({**login, "csrf_token": "1." + "A" * 43}).status_code == 403  # made up
+    # The token is bound to this authorization request: another redirect target, PKCE
+    # challenge or scope with it is refused.
+    for name, value in (
+        ("state", "other"),
+        ("code_challenge", "B" * 43),
+        ("scope", "launch/patient patient/*.rs"),
+    ):
+        assert post({**login, "csrf_token": token, name: value}).status_code == 403
+    # A cross-site POST: the browser does not send the SameSite=Strict cookie.
+    with TestClient(clinic.client.app, base_url="http://testserver") as elsewhere:
+        forged = elsewhere.post(
+            "/oauth/authorize", data={**login, "csrf_token": token}, follow_redirects=False
+        )
+        assert forged.status_code == 403
+    refused = [e for e in _audit(clinic, since) if e.get("detail") == "CsrfRejected"]
+    assert len(refused) == 6
+    # Refused before the password was looked at: no login attempt was recorded or counted.
+    logins = [e for e in _audit(clinic, since) if e["action"] == "login"]
+    assert all(e.get("detail") == "CsrfRejected" for e in logins)
+    # The form as the server showed it, from the browser it was shown to: signed in.
+    ok = post({**login, "csrf_token": token})
+    assert ok.status_code == 303, ok.text
+    assert ok.headers["location"].startswith("https://app.example/cb?code=")
+
+
+def test_login_form_tokens_expire(clinic: Clinic) -> None:
+    clinic.access.users.add("drlate", PASSWORD, ["clinician"], mfa_required=False)
+    _app, params = _login_app(clinic)
+    login = {**params, "username": "drlate", "password": PASSWORD}
+    routes_csrf = next(
+        r.endpoint.__self__.csrf  # type: ignore[union-attr]
+        for r in clinic.client.app.routes  # type: ignore[attr-defined]
+        if getattr(r, "path", "") == "/oauth/authorize"
+    )
+    real = routes_csrf._clock
+    routes_csrf._clock = lambda: real() - 11 * 60  # the form was shown 11 minutes ago
+    try:
+        token = _csrf_token(clinic.client.get("/oauth/authorize", params=params).text)
+    finally:
+        routes_csrf._clock = real
+    late = clinic.client.post(
+        "/oauth/authorize", data={**login, "csrf_token": token}, follow_redirects=False
+    )
+    assert late.status_code == 403
+    fresh = _csrf_token(late.text)  # the refusal page carries a new form
+    ok = clinic.client.post(
+        "/oauth/authorize", data={**login, "csrf_token": fresh}, follow_redirects=False
+    )
+    assert ok.status_code == 303
 
 
 def test_backend_services_client_credentials(clinic: Clinic) -> None:

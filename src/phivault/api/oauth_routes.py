@@ -1,7 +1,8 @@
 """SMART App Launch 2 and Backend Services endpoints, outside the FHIR base path.
 
 /.well-known/smart-configuration, /oauth/authorize (authorization code + PKCE S256 through
-a small server-rendered login page: password + TOTP), /oauth/token (authorization_code,
+a small server-rendered login page: password + TOTP; protected against cross-site request
+forgery by access/csrf.py, and never framed), /oauth/token (authorization_code,
 refresh_token with rotation, client_credentials with private_key_jwt), /oauth/revoke
 (RFC 7009), /oauth/jwks, and /oauth/break-glass (emergency access for the caller's
 session: clinical roles only, reason required, time-boxed, audited as an alert).
@@ -16,19 +17,19 @@ import json
 from importlib import resources
 from string import Template
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from phivault.access import clients
+from phivault.access import clients, csrf
 from phivault.access.runtime import AccessControl
 from phivault.access.scopes import SYSTEM, check_within, parse_scopes
 from phivault.access.tokens import verify_client_assertion
 from phivault.api.middleware.auth import CONTEXT_KEY
-from phivault.audit.events import SUCCESS, AccessEvent
+from phivault.audit.events import MINOR_FAILURE, SUCCESS, AccessEvent
 from phivault.errors import (
     BreakGlassRefused,
     InvalidClient,
@@ -94,6 +95,7 @@ class OAuthRoutes:
     def __init__(self, access: AccessControl, fhir_base_path: str) -> None:
         self.access = access
         self.fhir_base_path = fhir_base_path
+        self.csrf = csrf.LoginCsrf(access.keys, clock=access.clock)
 
     def routes(self) -> list[Route]:
         return [
@@ -176,10 +178,22 @@ class OAuthRoutes:
             raise InvalidScope()
         return client, scope
 
-    def _page(self, params: dict[str, str], client: Any, message: str, status: int) -> Response:
+    def _page(
+        self,
+        request: Request,
+        params: dict[str, str],
+        client: Any,
+        message: str,
+        status: int,
+    ) -> Response:
+        nonce = request.cookies.get(csrf.COOKIE)
+        if not csrf.valid_nonce(nonce):
+            nonce = csrf.new_nonce()
+        assert nonce is not None
+        fields = {k: params.get(k, "") for k in _AUTHORIZE_PARAMS}
+        fields[csrf.FIELD] = self.csrf.issue(nonce, params, _AUTHORIZE_PARAMS)
         hidden = "\n".join(
-            f'<input type="hidden" name="{k}" value="{html.escape(params.get(k, ""))}">'
-            for k in _AUTHORIZE_PARAMS
+            f'<input type="hidden" name="{k}" value="{html.escape(v)}">' for k, v in fields.items()
         )
         patient_field = ""
         if "launch/patient" in params.get("scope", "").split():
@@ -192,7 +206,19 @@ class OAuthRoutes:
             hidden=hidden,
             patient_field=patient_field,
         )
-        return HTMLResponse(body, status_code=status, headers=_NO_STORE)
+        response = HTMLResponse(
+            body, status_code=status, headers={**_NO_STORE, **_page_headers(params)}
+        )
+        response.set_cookie(
+            csrf.COOKIE,
+            nonce,
+            max_age=int(csrf.LIFETIME),
+            path="/oauth/authorize",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        return response
 
     async def authorize_form(self, request: Request) -> Response:
         params = {k: request.query_params.get(k, "") for k in _AUTHORIZE_PARAMS}
@@ -200,7 +226,7 @@ class OAuthRoutes:
             client, _ = await to_thread.run_sync(self._check_authorize, params)
         except PhivaultError as exc:
             return _oauth_error(exc)
-        return self._page(params, client, "", 200)
+        return self._page(request, params, client, "", 200)
 
     async def authorize_submit(self, request: Request) -> Response:
         try:
@@ -213,6 +239,12 @@ class OAuthRoutes:
         except PhivaultError as exc:
             return _oauth_error(exc)
         address = request.client.host if request.client else None
+        token = form.get(csrf.FIELD, "")
+        if not self.csrf.check(token, request.cookies.get(csrf.COOKIE), params, _AUTHORIZE_PARAMS):
+            # Before any password is looked at: a forged POST learns nothing, locks nobody.
+            await to_thread.run_sync(self._audit_csrf, address)
+            message = "This sign-in form expired or did not come from this server; sign in again."
+            return self._page(request, params, client, message, 403)
         try:
             user = await to_thread.run_sync(
                 self.access.login.login,
@@ -222,9 +254,9 @@ class OAuthRoutes:
                 address,
             )
         except TooManyAttempts as exc:
-            return self._page(params, client, exc.message, 429)
+            return self._page(request, params, client, exc.message, 429)
         except LoginFailed as exc:
-            return self._page(params, client, exc.message, 401)
+            return self._page(request, params, client, exc.message, 401)
         patient = str(form.get("patient", "")).strip() or None
         code = await to_thread.run_sync(
             lambda: self.access.sessions.new_code(
@@ -238,6 +270,17 @@ class OAuthRoutes:
         )
         query = urlencode({"code": code, "state": params.get("state", "")})
         return RedirectResponse(f"{params['redirect_uri']}?{query}", status_code=303)
+
+    def _audit_csrf(self, address: str | None) -> None:
+        self.access.audit.record(
+            AccessEvent(
+                action="login",
+                outcome=MINOR_FAILURE,
+                actor="anonymous",
+                client=address,
+                detail="CsrfRejected",
+            )
+        )
 
     # -- the token endpoint ----------------------------------------------------------------------
     async def token(self, request: Request) -> Response:
@@ -380,6 +423,28 @@ class OAuthRoutes:
                 extra={"alert": "break-glass"} if refused is None else {},
             )
         )
+
+
+def _page_headers(params: dict[str, str]) -> dict[str, str]:
+    """The login page may not be framed (clickjacking), loads nothing, and may submit only
+    to this server, which then redirects to the client's registered redirect URI (whose
+    origin form-action must allow too: browsers apply it to the redirect)."""
+    sources = ["'self'"]
+    target = urlsplit(params.get("redirect_uri", ""))
+    if target.scheme in ("http", "https") and target.netloc:
+        sources.append(f"{target.scheme}://{target.netloc}")
+    elif target.scheme:
+        sources.append(f"{target.scheme}:")
+    sources = [s for s in sources if not set(s) & set(" ;,'\"\r\n")] or ["'self'"]
+    if "'self'" not in sources:
+        sources.insert(0, "'self'")
+    return {
+        "X-Frame-Options": "DENY",
+        "Content-Security-Policy": (
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
+            f"form-action {' '.join(sources)}"
+        ),
+    }
 
 
 def _unverified_issuer(assertion: str) -> str | None:
