@@ -59,7 +59,7 @@ def test_prune_removes_only_unneeded_chunks(backed_up: Clinic, tmp_path: Path) -
         resource = dict(backed_up.resources[0])
         resource["id"] = f"extra-{i}"
         vault.service.import_resources(CTX, [resource]).__next__()
-        backup_now(vault)
+        backup_now(vault, full=True)  # no chain: each snapshot stands alone
     operator = repository(vault, operator=True)
     before = operator.snapshot_ids()
     assert len(before) == 3

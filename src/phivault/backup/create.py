@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -26,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from phivault.backup.delta import MAX_CHAIN, Marks, NeedFull
 from phivault.backup.keys import ServerKeys, b64
 from phivault.backup.repository import (
     DEFAULT_ZSTD_LEVEL,
@@ -38,6 +40,8 @@ from phivault.backup.repository import (
 )
 from phivault.backup.snapshot import LOCK_FILE, Capture, capture, clean_stale_temp
 from phivault.errors import BackupError
+
+log = logging.getLogger("phivault.backup")
 
 WORKERS = 2
 IN_FLIGHT = 8  # chunks being sealed or uploaded at once (bounds memory to ~8 x 4 MiB)
@@ -68,6 +72,7 @@ class BackupResult:
     new_bytes: int  # stored size of the new chunks
     seconds: float
     healed: int = 0
+    kind: str = "full"  # or "incremental"
 
 
 @contextlib.contextmanager
@@ -193,6 +198,36 @@ def _protect_reused(repo: Repository, reused: set[str], retention: timedelta | N
     return until.isoformat()
 
 
+def _parent(repo: Repository, full: bool) -> SnapshotHeader | None:
+    """The snapshot the next one can be a delta of, or None (then it is full)."""
+    ids = repo.snapshot_ids()
+    if full or not ids:
+        return None
+    latest = repo.read_header(ids[-1])  # signed by this server: its marks are its own
+    if latest.marks is None or len(latest.chain or (latest.snapshot_id,)) > MAX_CHAIN:
+        return None
+    if not set(latest.chunks) <= repo.chunk_ids():
+        return None  # something it needs is gone: start afresh rather than build on it
+    return latest
+
+
+@contextlib.contextmanager
+def _capture(
+    data_dir: Path, db_url: str | None, parent: SnapshotHeader | None
+) -> Iterator[tuple[Capture, SnapshotHeader | None]]:
+    """A delta of `parent` when it can be one, else a full capture."""
+    since = Marks.from_json(parent.marks) if parent is not None else None
+    if since is not None:
+        try:
+            with capture(data_dir, db_url, since) as cap:
+                yield cap, parent
+                return
+        except NeedFull as why:
+            log.info("backup: a full snapshot is needed (%s)", why)
+    with capture(data_dir, db_url) as cap:
+        yield cap, None
+
+
 def create_backup(
     data_dir: Path,
     repo: Repository,
@@ -202,21 +237,26 @@ def create_backup(
     progress: Progress | None = None,
     level: int = DEFAULT_ZSTD_LEVEL,
     lock: bool = True,
+    full: bool = False,
 ) -> BackupResult:
-    """`lock=False`: the caller already holds `backup_lock`."""
+    """`lock=False`: the caller already holds `backup_lock`. An incremental snapshot is
+    taken when the newest one allows it (backup/delta.py); `full` forces a full one."""
     progress = progress or _NoProgress()
     started = time.monotonic()
     snapshot_id = new_snapshot_id()
     with backup_lock(data_dir) if lock else contextlib.nullcontext():
         clean_stale_temp(data_dir)
-        with capture(data_dir, db_url) as cap:
+        with _capture(data_dir, db_url, _parent(repo, full)) as (cap, parent):
             progress.start(sum(f.source.stat().st_size for f in cap.files))
             uploader = _Uploader(repo, level)
             try:
                 files = _scan(cap, repo, keys, None, uploader, progress)
             finally:
                 uploader.finish()
-            every = {c for f in files for c in f["chunks"]}
+            own = {c for f in files for c in f["chunks"]}
+            # A delta needs everything its parent needed: reused by name, never re-read.
+            every = own | set(parent.chunks) if parent is not None else own
+            chain = (*(parent.chain or (parent.snapshot_id,)), snapshot_id) if parent else ()
             retain_until = _protect_reused(repo, every, _retention(repo))
             repo.backend.flush()
             header = SnapshotHeader(
@@ -234,15 +274,18 @@ def create_backup(
                     "new_bytes": uploader.stored,
                 },
                 backend=cap.backend,
+                chain=chain or (snapshot_id,),
+                marks=cap.marks.to_json() if cap.marks is not None else None,
             )
             body = {
                 "files": files,
                 "facts": cap.facts,
                 "backend": cap.backend,
                 "chunk_id_key": b64(keys.chunk_id_key),
+                "kind": "delta" if parent is not None else "full",
             }
             header = repo.write_manifest(header, body, keys.signing_seed)
-            healed = _heal(cap, repo, keys, every, level)
+            healed = _heal(cap, repo, keys, own, level)
     return BackupResult(
         snapshot_id=snapshot_id,
         time=header.time,
@@ -253,6 +296,7 @@ def create_backup(
         new_bytes=uploader.stored,
         seconds=time.monotonic() - started,
         healed=healed,
+        kind="incremental" if len(header.chain) > 1 else "full",
     )
 
 

@@ -99,9 +99,15 @@ def open_repository(data_dir: Path, *, operator: bool = False, **options: Any) -
 
 
 def backup_now(
-    vault: Vault, *, progress: Progress | None = None, lock: bool = True, **options: Any
+    vault: Vault,
+    *,
+    progress: Progress | None = None,
+    lock: bool = True,
+    full: bool = False,
+    **options: Any,
 ) -> BackupResult:
-    """One backup of an open vault, its outcome recorded in the audit log either way."""
+    """One backup of an open vault, its outcome recorded in the audit log either way:
+    incremental when the newest snapshot allows it, full otherwise or with `full`."""
     data_dir = vault.settings.data_dir
     settings = load_backup_settings(data_dir)
     try:
@@ -120,6 +126,7 @@ def backup_now(
                 progress=progress,
                 level=settings.zstd_level,
                 lock=lock,
+                full=full,
             )
         finally:
             repo.backend.close()

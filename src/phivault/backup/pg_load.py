@@ -7,16 +7,25 @@ restored rows; later migrations run when the restored data directory is first op
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from phivault.backup.delta import APPEND_TABLES, RESOURCES
 from phivault.errors import BackupError, ConfigError
 from phivault.store.sql import load_migrations
 
 _COPY_BLOCK = 1024 * 1024
 
 
-def load_postgres(db_url: str, pg_dir: Path, meta: dict[str, Any]) -> None:
+def load_postgres(
+    db_url: str,
+    pg_dir: Path,
+    meta: dict[str, Any],
+    deltas: Sequence[tuple[Path, dict[str, Any]]] = (),
+) -> None:
+    """Load a full snapshot, then apply each delta (folder, meta) in order: all in one
+    transaction, so a failed restore leaves nothing half-loaded."""
     import psycopg
 
     from phivault.store.postgres import split_schema
@@ -45,6 +54,10 @@ def load_postgres(db_url: str, pg_dir: Path, meta: dict[str, Any]) -> None:
                     # Rows a migration seeded are in the snapshot too, as they were then.
                     conn.execute(f'DELETE FROM "{schema}"."{table}"'.encode())
                     _copy_in(conn, schema, str(table), pg_dir / f"{table}.copy")
+                for folder, delta_meta in deltas:
+                    if int(delta_meta["schema_version"]) != version:
+                        raise BackupError("an incremental snapshot has another schema version")
+                    _apply_delta(conn, schema, folder, [str(t) for t in delta_meta["tables"]])
                 for table, column in meta.get("serials", []):
                     conn.execute(
                         f'SELECT setval(pg_get_serial_sequence(\'"{schema}"."{table}"\', %s), '
@@ -56,10 +69,33 @@ def load_postgres(db_url: str, pg_dir: Path, meta: dict[str, Any]) -> None:
         raise BackupError("cannot load the snapshot into PostgreSQL") from exc
 
 
-def _copy_in(conn: Any, schema: str, table: str, path: Path) -> None:
+def _apply_delta(conn: Any, schema: str, folder: Path, tables: list[str]) -> None:
+    """One delta (backup/delta.py): append-only rows are added; the resources it touched
+    get their `resources` row and their rows of each index table replaced; every other
+    table is replaced whole."""
+    conn.execute(b"CREATE TEMP TABLE delta_resources (LIKE resources) ON COMMIT DROP")
+    if RESOURCES in tables:
+        _copy_in(conn, None, "delta_resources", folder / f"{RESOURCES}.copy")
+    for table in tables:
+        target = f'"{schema}"."{table}"'
+        if table in APPEND_TABLES:
+            pass
+        elif table.startswith("idx_") or table == RESOURCES:
+            conn.execute(
+                f"DELETE FROM {target} t USING delta_resources d "
+                "WHERE t.rtype = d.rtype AND t.rid = d.rid".encode()
+            )
+        else:
+            conn.execute(f"DELETE FROM {target}".encode())
+        _copy_in(conn, schema, table, folder / f"{table}.copy")
+    conn.execute(b"DROP TABLE delta_resources")
+
+
+def _copy_in(conn: Any, schema: str | None, table: str, path: Path) -> None:
     if not path.exists():
         raise BackupError("a table dump is missing from the snapshot")
-    query = f'COPY "{schema}"."{table}" FROM STDIN (FORMAT BINARY)'
+    name = f'"{schema}"."{table}"' if schema else f'"{table}"'
+    query = f"COPY {name} FROM STDIN (FORMAT BINARY)"
     with conn.cursor() as cur, cur.copy(query.encode()) as copy, open(path, "rb") as source:
         while block := source.read(_COPY_BLOCK):
             copy.write(block)

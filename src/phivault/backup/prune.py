@@ -90,6 +90,8 @@ def prune(
             # An unverifiable manifest is left alone: evidence, not garbage.
             result.problems.append(f"snapshot {snapshot_id}: {exc.message}")
     kept = select_kept([(i, parse_time(h.time)) for i, h in headers.items()], policy)
+    # An incremental snapshot restores through the full one and the deltas before it.
+    kept |= {member for sid in kept for member in headers[sid].chain if member in headers}
     result.kept = sorted(kept)
     result.forgotten = sorted(set(headers) - kept)
     needed = {c for sid in kept for c in headers[sid].chunks}

@@ -121,9 +121,18 @@ class SnapshotHeader:
     retain_until: str | None = None
     stats: dict[str, int] = field(default_factory=dict)
     backend: str = "sqlite"
+    # The full snapshot and the deltas after it that this one builds on, ending with this
+    # one (a full snapshot: itself only). `chunks` covers them all, so prune, which keeps
+    # every chain member of what it keeps, never takes a chunk a delta still needs.
+    chain: tuple[str, ...] = ()
+    marks: dict[str, Any] | None = None  # where the next delta starts (backup/delta.py)
+
+    @property
+    def is_delta(self) -> bool:
+        return len(self.chain) > 1
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "id": self.snapshot_id,
             "repo_id": self.repo_id,
             "time": self.time,
@@ -133,6 +142,11 @@ class SnapshotHeader:
             "stats": self.stats,
             "backend": self.backend,
         }
+        if self.chain:
+            data["chain"] = list(self.chain)
+        if self.marks is not None:
+            data["marks"] = self.marks
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> SnapshotHeader:
@@ -145,6 +159,8 @@ class SnapshotHeader:
             retain_until=data.get("retain_until"),
             stats={str(k): int(v) for k, v in data.get("stats", {}).items()},
             backend=str(data.get("backend", "sqlite")),
+            chain=tuple(str(c) for c in data.get("chain", ())),
+            marks=data.get("marks") if isinstance(data.get("marks"), dict) else None,
         )
 
 

@@ -14,6 +14,7 @@ import hmac
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from phivault.backup.create import Progress, _NoProgress
+from phivault.backup.delta import DELTA_FILE, PG_DELTA_DIR, apply_sqlite
 from phivault.backup.keys import BackupPrivateKey, unb64
 from phivault.backup.repository import Repository, chunk_id_of
 from phivault.backup.snapshot import PG_DIR, PG_SCHEMA_FILE
@@ -34,6 +36,7 @@ from phivault.errors import (
     ConfigError,
     SnapshotNotFound,
 )
+from phivault.store.factory import SQLITE_FILE
 
 READERS = 4
 _LOOKAHEAD = 8
@@ -156,6 +159,14 @@ def _safe_path(root: Path, name: str) -> Path:
     return root / name
 
 
+def _is_database(path: str) -> bool:
+    return path == SQLITE_FILE or path.startswith(PG_DIR + "/")
+
+
+def _is_delta(path: str) -> bool:
+    return path == DELTA_FILE or path.startswith(PG_DELTA_DIR + "/")
+
+
 def restore_snapshot(
     repo: Repository,
     key: BackupPrivateKey,
@@ -166,44 +177,78 @@ def restore_snapshot(
     db_url: str | None = None,
     progress: Progress | None = None,
 ) -> RestoreResult:
+    """Restore a snapshot. An incremental one restores its full snapshot's database and
+    applies each delta of its chain in order (all signed, all opened with the key); the
+    configuration files come from the chosen snapshot itself."""
     progress = progress or _NoProgress()
     started = time.monotonic()
     check_key(repo, key)
     chosen = choose_snapshot(repo, snapshot_id, at)
     header, body = repo.read_manifest(chosen, key.private_key)
+    chain = list(header.chain) or [chosen]
+    if chain[-1] != chosen:
+        raise BackupIntegrityError("a snapshot manifest does not verify")
+    bodies = [repo.read_manifest(sid, key.private_key)[1] for sid in chain[:-1]] + [body]
     backend = str(body.get("backend", "sqlite"))
+    if any(str(b.get("backend", "sqlite")) != backend for b in bodies):
+        raise BackupIntegrityError("a snapshot chain mixes database kinds")
     if backend == "postgresql" and not db_url:
         raise ConfigError("this snapshot is of a PostgreSQL database: give --db-url for it")
     if to_dir.exists() and any(to_dir.iterdir()):
         raise ConfigError("the restore directory must be empty or not exist yet")
     to_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(to_dir, 0o700)
-    chunk_id_key = unb64(body["chunk_id_key"], 32)
-    files: list[dict[str, Any]] = list(body["files"])
-    progress.start(sum(int(f["size"]) for f in files))
+    # (folder, file entries, chunk-id key): the base's database, the chosen snapshot's
+    # configuration files, then each delta into a scratch folder of its own.
+    plan: list[tuple[Path, list[dict[str, Any]], bytes]] = []
+    base = bodies[0]
+    plan.append((to_dir, [f for f in base["files"] if _is_database(str(f["path"]))], _idk(base)))
+    plain = [f for f in body["files"] if not _is_database(str(f["path"]))]
+    plan.append((to_dir, [f for f in plain if not _is_delta(str(f["path"]))], _idk(body)))
+    deltas: list[Path] = []
+    for number, delta_body in enumerate(bodies[1:]):
+        scratch = to_dir / f".restore-delta-{number:03d}"
+        wanted = [f for f in delta_body["files"] if _is_delta(str(f["path"]))]
+        plan.append((scratch, wanted, _idk(delta_body)))
+        deltas.append(scratch)
+    progress.start(sum(int(f["size"]) for _, entries, _ in plan for f in entries))
     total = 0
-    for entry in files:
-        target = _safe_path(to_dir, str(entry["path"]))
-        total += _write_file(repo, key, chunk_id_key, entry, target, progress)
-    if backend == "postgresql" and db_url:
-        pg_dir = to_dir / PG_DIR
-        meta = json.loads((to_dir / PG_SCHEMA_FILE).read_text(encoding="utf-8"))
-        from phivault.backup.pg_load import load_postgres
+    try:
+        for folder, entries, chunk_id_key in plan:
+            for entry in entries:
+                target = _safe_path(folder, str(entry["path"]))
+                total += _write_file(repo, key, chunk_id_key, entry, target, progress)
+        if backend == "sqlite":
+            for scratch in deltas:
+                apply_sqlite(to_dir / SQLITE_FILE, scratch / DELTA_FILE)
+        elif db_url:
+            pg_dir = to_dir / PG_DIR
+            meta = json.loads((to_dir / PG_SCHEMA_FILE).read_text(encoding="utf-8"))
+            from phivault.backup.pg_load import load_postgres
 
-        load_postgres(db_url, pg_dir, meta)
-        for item in pg_dir.iterdir():
-            item.unlink()
-        pg_dir.rmdir()
-        set_db_url(to_dir / CONFIG_FILE, db_url)
+            steps = [
+                (d / PG_DELTA_DIR, json.loads((d / PG_DELTA_DIR / "schema.json").read_text()))
+                for d in deltas
+            ]
+            load_postgres(db_url, pg_dir, meta, steps)
+            shutil.rmtree(pg_dir)
+            set_db_url(to_dir / CONFIG_FILE, db_url)
+    finally:
+        for scratch in deltas:
+            shutil.rmtree(scratch, ignore_errors=True)
     return RestoreResult(
         snapshot_id=chosen,
         time=header.time,
         backend=backend,
-        files=len(files),
+        files=sum(len(entries) for _, entries, _ in plan),
         bytes=total,
         seconds=time.monotonic() - started,
         facts=dict(body.get("facts", {})),
     )
+
+
+def _idk(body: dict[str, Any]) -> bytes:
+    return unb64(body["chunk_id_key"], 32)
 
 
 def set_db_url(config: Path, db_url: str) -> None:

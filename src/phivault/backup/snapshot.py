@@ -24,11 +24,13 @@ import secrets
 import shutil
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from phivault.backup import delta
+from phivault.backup.delta import DELTA_FILE, PG_DELTA_DIR, Marks
 from phivault.errors import BackupError
 from phivault.store.factory import SQLITE_FILE
 
@@ -53,6 +55,8 @@ class Capture:
     backend: str  # "sqlite" or "postgresql"
     files: list[SnapshotFile] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    marks: Marks | None = None  # how far this snapshot reaches (the next delta's start)
+    since: Marks | None = None  # a delta: the previous snapshot's marks; None: full
 
 
 def _plain_files(data_dir: Path) -> list[SnapshotFile]:
@@ -75,8 +79,9 @@ def clean_stale_temp(data_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def capture(data_dir: Path, db_url: str | None) -> Iterator[Capture]:
-    """Take the snapshot; temporary copies are removed when the block ends."""
+def capture(data_dir: Path, db_url: str | None, since: Marks | None = None) -> Iterator[Capture]:
+    """Take the snapshot (with `since`: only what changed since those marks, or raise
+    NeedFull); temporary copies are removed when the block ends."""
     temp = data_dir / f"{TEMP_PREFIX}{secrets.token_hex(6)}"
     temp.mkdir(mode=0o700)
     try:
@@ -84,11 +89,14 @@ def capture(data_dir: Path, db_url: str | None) -> Iterator[Capture]:
             source = data_dir / SQLITE_FILE
             if db_url and db_url.startswith("sqlite:///"):
                 source = Path(db_url.removeprefix("sqlite:///"))
-            result = Capture("sqlite", _plain_files(data_dir))
-            _capture_sqlite(source, temp, result)
+            result = Capture("sqlite", _plain_files(data_dir), since=since)
+            if since is None:
+                _capture_sqlite(source, temp, result)
+            else:
+                _capture_sqlite_delta(source, temp, result, since)
         else:
-            result = Capture("postgresql", _plain_files(data_dir))
-            _capture_postgres(db_url, temp, result)
+            result = Capture("postgresql", _plain_files(data_dir), since=since)
+            _capture_postgres(db_url, temp, result, since)
         yield result
     finally:
         shutil.rmtree(temp, ignore_errors=True)
@@ -116,47 +124,61 @@ def _capture_sqlite(source: Path, temp: Path, result: Capture) -> None:
         finally:
             src.close()
         os.chmod(copy, 0o600)
-        result.facts.update(_sqlite_facts(copy))
+        facts = _sqlite_facts(copy)
+        result.marks = facts.pop("marks")
+        result.facts.update(facts)
     except sqlite3.Error as exc:
         raise BackupError("cannot take a consistent copy of the SQLite database") from exc
     result.files.append(SnapshotFile(SQLITE_FILE, copy, 0o600))
 
 
+def _capture_sqlite_delta(source: Path, temp: Path, result: Capture, since: Marks) -> None:
+    target = temp / DELTA_FILE
+    result.marks, facts = delta.capture_sqlite(source, target, since)
+    result.facts.update(facts)
+    os.chmod(target, 0o600)
+    result.files.append(SnapshotFile(DELTA_FILE, target, 0o600))
+
+
 def _sqlite_facts(path: Path) -> dict[str, Any]:
     conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
     try:
-        return _facts(lambda sql: conn.execute(sql).fetchone())
+
+        def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+            return conn.execute(sql, tuple(params)).fetchall()
+
+        facts = delta.facts_of(query)
+        facts["marks"] = delta.take_marks(query, since=None, serialized=True)
+        return facts
     finally:
         conn.close()
-
-
-def _facts(one: Any) -> dict[str, Any]:
-    checkpoint = one("SELECT checkpoint FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
-    return {
-        "schema_version": int(one("SELECT MAX(version) FROM schema_migrations")[0] or 0),
-        "resources": int(one("SELECT COUNT(*) FROM resources WHERE NOT deleted")[0]),
-        "versions": int(one("SELECT COUNT(*) FROM versions")[0]),
-        "audit_size": int(one("SELECT COUNT(*) FROM audit_entries")[0]),
-        "checkpoint": bytes(checkpoint[0]).decode() if checkpoint else None,
-    }
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------
 
 
-def _capture_postgres(db_url: str, temp: Path, result: Capture) -> None:
+def _capture_postgres(db_url: str, temp: Path, result: Capture, since: Marks | None) -> None:
+    """Full: every table with binary COPY. Delta (`since`): the changed rows of each table
+    (delta.selections) with COPY (SELECT ...), into pg-delta/. One REPEATABLE READ, READ
+    ONLY transaction either way, so the tables agree with each other."""
     import psycopg
 
     from phivault.store.postgres import split_schema
 
     url, schema = split_schema(db_url)
-    (temp / PG_DIR).mkdir(mode=0o700)
+    folder = PG_DIR if since is None else PG_DELTA_DIR
+    (temp / folder).mkdir(mode=0o700)
     try:
         with psycopg.connect(url, connect_timeout=10) as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             with conn.transaction():
                 conn.execute(f'SET LOCAL search_path TO "{schema}"')
+
+                def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+                    rows = conn.execute(sql.replace("?", "%s").encode(), tuple(params))
+                    return rows.fetchall()
+
                 tables = [
                     str(row[0])
                     for row in conn.execute(
@@ -171,23 +193,33 @@ def _capture_postgres(db_url: str, temp: Path, result: Capture) -> None:
                     "WHERE table_schema = %s AND column_default LIKE 'nextval(%%'",
                     (schema,),
                 ).fetchall()
-                for table in tables:
-                    target = temp / PG_DIR / f"{table}.copy"
+                if since is None:
+                    chosen: list[tuple[str, str, list[Any]]] = [
+                        (t, f'SELECT * FROM "{schema}"."{t}"', []) for t in tables
+                    ]
+                else:
+                    delta.check_base(query, since)
+                    chosen = delta.selections(since, tables)
+                result.marks = delta.take_marks(query, since=since, serialized=False)
+                for table, select, params in chosen:
+                    target = temp / folder / f"{table}.copy"
                     with open(target, "wb") as out, conn.cursor() as cur:
-                        query = f'COPY "{schema}"."{table}" TO STDOUT (FORMAT BINARY)'
-                        with cur.copy(query.encode()) as copy:
+                        sql = psycopg.sql.SQL(
+                            f"COPY ({select.replace('?', '{}')}) TO STDOUT (FORMAT BINARY)"
+                        ).format(*[psycopg.sql.Literal(v) for v in params])
+                        with cur.copy(sql) as copy:
                             for block in copy:
                                 out.write(block)
-                    result.files.append(SnapshotFile(f"{PG_DIR}/{table}.copy", target, 0o600))
-                facts = _facts(lambda sql: conn.execute(sql.encode()).fetchone())
+                    result.files.append(SnapshotFile(f"{folder}/{table}.copy", target, 0o600))
+                facts = delta.facts_of(query)
     except psycopg.Error as exc:
         raise BackupError("cannot take a consistent dump of the PostgreSQL schema") from exc
     result.facts.update(facts)
     meta = {
         "schema_version": facts["schema_version"],
-        "tables": tables,
+        "tables": [t for t, _, _ in chosen],
         "serials": [[str(t), str(c)] for t, c in serials],
     }
-    schema_file = temp / PG_SCHEMA_FILE
+    schema_file = temp / folder / "schema.json"
     schema_file.write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
-    result.files.append(SnapshotFile(PG_SCHEMA_FILE, schema_file, 0o600))
+    result.files.append(SnapshotFile(f"{folder}/schema.json", schema_file, 0o600))

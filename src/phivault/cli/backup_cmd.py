@@ -184,22 +184,30 @@ def init_cmd(
 @db_option
 @_s3_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--full", is_flag=True, help="A full snapshot even if an incremental one would do.")
 @handle_errors
 def create_cmd(
-    data: Path | None, key_file: Path | None, db: str | None, quiet: bool, **kwargs: Any
+    data: Path | None,
+    key_file: Path | None,
+    db: str | None,
+    quiet: bool,
+    full: bool,
+    **kwargs: Any,
 ) -> None:
-    """Back up the data directory now (safe while the server runs)."""
+    """Back up the data directory now (safe while the server runs): incremental when the
+    newest snapshot allows it (what changed since, by sequence), full otherwise."""
     options = _backend_options(kwargs)
     vault = open_from_cli(data, key_file, db_url=db)
     bar = None if quiet else _Bar("backing up")
     try:
-        result = backup_now(vault, progress=bar, **options)
+        result = backup_now(vault, progress=bar, full=full, **options)
     finally:
         if bar is not None:
             bar.close()
         vault.close()
     click.echo(
-        f"snapshot {result.snapshot_id}: {result.bytes} bytes in {result.chunks} chunks, "
+        f"snapshot {result.snapshot_id} ({result.kind}): {result.bytes} bytes read, "
+        f"{result.chunks} chunks referenced, "
         f"{result.new_chunks} new ({result.new_bytes} bytes stored), {result.seconds:.1f} s"
     )
 
