@@ -38,7 +38,7 @@ def test_repeats_join_one_alert_and_severity_only_rises(vault: Vault) -> None:
 def test_evidence_is_capped_keeping_first_and_latest(vault: Vault) -> None:
     alerts = AlertStore(vault.store, vault.audit, time.time)
     alerts.raise_findings([finding("g", evidence=tuple(range(MAX_EVIDENCE + 50)))])
-    stored = alerts.list()[0]
+    stored = alerts.list_alerts()[0]
     assert len(stored.evidence) == MAX_EVIDENCE
     assert stored.evidence[0] == 0 and stored.evidence[-1] == MAX_EVIDENCE + 49
 
@@ -79,10 +79,10 @@ def test_resolved_group_opens_a_new_alert(vault: Vault) -> None:
 def test_list_filters(vault: Vault) -> None:
     alerts = AlertStore(vault.store, vault.audit, time.time)
     alerts.raise_findings([finding("a", Severity.LOW), finding("b", Severity.CRITICAL)])
-    assert [a.group_key for a in alerts.list(severity="high")] == ["b"]
-    assert len(alerts.list(status=OPEN)) == 2
-    assert alerts.list(status=RESOLVED) == []
+    assert [a.group_key for a in alerts.list_alerts(severity="high")] == ["b"]
+    assert len(alerts.list_alerts(status=OPEN)) == 2
+    assert alerts.list_alerts(status=RESOLVED) == []
     with pytest.raises(BadRequest):
-        alerts.list(status="closed")
+        alerts.list_alerts(status="closed")
     with pytest.raises(BadRequest):
-        alerts.list(severity="urgent")
+        alerts.list_alerts(severity="urgent")

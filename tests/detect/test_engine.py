@@ -49,4 +49,6 @@ def test_rewritten_history_is_a_critical_alert(vault: Vault) -> None:
     assert [(a.detector, a.severity.value) for a in alerts] == [("integrity", "critical")]
     # And a process started later, from the stored tree head, sees it too.
     later = engine(vault, time.time)
-    assert any(a.kind == "audit-tampering" for a in later.scan().alerts + later.alerts.list())
+    assert any(
+        a.kind == "audit-tampering" for a in later.scan().alerts + later.alerts.list_alerts()
+    )

@@ -9,6 +9,7 @@ from starlette.routing import Route
 
 from phivault.access.runtime import AccessControl
 from phivault.api import errors
+from phivault.api.alert_routes import AlertRoutes
 from phivault.api.audit_routes import AuditRoutes
 from phivault.api.fhir_routes import FhirRoutes
 from phivault.api.interaction_routes import interaction_routes
@@ -54,7 +55,8 @@ def create_app(
     if access is not None:
         service.policy = access.policy
         metadata = Route(f"{base}/metadata", secured_metadata(fhir), methods=["GET"])
-        routes = [*OAuthRoutes(access, base).routes(), metadata, *routes]
+        alerts = AlertRoutes(access, service.store).routes()  # /admin/alerts: admins only
+        routes = [*OAuthRoutes(access, base).routes(), *alerts, metadata, *routes]
         middleware.append(Middleware(BearerAuth, access=access, base_path=base))
     return Starlette(
         routes=routes,

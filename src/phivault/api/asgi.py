@@ -12,6 +12,7 @@ from phivault.api import connection_limits
 from phivault.api.app import create_app
 from phivault.backup.schedule import start_scheduled_backups
 from phivault.config import resolve_data_dir
+from phivault.detect.runtime import start_detector_task
 from phivault.vault import key_source, open_vault
 
 
@@ -22,6 +23,7 @@ def create() -> Starlette:
     access = AccessControl.for_service(vault.service, vault.keyring)
     app = create_app(vault.service, vault.settings, access)
     backups = start_scheduled_backups(vault)  # None unless [backup] interval_minutes is set
+    detector = start_detector_task(vault)  # tails the audit log; None if [alerts] turns it off
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -30,6 +32,8 @@ def create() -> Starlette:
         finally:
             if backups is not None:
                 backups.stop()
+            if detector is not None:
+                detector.stop()
             vault.close()
 
     app.router.lifespan_context = lifespan

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from phivault import __version__
+from phivault.cli.alerts_cmd import alerts
 from phivault.cli.audit_cmd import audit
 from phivault.cli.backup_cmd import backup
 from phivault.cli.bench_cmd import bench
@@ -34,6 +35,7 @@ cli.add_command(user)
 cli.add_command(token)
 cli.add_command(audit)
 cli.add_command(backup)
+cli.add_command(alerts)
 cli.add_command(bench)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from phivault.audit.entry import decode_entry
 from phivault.audit.events import AccessEvent, AuditSink
 from phivault.detect.model import (
     ACKNOWLEDGED,
@@ -178,7 +179,7 @@ class AlertStore:
         return announced
 
     # -- reading --------------------------------------------------------------------------------
-    def list(
+    def list_alerts(
         self, *, status: str | None = None, severity: str | None = None, limit: int = 100
     ) -> list[Alert]:
         where, params = ["1 = 1"], []
@@ -257,6 +258,14 @@ class AlertStore:
             ),
             tx,
         )
+
+    def evidence_entries(self, alert: Alert, limit: int = 20) -> list[tuple[int, dict[str, Any]]]:
+        """The audit entries an alert names (patients appear as pseudonyms only)."""
+        found: list[tuple[int, dict[str, Any]]] = []
+        for index in alert.evidence[:limit]:
+            for idx, raw in self.store.audit_entries(index, index + 1):
+                found.append((idx, decode_entry(bytes(raw))))
+        return found
 
     def audit_read(self, actor: str, client: str | None, what: str) -> None:
         """Reading alerts (CLI, admin API) is itself audited."""

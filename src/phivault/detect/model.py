@@ -6,10 +6,13 @@ entry indexes, titles are fixed plain-words templates filled with counts and use
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+from phivault.errors import BadRequest
 
 
 class Severity(StrEnum):
@@ -39,6 +42,21 @@ SUCCESS = "0"
 def parse_instant(text: str) -> float:
     """Epoch seconds of a FHIR instant as the audit log writes it (UTC, "Z")."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def parse_since(text: str) -> float:
+    """A start time for `--since`: an instant or date (UTC), or a duration ago (90m, 24h, 7d)."""
+    units = {"m": 60, "h": 3600, "d": 86_400}
+    text = text.strip()
+    if text[-1:] in units and text[:-1].isdigit():
+        return time.time() - int(text[:-1]) * units[text[-1]]
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest("--since: give a date, an instant, or 90m / 24h / 7d") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def format_instant(moment: float) -> str:

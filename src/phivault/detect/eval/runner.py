@@ -181,7 +181,7 @@ def _score(
     scan_max: float,
     wall: float,
 ) -> EvalResult:
-    alerts = engine.alerts.list(limit=1000)
+    alerts = engine.alerts.list_alerts(limit=1000)
     attack_entries = set().union(*(s.entries for s in scenarios.values()))
     true_alerts, false_alerts, latencies = 0, [], []
     for alert in alerts:
