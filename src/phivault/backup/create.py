@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from phivault.backup.delta import MAX_CHAIN, Marks, NeedFull
 from phivault.backup.keys import ServerKeys, b64
+from phivault.backup.keysets import KEYS_FILE, write_keyset
 from phivault.backup.repository import (
     DEFAULT_ZSTD_LEVEL,
     Repository,
@@ -39,6 +40,7 @@ from phivault.backup.repository import (
     utc_now,
 )
 from phivault.backup.snapshot import LOCK_FILE, Capture, capture, clean_stale_temp
+from phivault.crypto.keystate import TOMBSTONE
 from phivault.errors import BackupError
 
 log = logging.getLogger("phivault.backup")
@@ -258,6 +260,14 @@ def create_backup(
             every = own | set(parent.chunks) if parent is not None else own
             chain = (*(parent.chain or (parent.snapshot_id,)), snapshot_id) if parent else ()
             retain_until = _protect_reused(repo, every, _retention(repo))
+            # The keys go apart from the immutable objects, before the manifest needs them.
+            keys_json = data_dir / KEYS_FILE
+            keyset = write_keyset(
+                repo,
+                snapshot_id,
+                cap.keys,
+                keys_json.read_bytes() if keys_json.exists() else b"",
+            )
             repo.backend.flush()
             header = SnapshotHeader(
                 snapshot_id=snapshot_id,
@@ -276,6 +286,8 @@ def create_backup(
                 backend=cap.backend,
                 chain=chain or (snapshot_id,),
                 marks=cap.marks.to_json() if cap.marks is not None else None,
+                keyset=keyset,
+                shreds=sum(1 for _, blob in cap.keys if blob == TOMBSTONE),
             )
             body = {
                 "files": files,

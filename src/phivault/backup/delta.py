@@ -37,11 +37,13 @@ from typing import Any
 from phivault.audit.merkle import EMPTY_ROOT, fold, perfect_subtrees
 from phivault.errors import BackupError
 
+KEYS_TABLE = "wrapped_keys"
 APPEND_TABLES = ("versions", "audit_entries", "audit_nodes", "audit_checkpoints")
 RESOURCES = "resources"
 # Derived from the log and rebuilt behind it (audit/terms.py): a restored delta's entries
 # are indexed on the first search, from where the full snapshot's terms end.
-SKIPPED = frozenset({"schema_migrations", "audit_terms", "audit_terms_state"})
+# Wrapped keys go into the snapshot's key-set, never into its database (backup/keysets.py).
+SKIPPED = frozenset({"schema_migrations", "audit_terms", "audit_terms_state", KEYS_TABLE})
 REWRITING_ACTIONS = ("shred", "rotate-kek", "rotate-data-keys", "reindex")
 MAX_CHAIN = 24  # deltas after one full snapshot before the next full one
 PENDING_WINDOW = 10_000
@@ -206,9 +208,15 @@ def sqlite_tables(conn: sqlite3.Connection, schema: str = "main") -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def key_rows(query: Query) -> list[tuple[str, bytes]]:
+    """The wrapped-key table (for the snapshot's key-set), tombstones included."""
+    return [(str(r[0]), bytes(r[1])) for r in query(f"SELECT key_id, blob FROM {KEYS_TABLE}", ())]
+
+
 def capture_sqlite(source: Path, target: Path, since: Marks) -> tuple[Marks, dict[str, Any]]:
     """Write the delta since `since` into a new SQLite file `target`, in one read
-    transaction of the live database; returns the new marks and the snapshot's facts."""
+    transaction of the live database; returns the new marks and the snapshot's facts
+    (with its key rows under "keys")."""
     conn = sqlite3.connect(source, timeout=30, isolation_level=None)
     try:
         conn.execute("ATTACH DATABASE ? AS delta", (str(target),))
@@ -225,6 +233,7 @@ def capture_sqlite(source: Path, target: Path, since: Marks) -> tuple[Marks, dic
             for table, select, params in selections(since, sqlite_tables(conn)):
                 conn.execute(f"CREATE TABLE delta.{table} AS {select}", params)
             facts = facts_of(query)
+            facts["keys"] = key_rows(query)
         finally:
             conn.execute("COMMIT")
         conn.execute("DETACH DATABASE delta")
@@ -278,5 +287,19 @@ def apply_sqlite(database: Path, delta: Path) -> None:
         conn.execute("DETACH DATABASE delta")
     except sqlite3.Error as exc:
         raise BackupError("cannot apply an incremental snapshot to the restored database") from exc
+    finally:
+        conn.close()
+
+
+def install_keys_sqlite(database: Path, rows: Sequence[tuple[str, bytes]]) -> None:
+    """Replace a restored database's wrapped keys with a key-set's."""
+    conn = sqlite3.connect(database, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(f"DELETE FROM {KEYS_TABLE}")
+        conn.executemany(f"INSERT INTO {KEYS_TABLE} (key_id, blob) VALUES (?, ?)", rows)
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise BackupError("cannot install the keys into the restored database") from exc
     finally:
         conn.close()

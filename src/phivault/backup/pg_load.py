@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from phivault.backup.delta import APPEND_TABLES, RESOURCES
+from phivault.backup.delta import APPEND_TABLES, KEYS_TABLE, RESOURCES
 from phivault.errors import BackupError, ConfigError
 from phivault.store.sql import load_migrations
 
@@ -23,6 +23,7 @@ def load_postgres(
     pg_dir: Path,
     meta: dict[str, Any],
     deltas: Sequence[tuple[Path, dict[str, Any]]] = (),
+    keys: Sequence[tuple[str, bytes]] | None = None,
 ) -> None:
     """Load a full snapshot, then apply each delta (folder, meta) in order: all in one
     transaction, so a failed restore leaves nothing half-loaded."""
@@ -58,6 +59,14 @@ def load_postgres(
                     if int(delta_meta["schema_version"]) != version:
                         raise BackupError("an incremental snapshot has another schema version")
                     _apply_delta(conn, schema, folder, [str(t) for t in delta_meta["tables"]])
+                if keys is not None:  # the key-set's table replaces whatever the dump held
+                    conn.execute(f'DELETE FROM "{schema}".{KEYS_TABLE}'.encode())
+                    with conn.cursor() as cur:
+                        cur.executemany(
+                            f'INSERT INTO "{schema}".{KEYS_TABLE} (key_id, blob) '
+                            "VALUES (%s, %s)".encode(),
+                            list(keys),
+                        )
                 for table, column in meta.get("serials", []):
                     conn.execute(
                         f'SELECT setval(pg_get_serial_sequence(\'"{schema}"."{table}"\', %s), '

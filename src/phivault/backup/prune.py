@@ -1,5 +1,6 @@
 """`backup prune`: forget old snapshots by a keep-last/daily/weekly/monthly policy, then
-remove the chunks no remaining snapshot needs.
+remove the chunks no remaining snapshot needs, and the key-sets the newest one supersedes
+(backup/keysets.py: that is how a crypto-shred reaches the backups).
 
 It runs only from the operator's side: it needs the backup private key file (proof of
 being the operator; the server never has it) and an operator backend, which for S3 means
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from phivault.backup.keys import BackupPrivateKey
+from phivault.backup.keysets import KEYSETS, superseded
 from phivault.backup.repository import SNAPSHOTS, Repository, chunk_object_name
 from phivault.backup.restore import check_key, parse_time
 from phivault.errors import ConfigError, PhivaultError, PruneRefused
@@ -37,6 +39,7 @@ class PruneResult:
     kept: list[str] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
     chunks_deleted: int = 0
+    keysets_deleted: int = 0
     retained: int = 0  # objects whose retention has not expired yet
     problems: list[str] = field(default_factory=list)
 
@@ -95,11 +98,19 @@ def prune(
     result.kept = sorted(kept)
     result.forgotten = sorted(set(headers) - kept)
     needed = {c for sid in kept for c in headers[sid].chunks}
+    keysets = {name.rsplit("/", 1)[-1] for name in repo.backend.list(KEYSETS)}
+    stale_keysets = superseded([headers[sid] for sid in kept], keysets)
     if dry_run:
         return result
     delete = repo.backend.delete  # type: ignore[attr-defined]
     for snapshot_id in result.forgotten:
         if not delete(SNAPSHOTS + snapshot_id):
+            result.retained += 1
+    # Superseded key-sets go (no retention on them): a shredded patient's key with them.
+    for snapshot_id in stale_keysets:
+        if delete(KEYSETS + snapshot_id):
+            result.keysets_deleted += 1
+        else:
             result.retained += 1
     if result.problems:
         # A snapshot that failed to verify still protects its chunks: nothing it may need

@@ -126,6 +126,8 @@ class SnapshotHeader:
     # every chain member of what it keeps, never takes a chunk a delta still needs.
     chain: tuple[str, ...] = ()
     marks: dict[str, Any] | None = None  # where the next delta starts (backup/delta.py)
+    keyset: str | None = None  # SHA-256 of keysets/<id> (backup/keysets.py)
+    shreds: int = 0  # keys shredded when it was taken: prune keeps no key-set across one
 
     @property
     def is_delta(self) -> bool:
@@ -146,6 +148,9 @@ class SnapshotHeader:
             data["chain"] = list(self.chain)
         if self.marks is not None:
             data["marks"] = self.marks
+        if self.keyset is not None:
+            data["keyset"] = self.keyset
+            data["shreds"] = self.shreds
         return data
 
     @classmethod
@@ -161,6 +166,8 @@ class SnapshotHeader:
             backend=str(data.get("backend", "sqlite")),
             chain=tuple(str(c) for c in data.get("chain", ())),
             marks=data.get("marks") if isinstance(data.get("marks"), dict) else None,
+            keyset=str(data["keyset"]) if data.get("keyset") else None,
+            shreds=int(data.get("shreds", 0)),
         )
 
 

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from phivault.backup.create import Progress, _NoProgress
-from phivault.backup.delta import DELTA_FILE, PG_DELTA_DIR, apply_sqlite
+from phivault.backup.delta import DELTA_FILE, PG_DELTA_DIR, apply_sqlite, install_keys_sqlite
 from phivault.backup.keys import BackupPrivateKey, unb64
+from phivault.backup.keysets import KEYS_FILE, newest_keyset
 from phivault.backup.repository import Repository, chunk_id_of
 from phivault.backup.snapshot import PG_DIR, PG_SCHEMA_FILE
 from phivault.config import CONFIG_FILE
@@ -198,12 +199,23 @@ def restore_snapshot(
         raise ConfigError("the restore directory must be empty or not exist yet")
     to_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(to_dir, 0o700)
+    # The keys: from the newest key-set (backup/keysets.py), with its keys.json; none for
+    # snapshots written before key-sets, which carry their keys in their database.
+    keyset = newest_keyset(repo, key.private_key)
+    if keyset is None and header.keyset:
+        raise BackupIntegrityError("the key-sets of this repository are gone: no key opens it")
     # (folder, file entries, chunk-id key): the base's database, the chosen snapshot's
     # configuration files, then each delta into a scratch folder of its own.
     plan: list[tuple[Path, list[dict[str, Any]], bytes]] = []
     base = bodies[0]
     plan.append((to_dir, [f for f in base["files"] if _is_database(str(f["path"]))], _idk(base)))
     plain = [f for f in body["files"] if not _is_database(str(f["path"]))]
+    if keyset is not None:
+        # keys.json comes with the key-set; the snapshot's own copy is still read and
+        # checked (a damaged chunk must fail the restore), into a scratch folder.
+        own_keys = [f for f in plain if f["path"] == KEYS_FILE]
+        plain = [f for f in plain if f["path"] != KEYS_FILE]
+        plan.append((to_dir / ".restore-keys", own_keys, _idk(body)))
     plan.append((to_dir, [f for f in plain if not _is_delta(str(f["path"]))], _idk(body)))
     deltas: list[Path] = []
     for number, delta_body in enumerate(bodies[1:]):
@@ -218,9 +230,13 @@ def restore_snapshot(
             for entry in entries:
                 target = _safe_path(folder, str(entry["path"]))
                 total += _write_file(repo, key, chunk_id_key, entry, target, progress)
+        if keyset is not None:
+            _write_new(to_dir / KEYS_FILE, keyset.keys_json)
         if backend == "sqlite":
             for scratch in deltas:
                 apply_sqlite(to_dir / SQLITE_FILE, scratch / DELTA_FILE)
+            if keyset is not None:
+                install_keys_sqlite(to_dir / SQLITE_FILE, keyset.rows)
         elif db_url:
             pg_dir = to_dir / PG_DIR
             meta = json.loads((to_dir / PG_SCHEMA_FILE).read_text(encoding="utf-8"))
@@ -230,11 +246,11 @@ def restore_snapshot(
                 (d / PG_DELTA_DIR, json.loads((d / PG_DELTA_DIR / "schema.json").read_text()))
                 for d in deltas
             ]
-            load_postgres(db_url, pg_dir, meta, steps)
+            load_postgres(db_url, pg_dir, meta, steps, keyset.rows if keyset else None)
             shutil.rmtree(pg_dir)
             set_db_url(to_dir / CONFIG_FILE, db_url)
     finally:
-        for scratch in deltas:
+        for scratch in [*deltas, to_dir / ".restore-keys"]:
             shutil.rmtree(scratch, ignore_errors=True)
     return RestoreResult(
         snapshot_id=chosen,
@@ -245,6 +261,14 @@ def restore_snapshot(
         seconds=time.monotonic() - started,
         facts=dict(body.get("facts", {})),
     )
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _idk(body: dict[str, Any]) -> bytes:

@@ -56,6 +56,7 @@ class Capture:
     files: list[SnapshotFile] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     marks: Marks | None = None  # how far this snapshot reaches (the next delta's start)
+    keys: list[tuple[str, bytes]] = field(default_factory=list)  # for the key-set only
     since: Marks | None = None  # a delta: the previous snapshot's marks; None: full
 
 
@@ -124,6 +125,7 @@ def _capture_sqlite(source: Path, temp: Path, result: Capture) -> None:
         finally:
             src.close()
         os.chmod(copy, 0o600)
+        result.keys = _take_keys(copy)
         facts = _sqlite_facts(copy)
         result.marks = facts.pop("marks")
         result.facts.update(facts)
@@ -135,9 +137,24 @@ def _capture_sqlite(source: Path, temp: Path, result: Capture) -> None:
 def _capture_sqlite_delta(source: Path, temp: Path, result: Capture, since: Marks) -> None:
     target = temp / DELTA_FILE
     result.marks, facts = delta.capture_sqlite(source, target, since)
+    result.keys = facts.pop("keys")
     result.facts.update(facts)
     os.chmod(target, 0o600)
     result.files.append(SnapshotFile(DELTA_FILE, target, 0o600))
+
+
+def _take_keys(copy: Path) -> list[tuple[str, bytes]]:
+    """Move the wrapped keys out of the copy (into the key-set): deleted with
+    secure_delete, so the copy's pages hold no trace of them."""
+    conn = sqlite3.connect(copy, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")  # the change lands in this file itself
+        conn.execute("PRAGMA secure_delete=ON")
+        rows = delta.key_rows(lambda sql, params: conn.execute(sql, tuple(params)).fetchall())
+        conn.execute(f"DELETE FROM {delta.KEYS_TABLE}")
+        return rows
+    finally:
+        conn.close()
 
 
 def _sqlite_facts(path: Path) -> dict[str, Any]:
@@ -186,7 +203,7 @@ def _capture_postgres(db_url: str, temp: Path, result: Capture, since: Marks | N
                         " AND table_type = 'BASE TABLE' ORDER BY table_name",
                         (schema,),
                     ).fetchall()
-                    if row[0] != "schema_migrations"
+                    if row[0] not in ("schema_migrations", delta.KEYS_TABLE)
                 ]
                 serials = conn.execute(
                     "SELECT table_name, column_name FROM information_schema.columns "
@@ -212,6 +229,7 @@ def _capture_postgres(db_url: str, temp: Path, result: Capture, since: Marks | N
                                 out.write(block)
                     result.files.append(SnapshotFile(f"{folder}/{table}.copy", target, 0o600))
                 facts = delta.facts_of(query)
+                result.keys = delta.key_rows(query)
     except psycopg.Error as exc:
         raise BackupError("cannot take a consistent dump of the PostgreSQL schema") from exc
     result.facts.update(facts)

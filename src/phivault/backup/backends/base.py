@@ -31,10 +31,12 @@ class AppendOnlyBackend(Protocol):
     url: str
     operator: bool  # True only for the operator's (prune) access
 
-    def create(self, name: str, data: bytes) -> bool:
+    def create(self, name: str, data: bytes, *, retain: bool = True) -> bool:
         """Store a new object atomically; False (and nothing written) if `name` exists.
 
-        Never replaces an existing object, whatever the caller asks."""
+        Never replaces an existing object, whatever the caller asks. `retain=False`: no
+        retention where the backend has one (key-sets: the operator must be able to
+        delete them; backup/keysets.py)."""
         ...
 
     def read(self, name: str) -> bytes | None:

@@ -35,7 +35,7 @@ class LocalBackend:
     def _path(self, name: str) -> Path:
         return self.root / check_name(name)
 
-    def create(self, name: str, data: bytes) -> bool:
+    def create(self, name: str, data: bytes, *, retain: bool = True) -> bool:
         final = self._path(name)
         if final.exists():
             return False

@@ -143,9 +143,15 @@ class S3Backend:
     def retain_until(self) -> datetime:
         return datetime.now(UTC) + timedelta(days=self.options.retention_days)
 
-    def create(self, name: str, data: bytes) -> bool:
+    def create(self, name: str, data: bytes, *, retain: bool = True) -> bool:
         from botocore.exceptions import ClientError
 
+        lock: dict[str, Any] = {}
+        if retain:
+            lock = {
+                "ObjectLockMode": "COMPLIANCE",
+                "ObjectLockRetainUntilDate": self.retain_until(),
+            }
         try:
             self._call(
                 "write to",
@@ -153,8 +159,7 @@ class S3Backend:
                 Key=self._key(name),
                 Body=data,
                 IfNoneMatch="*",  # never replace: the put fails if the key exists
-                ObjectLockMode="COMPLIANCE",
-                ObjectLockRetainUntilDate=self.retain_until(),
+                **lock,
             )
         except ClientError as exc:
             if _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
