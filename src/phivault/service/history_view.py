@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from phivault.access.policy import Decision, SearchReach, Target
+from phivault.access.policy import Decision, Target
 from phivault.access.principal import SYSTEM
 from phivault.fhir import json as fhir_json
+from phivault.service import search_access
 from phivault.service.authorize import interaction_of
 from phivault.store.base import HistoryQuery
 
@@ -52,12 +53,13 @@ def unrestricted(service: Service, ctx: Context, rtype: str | None, rid: str | N
     policy, principal = service.policy, ctx.principal
     if principal is None:
         return True
-    if rid is not None or not isinstance(policy, SearchReach):
+    reacher = search_access.reaches(policy)
+    if rid is not None or reacher is None:
         return False
     interaction = interaction_of("history", rtype, None)
     if rtype is None and principal.kind != SYSTEM:
         return False
     if policy.decide_type(principal, interaction, rtype or "*") is not Decision.ALLOW:
         return False
-    reach = policy.reach(ctx, interaction, rtype or "*")
+    reach = reacher.reach(ctx, interaction, rtype or "*")
     return reach.only is None and not reach.consented

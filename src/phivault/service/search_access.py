@@ -14,9 +14,10 @@ chain can never confirm that a hidden record exists.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from phivault.access.policy import AccessPolicy, Decision, SearchReach, Target
 from phivault.audit.events import AuditSink
@@ -45,14 +46,31 @@ class Visibility:
     keep: Keep | None
 
 
-def _outside(compartments: set[str]) -> tuple[Term, ...]:
+def _outside(compartments: frozenset[str]) -> tuple[Term, ...]:
     if not compartments:
         return ()
     return (Term((CompartmentMatch(tuple(sorted(compartments))),), negate=True),)
 
 
-def _within(compartments: set[str]) -> tuple[Term, ...]:
+@functools.lru_cache(maxsize=256)
+def _within(compartments: frozenset[str]) -> tuple[Term, ...]:
+    """Cached: a clinician's related patients are one cached frozenset, searched again and
+    again (sorting a few hundred ids each time would cost more than the lookup)."""
     return (Term((CompartmentMatch(tuple(sorted(compartments)), unassigned=True),)),)
+
+
+# isinstance against a runtime-checkable Protocol inspects every member each time (tens of
+# microseconds); a policy's class answers the same every time.
+_REACHES: dict[type, bool] = {}
+
+
+def reaches(policy: object) -> SearchReach | None:
+    """`policy` if it can say ahead which compartments a search may reach, else None."""
+    kind = type(policy)
+    known = _REACHES.get(kind)
+    if known is None:
+        known = _REACHES[kind] = isinstance(policy, SearchReach)
+    return cast("SearchReach", policy) if known else None
 
 
 def visibility(
@@ -68,21 +86,24 @@ def visibility(
         target = Target(rtype, record.rid, record.compartment, resource)
         return policy.decide(ctx, interaction, target) is Decision.ALLOW
 
-    if not isinstance(policy, SearchReach):
+    reacher = reaches(policy)
+    if reacher is None:
         return Visibility((), (Term(()),), decide)  # decide every candidate on its own
-    reach = policy.reach(ctx, interaction, rtype)
+    reach = reacher.reach(ctx, interaction, rtype)
     hidden: set[str] = set()
     uncertain: set[str] = set()
     for compartment in sorted(reach.consented):
-        decision = policy.decide_compartment(ctx, interaction, rtype, compartment)
+        decision = reacher.decide_compartment(ctx, interaction, rtype, compartment)
         if decision is None:
             uncertain.add(compartment)
         elif decision is not Decision.ALLOW:
             hidden.add(compartment)
     if reach.only is None:
-        candidates, sure = _outside(hidden), _outside(hidden | uncertain)
+        candidates, sure = _outside(frozenset(hidden)), _outside(frozenset(hidden | uncertain))
+    elif not hidden and not uncertain:
+        candidates = sure = _within(reach.only)
     else:
-        allowed = set(reach.only) - hidden - uncertain
+        allowed = reach.only - hidden - uncertain
         candidates, sure = _within(allowed | uncertain), _within(allowed)
     if not uncertain:
         return Visibility(candidates, sure, None)
@@ -113,8 +134,9 @@ def check_compartment(
     if ctx.principal is None:
         return
     compartment = f"Patient/{patient_id}"
-    if isinstance(policy, SearchReach):
-        decision = policy.decide_compartment(ctx, "search", rtype, compartment)
+    reacher = reaches(policy)
+    if reacher is not None:
+        decision = reacher.decide_compartment(ctx, "search", rtype, compartment)
     else:
         decision = policy.decide(ctx, "search", Target(rtype, None, compartment, None))
     if decision is None or decision is Decision.ALLOW:

@@ -323,7 +323,7 @@ class Compiler:
 
 
 def _marks(n: int) -> str:
-    return ", ".join("?" for _ in range(n))
+    return ", ".join("?" * n)
 
 
 def _value_list(rows: tuple[Row, ...]) -> list[Any] | None:
