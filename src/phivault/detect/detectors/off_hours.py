@@ -68,7 +68,9 @@ class OffHours:
         pattern.today_hours.add(hour)  # usual from tomorrow: a new shift alerts once, not daily
         if len(pattern.days) < self.min_days or pattern.usual(hour):
             return ()
-        odd = pattern.odd.setdefault(pattern.today, [])
+        # One alert per noon-to-noon period: a night that spans midnight is one night.
+        night = day_of(entry.at - 12 * HOUR)
+        odd = pattern.odd.setdefault(night, [])
         odd.append(entry.idx)
         if len(odd) < self.min_records:
             return ()
@@ -82,7 +84,7 @@ class OffHours:
                 title=f"User {user.user_id} opened {len(odd)} patient record(s) at "
                 f"{hour:02d}:00 UTC, an hour they have not worked in the baseline"
                 + (", from an address they have not used before" if new_address else ""),
-                group=f"{self.name}:{user.user_id}:{pattern.today}",
+                group=f"{self.name}:{user.user_id}:{night}",
                 evidence=tuple(odd[-50:]),
                 at=entry.at,
                 actor=user.user_id,

@@ -129,12 +129,20 @@ def nurse_shift(
     def triage_task(p: SimPatient) -> Task:
         h.as_user(member, address, "GET", f"Patient?identifier={MRN_SYSTEM}|{p.mrn}")
         yield rng.uniform(10, 40)
+        if p not in panel:  # a caller outside the nurse's care teams: emergency access
+            h.break_glass(member, address, "after-hours triage call, patient not on my team")
+            yield rng.uniform(5, 20)
         yield from chart_review(h, rng, member, p, address)
+
+    others = [p for p in h.clinic.patients if p.kind == "normal" and p not in panel]
 
     plans.append(Planned(start, first_login()))
     count = rng.randrange(3, 7) if night else rng.randrange(6, 11)
     for _ in range(count):
         at = start + rng.uniform(0.2 * HOUR, length - 0.5 * HOUR)
+        if night and others and rng.random() < 0.05:
+            plans.append(Planned(at, triage_task(rng.choice(others))))
+            continue
         p = rng.choice(panel)
         plans.append(Planned(at, triage_task(p) if night else vitals_task(p)))
     return plans
@@ -239,7 +247,10 @@ def normal_day(h: Harness, rng: random.Random, day: float, visits: list[Visit]) 
         if member.role == CLINICIAN:
             plans += clinician_day(h, rng, member, day, [v for v in today if v.clinician is member])
         elif member.role == NURSE:
-            plans += nurse_shift(h, rng, member, day, night=False)
+            if rng.random() < 0.03:  # a swapped shift: this day nurse covers an evening
+                plans += nurse_shift(h, rng, member, day - 12 * HOUR + 10 * HOUR, night=True)
+            else:
+                plans += nurse_shift(h, rng, member, day, night=False)
         elif member.role == FRONT_DESK:
             desks = clinic.by_role(FRONT_DESK)
             mine = desks.index(member)

@@ -204,6 +204,16 @@ class Harness:
             parsed = None
         return reply.status_code, parsed
 
+    def break_glass(self, member: Staff, address: str, reason: str) -> int:
+        """Emergency access for the member's session (audited, and always reviewed)."""
+        session = self.session(member, address)
+        reply = self.client.post(
+            "/oauth/break-glass",
+            headers={"Authorization": f"Bearer {session.token}", ADDRESS_HEADER: address},
+            data={"reason": reason},
+        )
+        return reply.status_code
+
     def as_user(
         self,
         member: Staff,

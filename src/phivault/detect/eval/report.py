@@ -16,7 +16,8 @@ TARGET_LATENCY_S = 60.0
 def totals(results: Sequence[EvalResult]) -> dict[str, float]:
     attacks = sum(len(r.scenarios) for r in results)
     caught = sum(s.detected for r in results for s in r.scenarios)
-    alerts = sum(len(r.alerts) for r in results)
+    reviews = sum(len(r.reviews) for r in results)
+    alerts = sum(len(r.alerts) for r in results) - reviews
     true_alerts = sum(r.true_alerts for r in results)
     false_alerts = sum(len(r.false_alerts) for r in results)
     staff_weeks = sum(r.staff / 10 * r.days / 7 for r in results)
@@ -29,6 +30,8 @@ def totals(results: Sequence[EvalResult]) -> dict[str, float]:
         "precision": true_alerts / alerts if alerts else 1.0,
         "false_alerts": false_alerts,
         "false_per_10_staff_week": false_alerts / staff_weeks if staff_weeks else 0.0,
+        "reviews": reviews,
+        "reviews_per_10_staff_week": reviews / staff_weeks if staff_weeks else 0.0,
         "latency_median_s": statistics.median(latencies) if latencies else 0.0,
         "latency_max_s": max(latencies, default=0.0),
         "requests": sum(r.requests for r in results),
@@ -73,6 +76,8 @@ def markdown(results: Sequence[EvalResult]) -> str:
         f"({int(t['alerts'])} alerts) | - |",
         f"| false alerts per 10 staff per week | {t['false_per_10_staff_week']:.2f} "
         f"({int(t['false_alerts'])} false) | <= {TARGET_FALSE_PER_10_STAFF_WEEK} |",
+        f"| review items (legitimate break-glass) per 10 staff per week | "
+        f"{t['reviews_per_10_staff_week']:.2f} ({int(t['reviews'])}) | - |",
         f"| latency, median / max (s) | {t['latency_median_s']:.1f} / {t['latency_max_s']:.1f} "
         f"| <= {TARGET_LATENCY_S} |",
         f"| requests through the server | {int(t['requests'])} | - |",

@@ -31,6 +31,7 @@ from phivault.detect.runtime import vault_facts
 from phivault.detect.settings import DetectSettings
 from phivault.detect.sql import DetectSql
 
+REVIEW_DETECTORS = frozenset({"break-glass", "privilege"})
 START = 1_788_134_400.0  # Monday 2026-08-31 00:00 UTC
 
 
@@ -59,6 +60,7 @@ class EvalResult:
     alerts: list[Alert]
     true_alerts: int
     false_alerts: list[Alert]
+    reviews: list[Alert]
     latencies: list[float]
     scan_seconds_max: float
     wall_seconds: float
@@ -69,7 +71,8 @@ class EvalResult:
 
     @property
     def precision(self) -> float:
-        return self.true_alerts / len(self.alerts) if self.alerts else 1.0
+        judged = len(self.alerts) - len(self.reviews)
+        return self.true_alerts / judged if judged else 1.0
 
     @property
     def false_per_10_staff_week(self) -> float:
@@ -183,12 +186,14 @@ def _score(
 ) -> EvalResult:
     alerts = engine.alerts.list_alerts(limit=1000)
     attack_entries = set().union(*(s.entries for s in scenarios.values()))
-    true_alerts, false_alerts, latencies = 0, [], []
+    true_alerts, false_alerts, reviews, latencies = 0, [], [], []
     for alert in alerts:
         latencies.append(alert.created - alert.first_seen)
         evidence = set(alert.evidence)
         if evidence & attack_entries:
             true_alerts += 1
+        elif alert.detector in REVIEW_DETECTORS:
+            reviews.append(alert)  # queued by design (every break-glass), not a false alarm
         else:
             false_alerts.append(alert)
         for result in scenarios.values():
@@ -207,6 +212,7 @@ def _score(
         alerts=alerts,
         true_alerts=true_alerts,
         false_alerts=false_alerts,
+        reviews=reviews,
         latencies=latencies,
         scan_seconds_max=scan_max,
         wall_seconds=time.perf_counter() - wall,
