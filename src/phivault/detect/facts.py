@@ -14,12 +14,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
 from phivault.access.principal import BILLING, CLINICAL_ROLES, FRONT_DESK
+from phivault.detect.kinship import Kinship, kinship_of
 from phivault.detect.model import parse_instant
 from phivault.detect.sql import DetectSql
 from phivault.store.access_sql import AccessStore
@@ -47,7 +48,6 @@ BILLING_WINDOW = 180 * DAY  # billing follows a visit for months
 _FACT_TTL = 120.0
 _CLINIC_TTL = 300.0
 _MAX_CACHED = 20_000
-RARE_SHARE = 4  # a name or address token on more patients than this is too common to mean kin
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +79,6 @@ class Explanation:
 
 
 UNEXPLAINED = Explanation(False, "none", 0.0)
-
-
-@dataclass
-class Kinship:
-    """Per practitioner: the patients (pseudonyms) sharing a rare surname or address."""
-
-    surname: dict[str, set[str]] = field(default_factory=dict)
-    address: dict[str, set[str]] = field(default_factory=dict)
-    staff_patients: dict[str, str] = field(default_factory=dict)  # pseudonym -> practitioner
 
 
 class ClinicFacts(Protocol):
@@ -323,46 +314,6 @@ def explain_with(facts: PatientFacts, user: UserInfo, at: float) -> Explanation:
         if any(-APPOINTMENT_WINDOW <= at - start <= BILLING_WINDOW for start in visits):
             return Explanation(True, "billed-visit", 0.8)
     return UNEXPLAINED
-
-
-def kinship_of(
-    staff: dict[str, dict[str, set[str]]],
-    patients: dict[str, dict[str, set[str]]],
-    pseudonymize: Pseudonymizer,
-) -> Kinship:
-    """Match staff and patients on blind tokens. A surname or address shared by more than
-    RARE_SHARE patients is too common to suggest kinship and is ignored; a patient with the
-    staff member's surname, given name and an address or contact point is that staff
-    member's own record (a co-worker, for everybody else)."""
-    share: dict[tuple[str, str], int] = {}
-    for fields in patients.values():
-        for param in ("family", "address"):
-            for token in fields.get(param, ()):
-                share[(param, token)] = share.get((param, token), 0) + 1
-    kin = Kinship()
-    for rid, fields in patients.items():
-        pseudonym = pseudonymize(f"Patient/{rid}")
-        for who, mine in staff.items():
-            same_family = _shared(fields, mine, "family")
-            same_address = _shared(fields, mine, "address")
-            if (
-                same_family
-                and _shared(fields, mine, "given")
-                and (same_address or _shared(fields, mine, "contact"))
-            ):
-                kin.staff_patients[pseudonym] = who
-                continue
-            if same_family and all(share[("family", t)] <= RARE_SHARE for t in same_family):
-                # A surname many patients share (Smith) says nothing about kinship.
-                kin.surname.setdefault(who, set()).add(pseudonym)
-            rare = [t for t in same_address if share[("address", t)] <= RARE_SHARE]
-            if len(rare) >= 2:  # street line and postal code, not a shared town
-                kin.address.setdefault(who, set()).add(pseudonym)
-    return kin
-
-
-def _shared(a: dict[str, set[str]], b: dict[str, set[str]], param: str) -> set[str]:
-    return a.get(param, set()) & b.get(param, set())
 
 
 def facts_from(resources: Iterable[dict[str, Any]]) -> PatientFacts:

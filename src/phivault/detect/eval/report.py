@@ -55,8 +55,8 @@ def markdown(results: Sequence[EvalResult]) -> str:
         f"Simulated clinic: {first.days} days, {first.staff} staff, {first.patients} patients, "
         f"seeds {seeds}.",
         "",
-        "| scenario | detected | caught by | latency (s) |",
-        "| --- | --- | --- | --- |",
+        "| scenario | detected | caught by | latency (s) | refused by access control |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for name in SCENARIOS:
         runs = [s for r in results for s in r.scenarios if s.name == name]
@@ -64,7 +64,12 @@ def markdown(results: Sequence[EvalResult]) -> str:
         detectors = sorted({d for s in runs for d in s.detectors})
         delays = [s.latency for s in runs if s.latency is not None]
         delay = f"{max(delays):.1f}" if delays else "-"
-        lines.append(f"| {name} | {caught}/{len(runs)} | {', '.join(detectors) or '-'} | {delay} |")
+        refused = sum(s.refused for s in runs)
+        total = sum(len(s.entries) for s in runs)
+        lines.append(
+            f"| {name} | {caught}/{len(runs)} | {', '.join(detectors) or '-'} | {delay} "
+            f"| {refused}/{total} entries |"
+        )
     t = totals(results)
     lines += [
         "",

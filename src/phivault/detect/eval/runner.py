@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
 from phivault.detect import registry
 from phivault.detect.alerts import AlertStore
 from phivault.detect.engine import CURSOR, Engine
@@ -42,6 +44,7 @@ class ScenarioResult:
     started: float | None = None
     detectors: set[str] = field(default_factory=set)
     latency: float | None = None  # first alert: raised - its triggering access
+    refused: int = 0  # of its entries, how many the access policy or login refused
 
     @property
     def detected(self) -> bool:
@@ -186,6 +189,11 @@ def _score(
 ) -> EvalResult:
     alerts = engine.alerts.list_alerts(limit=1000)
     attack_entries = set().union(*(s.entries for s in scenarios.values()))
+    store = h.vault.store
+    for result in scenarios.values():  # the baseline: what the access layer alone stopped
+        for index in sorted(result.entries):
+            for _, raw in store.audit_entries(index, index + 1):
+                result.refused += orjson.loads(bytes(raw)).get("outcome") != "0"
     true_alerts, false_alerts, reviews, latencies = 0, [], [], []
     for alert in alerts:
         latencies.append(alert.created - alert.first_seen)
