@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from phivault.backup.schedule import BACKUP_FAILED, BACKUP_OVERDUE, raise_alert
 from phivault.detect.alerts import AlertStore
 from phivault.detect.canaries import seed_canaries
 from phivault.detect.runtime import DetectorTask, start_detector_task
@@ -47,3 +48,20 @@ def test_scan_interval_zero_turns_the_task_off(vault: Vault) -> None:
     config = vault.settings.data_dir / "phivault.toml"
     config.write_text(config.read_text() + "\n[alerts]\nscan_interval_seconds = 0\n")
     assert start_detector_task(vault) is None
+
+
+def test_the_backup_schedulers_alerts_are_stored(vault: Vault) -> None:
+    config = vault.settings.data_dir / "phivault.toml"
+    config.write_text(config.read_text() + "\n[alerts]\nscan_interval_seconds = 60\n")
+    task = start_detector_task(vault)
+    assert task is not None
+    try:
+        raise_alert(BACKUP_FAILED, {"error": "BackupError"})
+        raise_alert(BACKUP_FAILED, {"error": "BackupError"})  # a repeat joins the alert
+        raise_alert(BACKUP_OVERDUE, {"since_s": "90000"})
+    finally:
+        task.stop()
+    found = AlertStore(vault.store, vault.audit, time.time).list_alerts()
+    assert sorted(a.kind for a in found) == ["backup-failed", "backup-overdue"]
+    assert next(a for a in found if a.kind == "backup-failed").occurrences == 2
+    assert any("25 hours" in a.title for a in found)

@@ -17,10 +17,12 @@ from dataclasses import replace
 
 from phivault.access.keys import AccessKeys
 from phivault.backup.operations import load_backup_settings
+from phivault.backup.schedule import BACKUP_FAILED, set_alert_hook
 from phivault.detect import registry
 from phivault.detect.alerts import AlertStore
 from phivault.detect.engine import Engine, ScanReport
 from phivault.detect.facts import VaultFacts
+from phivault.detect.model import Finding, Severity
 from phivault.detect.outputs import Dispatcher, outputs_from
 from phivault.detect.settings import DetectSettings, load_detect_settings
 from phivault.detect.sql import DetectSql
@@ -108,8 +110,29 @@ class DetectorTask:
         self._leased = False
 
     def start(self) -> None:
+        set_alert_hook(self.backup_alert)  # the backup scheduler's alerts become alerts here
         self._thread = threading.Thread(target=self._run, name="phivault-detect", daemon=True)
         self._thread.start()
+
+    def backup_alert(self, kind: str, details: dict[str, str]) -> None:
+        """The backup scheduler's hook: a failed or overdue backup, raised at once."""
+        failed = kind == BACKUP_FAILED
+        title = (
+            f"A scheduled backup failed ({details.get('error', 'unknown error')})"
+            if failed
+            else f"No successful backup for {int(float(details.get('since_s', '0')) // 3600)} hours"
+        )
+        finding = Finding(
+            detector="backup",
+            kind="backup-failed" if failed else "backup-overdue",
+            severity=Severity.HIGH,
+            title=title + ": without backups, ransomware means data loss",
+            group="backup:failed" if failed else "backup:overdue",
+            evidence=(),
+            at=self.clock(),
+            details={k: str(v) for k, v in details.items()},
+        )
+        self.dispatcher.announce(self.engine.alerts.raise_findings([finding]))
 
     def tick(self) -> ScanReport | None:
         """One round: renew or take the lease, then scan. None if another worker scans."""
@@ -131,6 +154,7 @@ class DetectorTask:
                 log.error("detector scan failed: %s", type(exc).__name__)
 
     def stop(self) -> None:
+        set_alert_hook(None)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
