@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from phivault.demo.common import MRN_SYSTEM
 from phivault.detect.eval.behaviour import Planned, Task
 from phivault.detect.eval.clinic import BILLING, CLINICIAN, DAY, FRONT_DESK, HOUR, SimPatient, Staff
-from phivault.detect.eval.harness import Harness, password_of
+from phivault.detect.eval.harness import TOKEN_REFRESH_S, USER_SCOPE, Harness, password_of
 
 ATTACKER = "198.51.100.23"
 SCENARIOS = (
@@ -117,6 +117,11 @@ def _night_use(h: Harness, rng: random.Random, victim: Staff) -> Task:
         return
     for p in h.clinic.panel(victim)[:12]:
         yield rng.uniform(15, 45)
+        if h.clock() - session.token_at > TOKEN_REFRESH_S:  # as its app would: a fresh token
+            session.token, _ = h.access.user_token(
+                session.session_id, session.user_id, None, USER_SCOPE
+            )
+            session.token_at = h.clock()
         h.request(session.token, ATTACKER, "GET", f"Patient/{p.pid}")
         yield rng.uniform(5, 15)
         h.request(session.token, ATTACKER, "GET", f"Observation?patient={p.pid}")
