@@ -27,6 +27,8 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MIGRATION_LOCK = 0x70686976
 _AUDIT_LOCK = 0x70686961
 _COPY_FROM_ROWS = 4  # smaller bulk inserts are plain INSERTs
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+               "keepalives_count": 3}  # fmt: skip
 
 
 def split_schema(url: str) -> tuple[str, str]:
@@ -81,6 +83,9 @@ class PostgresStore(SqlReadView):
 
         def configure(conn: psycopg.Connection[Any]) -> None:
             conn.execute(f'SET search_path TO "{schema}"')
+            # A session whose client vanished mid-transaction (network cut, killed worker)
+            # must not hold its locks (the audit lock is database-wide) until TCP notices.
+            conn.execute("SET idle_in_transaction_session_timeout = '60s'")
             conn.commit()
 
         try:
@@ -91,7 +96,9 @@ class PostgresStore(SqlReadView):
                 configure=configure,
                 open=False,
                 timeout=10.0,
-                kwargs={"autocommit": False, "connect_timeout": 5},
+                # Keepalives: a server that vanished without a FIN/RST is noticed in ~25 s
+                # instead of hanging the request for the OS default of hours.
+                kwargs={"autocommit": False, "connect_timeout": 5, **_KEEPALIVES},
                 check=ConnectionPool.check_connection,
             )
             self._pool.open(wait=True, timeout=10.0)
