@@ -26,6 +26,7 @@ def test_unexplained_access_is_flagged_and_escalates(world: World) -> None:
     )
     assert len(found) == 1 and found[0].severity is Severity.MEDIUM
     assert found[0].actor == desk.user_id and "no care relationship" in found[0].title
+    assert found[0].details["explanation_score"] == "0.00"
     # The same patient again: no new finding; more patients: the day's alert turns high.
     assert (
         list(

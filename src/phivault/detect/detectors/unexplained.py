@@ -33,6 +33,7 @@ class UnexplainedAccess:
         self._registered: dict[tuple[str, str], float] = {}
         self._today: dict[tuple[str, int], set[str]] = {}
         self._refused: dict[tuple[str, int], int] = {}
+        self._scores: dict[tuple[str, int], list[float]] = {}  # accesses, summed scores
 
     def observe(self, entry: Entry, facts: ClinicFacts) -> Iterable[Finding]:
         if (
@@ -58,12 +59,16 @@ class UnexplainedAccess:
         if registered is not None and entry.at - registered <= REGISTERED_FOR:
             return ()
         explanation = facts.explain(user, patient, entry.at, entry.purpose)
+        key = (user.user_id, day_of(entry.at))
+        score = self._scores.setdefault(key, [0, 0.0])
+        score[0] += 1
+        score[1] += explanation.score
         if explanation.explained:
             return ()
-        key = (user.user_id, day_of(entry.at))
         if len(self._today) > 10_000:
             self._today.clear()
             self._refused.clear()
+            self._scores.clear()
         seen = self._today.setdefault(key, set())
         refused = entry.detail == REFUSED
         if refused:
@@ -92,7 +97,13 @@ class UnexplainedAccess:
                 at=entry.at,
                 actor=user.user_id,
                 patient=patient if count == 1 else None,
-                details={"patients": str(count), "explanation_score": "0.0"},
+                # The day's mean explanation score over all of the user's patient accesses
+                # (1.0: all explained by a direct care link): how unusual the day was.
+                details={
+                    "patients": str(count),
+                    "accesses": str(int(score[0])),
+                    "explanation_score": f"{score[1] / score[0]:.2f}",
+                },
             ),
         )
 
