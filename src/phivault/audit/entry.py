@@ -15,6 +15,9 @@ from phivault.store.audit_sql import AuditIndexRow
 ENTRY_FORMAT = 1
 REQUIRED_FIELDS = ("time", "action", "outcome", "actor")
 WRITE_ACTIONS = frozenset({"create", "update", "patch", "delete"})
+# A version's body re-encrypted under a new data-key generation: its entry names the
+# version, the new `data_sha256` and the old one (`extra.from`); audit/verify.py follows it.
+REKEY = "rekey"
 
 Pseudonymizer = Callable[[str], str]
 

@@ -8,7 +8,8 @@ What is checked, streaming over the log in pages (memory stays O(log n) for the 
 3. every checkpoint is signed by the log's key, and its root equals the recomputed root
    at its size (this catches a history rewritten together with its nodes);
 4. every entry's search columns (AuditEvent search) are the ones derived from it;
-5. every data version in the store still hashes to what its write entry recorded, every
+5. every data version in the store still hashes to what its write entry recorded (or its
+   latest `rekey` entry, after a data-key rotation re-encrypted it), every
    version has a write entry, every write entry's version still exists, and each current
    pointer is the latest audited version (an edited, inserted, deleted or rolled-back
    data row is caught);
@@ -31,7 +32,7 @@ from typing import Any
 import orjson
 
 from phivault.audit.checkpoint import Checkpoint, verify_checkpoint
-from phivault.audit.entry import ENTRY_FORMAT, WRITE_ACTIONS, decode_entry
+from phivault.audit.entry import ENTRY_FORMAT, REKEY, WRITE_ACTIONS, decode_entry
 from phivault.audit.merkle import NodeKey, fold, leaf_hash, perfect_subtrees
 from phivault.audit.seal import LogSeal, seal_findings
 from phivault.errors import CheckpointError
@@ -90,10 +91,13 @@ class _Writes:
 
     hashes: dict[VersionKey, tuple[int, str | None]] = field(default_factory=dict)
     latest: dict[tuple[str, str], tuple[int, int, str]] = field(default_factory=dict)
+    former: dict[VersionKey, set[str]] = field(default_factory=dict)  # before re-encryption
 
     def see(self, report: VerifyReport, index: int, entry: dict[str, Any]) -> None:
         action = entry["action"]
-        if entry["outcome"] != "0" or not (action in WRITE_ACTIONS or action in _READS):
+        if entry["outcome"] != "0" or not (
+            action in WRITE_ACTIONS or action in _READS or action == REKEY
+        ):
             return
         rtype, rid, version = entry.get("type"), entry.get("id"), entry["version"]
         if type(rtype) is not str or type(rid) is not str or type(version) is not int:
@@ -102,7 +106,9 @@ class _Writes:
         digest = entry.get("data_sha256")
         if type(digest) is not str:
             digest = None
-        if action in WRITE_ACTIONS:
+        if action == REKEY:
+            self._rekeyed(report, index, key, digest, entry.get("extra"))
+        elif action in WRITE_ACTIONS:
             known = self.hashes.get(key)
             if known is None:
                 self.hashes[key] = (index, digest)
@@ -112,10 +118,22 @@ class _Writes:
                 self.latest[(rtype, rid)] = (version, index, action)
         elif digest is not None:
             known = self.hashes.get(key)
-            if known is not None and known[1] != digest:
+            if known is not None and known[1] != digest and digest not in self.former.get(key, ()):
                 report.add(
                     index, f"entry {index} read data that differs from what was written", data=True
                 )
+
+    def _rekeyed(
+        self, report: VerifyReport, index: int, key: VersionKey, digest: str | None, extra: Any
+    ) -> None:
+        """A re-encryption: the version's hash moves on, from exactly the one recorded."""
+        known = self.hashes.get(key)
+        before = extra.get("from") if isinstance(extra, dict) else None
+        if known is None or digest is None or not isinstance(before, str) or known[1] != before:
+            report.add(index, f"entry {index} re-encrypts a version it does not match")
+            return
+        self.former.setdefault(key, set()).add(before)
+        self.hashes[key] = (index, digest)
 
 
 class _Tree:

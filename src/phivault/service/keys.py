@@ -6,9 +6,11 @@ crypto/keyring.py and crypto/rotation.py.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from phivault.audit.entry import REKEY
 from phivault.audit.events import AccessEvent, AuditSink
 from phivault.crypto.codec import KeyRingCodec
 from phivault.crypto.kek import Kek, KekParams
@@ -41,8 +43,10 @@ def shred_patient(
     key (every generation), and record the action (the patient named by pseudonym only).
 
     Every version of every resource in the compartment becomes unreadable for good, here
-    and in every backup (they hold only ciphertext). Idempotent: a second run finds the key
-    gone and removes any index rows written meanwhile.
+    and in every copy of the ciphertext. Backups: the next snapshot holds no trace of the
+    key, and once the operator prunes, no key-set does either (backup/keysets.py).
+    Idempotent: a second run finds the key gone and removes any index rows written
+    meanwhile.
     """
     fhir_types.check_id(patient_id)
     compartment = f"Patient/{patient_id}"
@@ -110,7 +114,7 @@ def rotate_data_keys_recorded(
 ) -> RekeyReport:
     """`crypto.rotation.rotate_data_keys` over the store's versions, then an audit entry."""
     report = rotate_data_keys(
-        codec.keyring, codec, StoreBodies(store), grace=grace, progress=progress
+        codec.keyring, codec, StoreBodies(store, audit, ctx), grace=grace, progress=progress
     )
     audit.record(
         AccessEvent(
@@ -128,17 +132,49 @@ def rotate_data_keys_recorded(
 
 
 class StoreBodies:
-    """The store's versions as `crypto.rotation.VersionBodies`."""
+    """The store's versions as `crypto.rotation.VersionBodies`.
 
-    def __init__(self, store: Store) -> None:
+    Re-encryption changes the stored bytes that write entries hashed (`data_sha256`), so
+    each body swapped gets a `rekey` entry in the same transaction, naming the version
+    and both hashes: `audit verify` follows a version from its write through every
+    re-encryption, and an edit made outside phivault still shows."""
+
+    def __init__(self, store: Store, audit: AuditSink | None = None, ctx: Context | None = None):
         self._store = store
+        self._audit = audit
+        self._ctx = ctx
+        self._rows: dict[int, VersionRecord] = {}
 
     def count(self) -> int:
         return self._store.history_total(HistoryQuery())
 
     def after(self, seq: int, limit: int) -> Sequence[VersionRecord]:
-        return self._store.version_bodies(seq, limit)
+        rows = self._store.version_bodies(seq, limit)
+        self._rows = {row.seq: row for row in rows}
+        return rows
 
     def replace(self, changes: Sequence[tuple[int, bytes, bytes]]) -> int:
+        done = 0
         with self._store.write() as tx:
-            return sum(tx.replace_body(seq, old, new) for seq, old, new in changes)
+            for seq, old, new in changes:
+                if not tx.replace_body(seq, old, new):
+                    continue
+                done += 1
+                row = self._rows.get(seq)
+                if self._audit is not None and row is not None:
+                    self._audit.record(self._rekeyed(row, old, new), tx)
+        return done
+
+    def _rekeyed(self, row: VersionRecord, old: bytes, new: bytes) -> AccessEvent:
+        ctx = self._ctx
+        return AccessEvent(
+            action=REKEY,
+            actor=ctx.actor if ctx else "system:keys",
+            client=ctx.client if ctx else None,
+            rtype=row.rtype,
+            rid=row.rid,
+            version=row.version,
+            compartment=row.compartment,
+            data_hash=hashlib.sha256(new).hexdigest(),
+            extra={"from": hashlib.sha256(old).hexdigest()},
+        )
