@@ -82,3 +82,4 @@ def test_only_admins_get_in_and_refusals_are_audited(
     assert api.get("/admin/alerts", headers={"Authorization": "Bearer forged"}).status_code == 401
     refused = [e for e in _audit(vault) if e["action"] == "alert-read" and e["outcome"] == "4"]
     assert [e["detail"] for e in refused] == ["Forbidden", "InvalidToken", "InvalidToken"]
+    assert refused[0]["actor"] != "anonymous" and refused[1]["actor"] == "anonymous"

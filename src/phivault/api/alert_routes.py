@@ -45,14 +45,15 @@ class AlertRoutes:
         """The calling admin; InvalidToken (401) or Forbidden (403), audited, otherwise."""
         address = request.client.host if request.client else None
         kind, _, token = request.headers.get("authorization", "").partition(" ")
+        actor = "anonymous"
         try:
             if kind.lower() != "bearer" or not token.strip():
                 raise InvalidToken()
             principal = await to_thread.run_sync(self.access.principal, token.strip())
+            actor = principal.subject
             if ADMIN not in principal.roles:
                 raise Forbidden("alerts are for the admin role")
         except PhivaultError as exc:
-            actor = principal.subject if "principal" in locals() else "anonymous"
             await to_thread.run_sync(self._refused, actor, address, action, type(exc).__name__)
             raise
         return principal
