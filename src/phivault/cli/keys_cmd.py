@@ -5,6 +5,8 @@ Every command runs while servers keep serving (docs/ENCRYPTION.md).
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from pathlib import Path
 
@@ -17,9 +19,16 @@ from phivault.cli.common import (
     key_file_option,
     open_from_cli,
 )
-from phivault.config import resolve_data_dir
+from phivault.config import load_settings, resolve_data_dir
 from phivault.crypto.codec import KeyRingCodec
-from phivault.crypto.kek import KeyFileKeySource, KeySource, PassphraseKeySource, create_key_file
+from phivault.crypto.kek import (
+    KekParams,
+    KeyFileKeySource,
+    KeySource,
+    PassphraseKeySource,
+    create_key_file,
+    unlock_kek,
+)
 from phivault.crypto.rotation import (
     DEFAULT_GRACE_SECONDS,
     finish_pending,
@@ -28,9 +37,16 @@ from phivault.crypto.rotation import (
 )
 from phivault.errors import ConfigError
 from phivault.service import Context
-from phivault.service.keys import rotate_data_keys_recorded, rotate_kek_recorded, shred_patient
+from phivault.service.keys import (
+    publish_keys_file,
+    published_keys_file,
+    rotate_data_keys_recorded,
+    rotate_kek_recorded,
+    shred_patient,
+)
 from phivault.store.base import HistoryQuery
-from phivault.vault import Vault, commit_kek
+from phivault.store.factory import open_store
+from phivault.vault import KEYS_FILE, Vault, commit_kek, is_initialized, key_source
 
 CTX = Context(actor="cli:keys")
 NEW_PASSPHRASE_ENV = "PHIVAULT_NEW_PASSPHRASE"  # noqa: S105 (a variable name)
@@ -128,7 +144,7 @@ def rotate(
                 new_kek,
                 params,
                 check,
-                commit=lambda p, c: commit_kek(data_dir, p, c),
+                commit=lambda p, c: _commit_and_publish(vault, data_dir, p, c),
                 grace=grace,
             )
             click.echo(
@@ -145,6 +161,41 @@ def rotate(
             _rotate_data_keys(vault, grace)
     finally:
         vault.close()
+
+
+def _commit_and_publish(vault: Vault, data_dir: Path, params: KekParams, check: bytes) -> None:
+    """The new keys.json here, and in the database for the other hosts (`keys sync`)."""
+    commit_kek(data_dir, params, check)
+    publish_keys_file(vault.store, (data_dir / KEYS_FILE).read_bytes())
+
+
+@keys.command("sync")
+@data_option
+@key_file_option
+@db_option
+@handle_errors
+def sync(data: Path | None, key_file: Path | None, db: str | None) -> None:
+    """Take the keys.json that a rotation on another host published in the shared
+    database (PostgreSQL with several servers). The key that opens it must be given
+    (PHIVAULT_PASSPHRASE or --key-file): a wrong one changes nothing."""
+    data_dir = resolve_data_dir(data)
+    if not is_initialized(data_dir):
+        raise ConfigError("not a phivault data directory (run `phivault init` first)")
+    store = open_store(data_dir, db or load_settings(data_dir).db_url)
+    try:
+        published = published_keys_file(store)
+    finally:
+        store.close()
+    if published is None:
+        raise ConfigError("no rotation has published a keys.json in this database")
+    record = json.loads(published)
+    params = KekParams.from_json(json.dumps(record["kek"]))
+    check = base64.b64decode(record["key_check"], validate=True)
+    unlock_kek(key_source(key_file=key_file), params, check)  # a wrong key: stop here
+    commit_kek(data_dir, params, check)
+    vault = open_from_cli(data_dir, key_file, db_url=db)  # proves the directory opens now
+    vault.close()
+    click.echo("keys.json updated from the database: this host opens with the new key")
 
 
 def _rotate_data_keys(vault: Vault, grace: float) -> None:

@@ -178,3 +178,19 @@ class StoreBodies:
             data_hash=hashlib.sha256(new).hexdigest(),
             extra={"from": hashlib.sha256(old).hexdigest()},
         )
+
+
+# keys.json as last committed by a rotation, in the shared database (not secret: KEK
+# parameters and a key check), so every host of one PostgreSQL database can take it with
+# `phivault keys sync` instead of having it copied by hand. Not a data key row: the
+# key ring never reads, rewraps or shreds it.
+PUBLISHED_KEYS_FILE = "keys-file:published"
+
+
+def publish_keys_file(store: Store, content: bytes) -> None:
+    with store.write() as tx:
+        tx.key_put(PUBLISHED_KEYS_FILE, content, replace=True)
+
+
+def published_keys_file(store: Store) -> bytes | None:
+    return store.key_get(PUBLISHED_KEYS_FILE)
