@@ -105,7 +105,9 @@ class RepoConfig:
                 avg_chunk_size=int(data["chunker"]["avg_size"]),
                 created=str(data.get("created", "")),
             )
-        except (ValueError, KeyError, TypeError):
+        # BackupKeyError: a damaged key field, which is not a wrong key (the message would
+        # send the operator after their key file instead of the repository).
+        except (ValueError, KeyError, TypeError, BackupKeyError):
             raise BackupError("the repository config is not a phivault repository") from None
 
 
@@ -155,20 +157,24 @@ class SnapshotHeader:
 
     @classmethod
     def from_json(cls, data: Any) -> SnapshotHeader:
-        return cls(
-            snapshot_id=str(data["id"]),
-            repo_id=str(data["repo_id"]),
-            time=str(data["time"]),
-            chunks=tuple(str(c) for c in data["chunks"]),
-            body_sha256=str(data["body_sha256"]),
-            retain_until=data.get("retain_until"),
-            stats={str(k): int(v) for k, v in data.get("stats", {}).items()},
-            backend=str(data.get("backend", "sqlite")),
-            chain=tuple(str(c) for c in data.get("chain", ())),
-            marks=data.get("marks") if isinstance(data.get("marks"), dict) else None,
-            keyset=str(data["keyset"]) if data.get("keyset") else None,
-            shreds=int(data.get("shreds", 0)),
-        )
+        """ValueError, KeyError or TypeError for anything that is not a header."""
+        try:
+            return cls(
+                snapshot_id=str(data["id"]),
+                repo_id=str(data["repo_id"]),
+                time=str(data["time"]),
+                chunks=tuple(str(c) for c in data["chunks"]),
+                body_sha256=str(data["body_sha256"]),
+                retain_until=data.get("retain_until"),
+                stats={str(k): int(v) for k, v in data.get("stats", {}).items()},
+                backend=str(data.get("backend", "sqlite")),
+                chain=tuple(str(c) for c in data.get("chain", ())),
+                marks=data.get("marks") if isinstance(data.get("marks"), dict) else None,
+                keyset=str(data["keyset"]) if data.get("keyset") else None,
+                shreds=int(data.get("shreds", 0)),
+            )
+        except AttributeError:  # e.g. "stats": null, or not an object at all
+            raise TypeError("not a snapshot header") from None
 
 
 def chunk_object_name(chunk_id: str) -> str:
