@@ -100,3 +100,16 @@ def test_shred_then_backup_then_prune_reaches_every_snapshot(
     finally:
         copy.close()
         drop(db_url)
+
+
+def test_verify_notices_a_missing_newest_keyset(live: Vault, tmp_path: Path) -> None:
+    from phivault.backup.verify import verify_repository
+
+    snapshot = backup_now(live).snapshot_id
+    repo = repository(live)
+    assert verify_repository(repo).ok
+    path = tmp_path / "repo" / KEYSETS / snapshot
+    path.chmod(0o600)
+    path.write_bytes(b"gone")
+    found = verify_repository(repo)
+    assert not found.ok and any("key-set" in p for p in found.problems)

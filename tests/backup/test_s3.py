@@ -95,11 +95,17 @@ def test_backup_and_restore_through_s3(s3_endpoint: str, tmp_path: Path) -> None
     prefix = url.split("/", 3)[3]
     raw = _raw(s3_endpoint, SERVER)
 
-    # Every object carries a COMPLIANCE retention.
+    # Every object carries a COMPLIANCE retention, except the key-sets: the operator must
+    # be able to delete those (that is how a crypto-shred reaches backups).
     listed = raw.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
-    head = raw.head_object(Bucket=BUCKET, Key=listed[0]["Key"])
-    assert head["ObjectLockMode"] == "COMPLIANCE"
-    assert head["ObjectLockRetainUntilDate"] > datetime.now(UTC)
+    for item in listed:
+        head = raw.head_object(Bucket=BUCKET, Key=item["Key"])
+        if "/keysets/" in item["Key"]:
+            assert "ObjectLockMode" not in head
+            continue
+        assert head["ObjectLockMode"] == "COMPLIANCE"
+        assert head["ObjectLockRetainUntilDate"] > datetime.now(UTC)
+    assert sum("/keysets/" in item["Key"] for item in listed) == 2
 
     # The server's own backend refuses to replace or delete.
     newest = repo.snapshot_ids()[-1]

@@ -7,6 +7,7 @@ wrong at once; they name snapshot ids and counts, never content.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 from phivault.backup.create import Progress, _NoProgress
 from phivault.backup.keys import BackupPrivateKey, unb64
+from phivault.backup.keysets import KEYSETS
 from phivault.backup.repository import Repository, chunk_id_of
 from phivault.backup.restore import check_key
 from phivault.errors import BackupIntegrityError, PhivaultError
@@ -66,6 +68,7 @@ def verify_repository(
             result.problems.append(f"snapshot {snapshot_id}: {len(missing)} chunk(s) missing")
         needed |= set(header.chunks) & present
     result.chunks = len(needed)
+    _check_newest_keyset(repo, ids, result)
     if full and key is not None and chunk_id_key is not None:
         progress.start(len(needed))
         for chunk_id, problem in _open_all(repo, key, chunk_id_key, sorted(needed)):
@@ -74,6 +77,22 @@ def verify_repository(
             if problem:
                 result.problems.append(f"chunk {chunk_id[:16]}: {problem}")
     return result
+
+
+def _check_newest_keyset(repo: Repository, ids: list[str], result: VerifyResult) -> None:
+    """Restores take their keys from the newest key-set (backup/keysets.py): it must be
+    there and be the one its signed manifest names."""
+    for snapshot_id in reversed(ids):
+        try:
+            header = repo.read_header(snapshot_id)
+        except PhivaultError:
+            continue  # reported above
+        if not header.keyset:
+            return  # written before key-sets: its keys are inside it
+        blob = repo.backend.read(KEYSETS + snapshot_id)
+        if blob is None or hashlib.sha256(blob).hexdigest() != header.keyset:
+            result.problems.append(f"snapshot {snapshot_id}: its key-set is missing or altered")
+        return
 
 
 def _open_all(
