@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from phivault.service import Context
 from phivault.vault import Vault
 from tests.access.clinic import Clinic, open_clinic
+from tests.conftest import system_token
 
 SETUP = Context(actor="test-setup")
 ABSENT = "0" * 8
@@ -236,3 +237,35 @@ def test_hidden_and_unknown_ids_in_one_transaction_fail_alike(
     assert answers[0].status_code == 404
     assert [e["id"] for e in _refusals(clinic, since)] == [theirs]
     assert mine  # the clinic is intact
+
+
+def test_put_to_a_hidden_id_and_to_an_unknown_id_answer_alike(
+    clinic: Clinic, doctor: dict[str, str]
+) -> None:
+    """Update as create would answer an unknown id with 201 and a hidden one with 404; a
+    caller limited to some patients therefore creates with POST, and gets the same 404
+    for both. A backend client (reaching every patient) keeps update as create."""
+    theirs = clinic.first("Condition", clinic.unrelated)["id"]
+    mine = clinic.first("Condition", clinic.related)
+    fresh = str(uuid.uuid4())
+    since = clinic.vault.store.audit_size()
+    answers = []
+    for rid in (theirs, fresh):
+        body = orjson.dumps({**mine, "id": rid})
+        answers.append(clinic.client.put(f"/fhir/Condition/{rid}", content=body, headers=doctor))
+    assert answers[0].status_code == 404
+    assert answers[0].text.replace(theirs, "X") == answers[1].text.replace(fresh, "X")
+    for rid in (theirs, fresh):
+        entry = {
+            "resource": {**mine, "id": rid},
+            "request": {"method": "PUT", "url": f"Condition/{rid}"},
+        }
+        got = _bundle(clinic.client, doctor, "transaction", [entry])
+        assert got.status_code == 404, got.text
+    reasons = {e["extra"]["reason"] for e in _refusals(clinic, since)}
+    assert reasons == {"care-relationship", "update-as-create"}
+    assert not _exists(clinic, "Condition", fresh)
+    script = clinic.headers(system_token(clinic.access))
+    body = orjson.dumps({**mine, "id": fresh})
+    created = clinic.client.put(f"/fhir/Condition/{fresh}", content=body, headers=script)
+    assert created.status_code == 201, created.text

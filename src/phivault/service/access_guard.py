@@ -28,6 +28,7 @@ from phivault.audit.events import MINOR_FAILURE, AccessEvent, AuditSink
 from phivault.errors import Forbidden, Hidden
 from phivault.fhir import json as fhir_json
 from phivault.fhir.indexing import patient_compartment
+from phivault.fhir.search import default_registry
 from phivault.types import Resource
 
 if TYPE_CHECKING:
@@ -157,6 +158,27 @@ def hidden(
     if isinstance(error, Forbidden):
         raise error
     return True
+
+
+def require_creatable(service: Service, ctx: Context, rtype: str, rid: str) -> None:
+    """Before a PUT creates `rtype/rid` (update as create, the id unknown).
+
+    For a caller limited to some patients (a clinician's related patients, a launch
+    patient), "created" (201) would differ from what a PUT to a hidden record gets (404) and
+    so confirm that the hidden one exists. Such a caller creates with POST; a PUT of theirs
+    to an unknown id of a type that belongs to patients is answered like a hidden one
+    (audited, reason "update-as-create"). Callers that reach every patient (backend
+    clients, clerical roles on their types, break-glass) keep update as create."""
+    if ctx.principal is None:
+        return
+    if rtype != "Patient" and not default_registry().compartment_params(rtype):
+        return  # never in a patient's compartment: nothing about it can be hidden
+    reach = getattr(service.policy, "reach", None)
+    if reach is None or reach(ctx, "update", rtype).only is None:
+        return
+    event = refusal_event(ctx, "update", rtype, rid, None, "update-as-create", Decision.HIDE)
+    record_refusal(service.audit, event)
+    raise Hidden(f"{rtype}/{rid} is not known")
 
 
 def visible(

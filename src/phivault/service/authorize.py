@@ -19,7 +19,12 @@ import orjson
 from phivault.access.policy import Decision, Target
 from phivault.errors import Forbidden
 from phivault.fhir.indexing import patient_compartment
-from phivault.service.access_guard import record_refusal, refusal_event, refuse
+from phivault.service.access_guard import (
+    record_refusal,
+    refusal_event,
+    refuse,
+    require_creatable,
+)
 from phivault.store.base import VersionRecord
 from phivault.types import Resource
 
@@ -131,6 +136,8 @@ def writable(
         if current is not None:
             body = None if current.deleted else service._open(current).body
             instance(service, ctx, action, rtype, rid, current.compartment, body)
+        elif action == "update":
+            require_creatable(service, ctx, rtype, rid)
     if resource is not None:
         stored = {**resource, "id": rid or "new"} if rtype == "Patient" else resource
         compartment = patient_compartment(stored)

@@ -44,7 +44,13 @@ from phivault.fhir.patch import parse_patch
 from phivault.fhir.resources import check_id
 from phivault.fhir.search.query import parse_search
 from phivault.fhir.transaction_response import ResponseEntry, response_bundle
-from phivault.service.access_guard import deferred_refusals, hidden, require, require_type
+from phivault.service.access_guard import (
+    deferred_refusals,
+    hidden,
+    require,
+    require_creatable,
+    require_type,
+)
 from phivault.service.bundle_refs import ReferenceResolver
 from phivault.service.bundle_reply import failure_entry, reply_entry
 from phivault.service.patch import prepare_patch
@@ -302,6 +308,10 @@ class BundleProcessor:
             interaction = "update" if plan.action == "create" else plan.action
             require(service, ctx, interaction, rtype, rid, existing.compartment)
         else:
+            if existing is not None:  # deleted: still hidden if its patient is
+                require(service, ctx, "update", rtype, rid, existing.compartment)
+            elif plan.action == "update":  # update as create (access_guard.py explains)
+                require_creatable(service, ctx, rtype, rid)
             interaction = "create"
         require(service, ctx, interaction, rtype, rid, prepared.compartment, prepared.resource)
         result = service._write(ctx, tx, prepared, expected=expected, action=plan.action)
