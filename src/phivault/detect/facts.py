@@ -56,6 +56,12 @@ class UserInfo:
     roles: frozenset[str]
     practitioner: str | None
     account: str | None = None  # the keyed account name failed logins are audited under
+    username: str = ""
+
+    @property
+    def label(self) -> str:
+        """How titles name the user: their login name (staff, not patient, data) and id."""
+        return f"{self.username} ({self.user_id})" if self.username else self.user_id
 
     @property
     def role(self) -> str:
@@ -162,6 +168,7 @@ class VaultFacts:
                 frozenset(r.roles.split()),
                 r.practitioner,
                 key(r.username) if key is not None else None,
+                r.username,
             )
             for r in rows
             if not r.disabled

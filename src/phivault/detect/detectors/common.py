@@ -45,6 +45,12 @@ def touched_patients(entry: Entry, facts: ClinicFacts) -> set[str]:
     return found
 
 
+def name_of(actor: str, facts: ClinicFacts) -> str:
+    """A user by login name and id, a client by its id."""
+    user = facts.user(actor)
+    return f"User {user.label}" if user is not None else actor
+
+
 class Window:
     """Times of events in the last `span` seconds."""
 

@@ -17,7 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from phivault.detect.detectors.common import DAY, HOUR, Window, hour_of, patient_access
+from phivault.detect.detectors.common import (
+    DAY,
+    HOUR,
+    Window,
+    hour_of,
+    name_of,
+    patient_access,
+)
 from phivault.detect.facts import ClinicFacts
 from phivault.detect.model import Entry, Finding, Severity
 from phivault.detect.settings import DetectSettings
@@ -160,7 +167,8 @@ class CredentialAttacks:
                     detector=self.name,
                     kind="login-after-failures",
                     severity=Severity.HIGH,
-                    title=f"User {entry.actor} logged in after {len(recent)} failed attempts "
+                    title=f"{name_of(entry.actor, facts)} logged in after {len(recent)} failed "
+                    "attempts "
                     f"within the hour (from address {entry.client or 'unknown'}): the password "
                     "may have been guessed",
                     group=f"{self.name}:login-after-failures:{entry.actor}:{hour_of(entry.at)}",
@@ -213,7 +221,7 @@ class CredentialAttacks:
                 detector=self.name,
                 kind="new-address-unusual-reads",
                 severity=Severity.HIGH,
-                title=f"User {user.user_id} logged in from an address never used before "
+                title=f"User {user.label} logged in from an address never used before "
                 f"({watch.address}) and then opened {len(watch.patients)} patient record(s), "
                 f"{watch.unexplained} of them with no explanation in the record",
                 group=f"{self.name}:new-address:{user.user_id}:{watch.address}",

@@ -81,7 +81,7 @@ class OffHours:
                 detector=self.name,
                 kind="off-hours",
                 severity=severity,
-                title=f"User {user.user_id} opened {len(odd)} patient record(s) at "
+                title=f"User {user.label} opened {len(odd)} patient record(s) at "
                 f"{hour:02d}:00 UTC, an hour they have not worked in the baseline"
                 + (", from an address they have not used before" if new_address else ""),
                 group=f"{self.name}:{user.user_id}:{night}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from phivault.detect.detectors.common import name_of
 from phivault.detect.facts import BREAK_GLASS_PURPOSE, ClinicFacts
 from phivault.detect.model import Entry, Finding, Severity
 from phivault.detect.settings import DetectSettings
@@ -37,10 +38,11 @@ class BreakGlass:
             if entry.ok:
                 self.open[entry.actor] = entry.idx
             title = (
-                f"User {entry.actor} used break-glass (emergency access): review the reason "
+                f"{name_of(entry.actor, facts)} used break-glass (emergency "
+                "access): review the reason "
                 "and every record opened under it"
                 if entry.ok
-                else f"User {entry.actor} was refused break-glass"
+                else f"{name_of(entry.actor, facts)} was refused break-glass"
             )
             return (
                 Finding(
@@ -61,7 +63,8 @@ class BreakGlass:
                     detector=self.name,
                     kind="break-glass",
                     severity=Severity.MEDIUM,
-                    title=f"User {entry.actor} used break-glass (emergency access): review the "
+                    title=f"{name_of(entry.actor, facts)} used break-glass "
+                    "(emergency access): review the "
                     "reason and every record opened under it",
                     group=f"{self.name}:{entry.actor}:{started}",
                     evidence=(entry.idx,),
@@ -93,7 +96,8 @@ class PrivilegeChange:
                 detector=self.name,
                 kind=entry.action,
                 severity=severity,
-                title=f"Privilege change: {entry.action} by {entry.actor} for {target}",
+                title=f"Privilege change: {entry.action} by {name_of(entry.actor, facts)} "
+                f"for {name_of(target, facts)}",
                 group=f"{self.name}:{entry.idx}",
                 evidence=(entry.idx,),
                 at=entry.at,

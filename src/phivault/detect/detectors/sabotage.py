@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from phivault.detect.canaries import CANARY_ACTOR
-from phivault.detect.detectors.common import Window
+from phivault.detect.detectors.common import Window, name_of
 from phivault.detect.facts import ClinicFacts
 from phivault.detect.model import WRITE_ACTIONS, Entry, Finding, Severity
 from phivault.detect.settings import DetectSettings
@@ -41,7 +41,9 @@ class WriteBurst:
         limit = max(self.s.writes_per_10_minutes, 3 * own)
         if writes.count() > limit:
             found.append(
-                self._finding(entry, "update-burst", writes, f"changed {writes.count()} records")
+                self._finding(
+                    entry, facts, "update-burst", writes, f"changed {writes.count()} records"
+                )
             )
         hours[hour] = max(hours.get(hour, 0), writes.count())
         if len(hours) > 24 * 60:
@@ -53,17 +55,20 @@ class WriteBurst:
             if deletes.count() > self.s.deletes_per_10_minutes:
                 found.append(
                     self._finding(
-                        entry, "delete-burst", deletes, f"deleted {deletes.count()} records"
+                        entry, facts, "delete-burst", deletes, f"deleted {deletes.count()} records"
                     )
                 )
         return found
 
-    def _finding(self, entry: Entry, kind: str, window: Window, what: str) -> Finding:
+    def _finding(
+        self, entry: Entry, facts: ClinicFacts, kind: str, window: Window, what: str
+    ) -> Finding:
+        who = name_of(entry.actor, facts)
         return Finding(
             detector=self.name,
             kind=kind,
             severity=Severity.CRITICAL,
-            title=f"{entry.actor} {what} in 10 minutes: possible ransomware or sabotage. "
+            title=f"{who} {what} in 10 minutes: possible ransomware or sabotage. "
             "Check the account and be ready to restore from backup",
             group=f"{self.name}:{kind}:{entry.actor}",
             evidence=window.evidence(100),
@@ -98,7 +103,8 @@ class CanaryTouch:
                 detector=self.name,
                 kind="honeytoken",
                 severity=Severity.CRITICAL,
-                title=f"{entry.actor} touched a honeytoken patient record ({entry.action}) that no "
+                title=f"{name_of(entry.actor, facts)} touched a honeytoken patient record "
+                f"({entry.action}) that no "
                 "legitimate work ever opens: treat the account or client as compromised",
                 group=f"{self.name}:{entry.actor}",
                 evidence=(entry.idx,),

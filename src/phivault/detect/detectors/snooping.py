@@ -67,7 +67,7 @@ class Snooping:
                     detector=self.name,
                     kind=kind,
                     severity=severity,
-                    title=_TITLES[kind].format(user=user.user_id)
+                    title=_TITLES[kind].format(user=user.label)
                     + (" (refused by the access policy)" if not entry.ok else ""),
                     group=f"{self.name}:{kind}:{user.user_id}:{patient}",
                     evidence=(entry.idx,),

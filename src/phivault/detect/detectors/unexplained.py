@@ -81,7 +81,7 @@ class UnexplainedAccess:
             Severity.HIGH if count >= self.high or self._refused.get(key, 0) else Severity.MEDIUM
         )
         title = (
-            f"User {user.user_id} opened the records of {count} patient(s) on {day_text(entry.at)} "
+            f"User {user.label} opened the records of {count} patient(s) on {day_text(entry.at)} "
             "with no care relationship, appointment, order or break-glass to explain it"
         )
         if self._refused.get(key, 0):

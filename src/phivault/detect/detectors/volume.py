@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from phivault.detect.detectors.common import DAY, hour_of, touched_patients
+from phivault.detect.detectors.common import DAY, hour_of, name_of, touched_patients
 from phivault.detect.facts import ClinicFacts
 from phivault.detect.model import Entry, Finding, Severity
 from phivault.detect.settings import DetectSettings
@@ -105,7 +105,7 @@ class VolumeAnomaly:
             limit, own, peer = self._limit(entry.actor, user, metric)
             if value > limit:
                 current.reported.add(metric)
-                found.append(self._finding(entry, user, metric, value, own, peer, current))
+                found.append(self._finding(entry, facts, metric, value, own, peer, current))
         return found
 
     def _close(self, user: _User, hour: int) -> None:
@@ -132,14 +132,21 @@ class VolumeAnomaly:
         return limit, own, peer
 
     def _finding(
-        self, entry: Entry, user: _User, metric: str, value: int, own: int, peer: int, hour: _Hour
+        self,
+        entry: Entry,
+        facts: ClinicFacts,
+        metric: str,
+        value: int,
+        own: int,
+        peer: int,
+        hour: _Hour,
     ) -> Finding:
         severity = Severity.MEDIUM if metric == "searches" else Severity.HIGH
         return Finding(
             detector=self.name,
             kind=f"volume-{metric}",
             severity=severity,
-            title=f"User {entry.actor} {_WORDS[metric].format(n=value)} in one hour "
+            title=f"{name_of(entry.actor, facts)} {_WORDS[metric].format(n=value)} in one hour "
             f"(their busiest hour before: {own}; typical for their role: {peer})",
             group=f"{self.name}:{metric}:{entry.actor}:{hour.hour // 24}",
             evidence=tuple(hour.evidence[-100:]),
