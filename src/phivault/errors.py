@@ -483,3 +483,10 @@ class AlertStateError(Conflict):
     resolved alert)."""
 
     default_message = "the alert is not in a state that allows this step"
+
+
+class DetectorBusy(Conflict):
+    default_message = (
+        "a running server is scanning this data directory (its alerts are current: "
+        "`phivault alerts list`); try again after it stops"
+    )

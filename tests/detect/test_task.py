@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from phivault.backup.schedule import BACKUP_FAILED, BACKUP_OVERDUE, raise_alert
 from phivault.detect.alerts import AlertStore
 from phivault.detect.canaries import seed_canaries
-from phivault.detect.runtime import DetectorTask, start_detector_task
+from phivault.detect.runtime import DetectorTask, scan, start_detector_task
 from phivault.detect.sql import DetectSql
+from phivault.errors import DetectorBusy
 from phivault.service import Context
 from phivault.vault import Vault
 
@@ -39,9 +42,13 @@ def test_one_worker_scans_at_a_time(vault: Vault) -> None:
         assert first.tick() is not None
         assert second.tick() is None  # the lease is held
         assert first.tick() is not None  # and renewed by its holder
+        with pytest.raises(DetectorBusy):
+            scan(vault)  # `alerts scan` does not race a running server
     finally:
         first.stop()
-        second.stop()
+    assert scan(vault)[0].cursor == vault.store.audit_size()  # released on stop
+    assert second.tick() is not None
+    second.stop()
 
 
 def test_scan_interval_zero_turns_the_task_off(vault: Vault) -> None:

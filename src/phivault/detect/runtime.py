@@ -26,6 +26,7 @@ from phivault.detect.model import Finding, Severity
 from phivault.detect.outputs import Dispatcher, outputs_from
 from phivault.detect.settings import DetectSettings, load_detect_settings
 from phivault.detect.sql import DetectSql
+from phivault.errors import DetectorBusy
 from phivault.store.base import VersionRecord
 from phivault.vault import Vault
 
@@ -85,11 +86,18 @@ def dispatcher_for(vault: Vault, settings: DetectSettings) -> Dispatcher:
 def scan(vault: Vault, *, since: float | None = None) -> tuple[ScanReport, Dispatcher]:
     """One scan from the cursor (or from `since`) to the end of the log."""
     settings = detect_settings(vault)
-    dispatcher = dispatcher_for(vault, settings)
-    engine = build_engine(vault, settings, dispatcher=dispatcher)
-    engine.start(since)
-    report = engine.scan()
-    dispatcher.close()
+    sql = DetectSql(vault.store)
+    holder = f"cli-{os.getpid()}-{secrets.token_hex(4)}"
+    if not sql.take_lease(holder, time.time(), LEASE_S):
+        raise DetectorBusy()
+    try:
+        dispatcher = dispatcher_for(vault, settings)
+        engine = build_engine(vault, settings, dispatcher=dispatcher)
+        engine.start(since)
+        report = engine.scan()
+        dispatcher.close()
+    finally:
+        sql.release_lease(holder)
     return report, dispatcher
 
 
@@ -159,6 +167,11 @@ class DetectorTask:
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.dispatcher.close()
+        if self._leased:
+            try:
+                self.sql.release_lease(self.holder)  # the next scanner need not wait it out
+            except Exception as exc:  # closing anyway; the lease then expires by itself
+                log.warning("could not release the detector lease: %s", type(exc).__name__)
 
 
 def start_detector_task(vault: Vault) -> DetectorTask | None:

@@ -101,6 +101,14 @@ class DetectSql:
             )
         return bool(rows)
 
+    def release_lease(self, holder: str) -> None:
+        with self.store.write() as tx:
+            self.execute(
+                tx,
+                "DELETE FROM detect_state WHERE name = 'lease' AND value LIKE ?",
+                (f"%{holder}",),
+            )
+
     # -- canaries -------------------------------------------------------------------------------
     def canaries(self) -> set[str]:
         return {str(r[0]) for r in self.read("SELECT pseudonym FROM detect_canaries", ())}
