@@ -17,6 +17,7 @@ from phivault.api.middleware.auth import BearerAuth
 from phivault.api.middleware.limits import RequestLimits
 from phivault.api.middleware.security_headers import SecurityHeaders
 from phivault.api.oauth_routes import OAuthRoutes
+from phivault.api.openapi import openapi_route
 from phivault.api.search_routes import SearchRoutes
 from phivault.api.smart_metadata import secured_metadata
 from phivault.config import Settings
@@ -41,6 +42,7 @@ def create_app(
         # Search before {rtype}/{rid}: POST {rtype}/_search, GET Patient/{id}/{type}.
         *SearchRoutes(fhir).routes(),
         Route(f"{base}/metadata", fhir.metadata, methods=["GET"]),
+        Route("/openapi.json", openapi_route(base), methods=["GET"]),
         Route(f"{base}/_history", fhir.history, methods=["GET"]),
         Route(f"{base}/{{rtype}}/_history", fhir.history, methods=["GET"]),
         Route(f"{base}/{{rtype}}/{{rid}}/_history/{{vid}}", fhir.vread, methods=["GET"]),
