@@ -141,6 +141,13 @@ def _ransomware(h: Harness, rng: random.Random) -> Iterator[float]:
 
 
 def _honeytoken(h: Harness, rng: random.Random, member: Staff) -> Task:
-    """Browsing the patient list, and opening a record nobody is treating."""
-    h.as_user(member, member.workstation, "GET", "Patient?_count=100")
-    yield rng.uniform(10, 30)
+    """Paging through the whole patient list (a scraper's first step)."""
+    path: str | None = "Patient?_count=100"
+    for _ in range(50):
+        if path is None:
+            return
+        _, bundle = h.as_user(member, member.workstation, "GET", path)
+        links = (bundle or {}).get("link", [])
+        after = next((link["url"] for link in links if link.get("relation") == "next"), None)
+        path = after.split("/fhir/", 1)[1] if after and "/fhir/" in after else None
+        yield rng.uniform(5, 20)
