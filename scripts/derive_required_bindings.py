@@ -1,4 +1,4 @@
-"""Derive phivault's compact table of FHIR R4 required value-set bindings on `code` elements.
+"""Derive phivault's compact table of FHIR R4 required value-set bindings.
 
 Source: the npm package ``fhir`` (FHIR.js) 4.12.0, whose ``profiles/types.json`` and
 ``profiles/valuesets.json`` are generated from the FHIR R4 (4.0.1) specification's
@@ -16,11 +16,12 @@ sha256; ``--check`` exits 1 when the shipped file is stale.
 What it keeps (besides ``extension``/``modifierExtension``, an Extension everywhere, and
 ``_name`` siblings of primitives, an Element everywhere): for each type (resource, data
 type, or backbone element named ``#Path.to.element``), the elements that lead to a
-required binding on a ``code``, either directly (``{"codes": value set}``) or through
-their type (``{"type": name}``; ``Resource`` for contained and nested resources); and the
-codes of each such value set. Value sets the source cannot enumerate (mime types,
-currencies, external ones) are listed under ``notEnumerable`` and not checked. Required
-bindings on Coding/CodeableConcept (11 in R4) are not derived: not checked yet.
+required binding, either directly (a ``code``: ``{"codes": value set}``; a Coding or
+CodeableConcept: ``{"concepts": value set}``) or through their type (``{"type": name}``;
+``Resource`` for contained and nested resources); each such value set's codes
+(``valueSets``) or ``system|code`` pairs (``conceptSets``). Value sets the source cannot
+enumerate (mime types, currencies, UCUM units, a LOINC answer list) are listed under
+``notEnumerable`` and not checked.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ RESOURCE = "Resource"
 # Elements every type has with the same type; the checker applies them everywhere:
 # extensions, and a primitive's "_name" sibling (an Element: id and extensions).
 GENERIC = frozenset({"extension", "modifierExtension"})
+CONCEPT_TYPES = frozenset({"Coding", "CodeableConcept"})
 
 Node = dict[str, dict[str, str]]
 
@@ -60,6 +62,9 @@ def _children(
         if prop.get("_valueSetStrength") == "required" and kind == "code":
             node[name] = {"codes": prop["_valueSet"]}
             bindings.add(prop["_valueSet"])
+        elif prop.get("_valueSetStrength") == "required" and kind in CONCEPT_TYPES:
+            node[name] = {"concepts": prop["_valueSet"]}
+            bindings.add(prop["_valueSet"])
         elif kind in ("BackboneElement", "Element") and prop.get("_properties"):
             inner = f"#{key.lstrip('#')}.{name}"
             _children(inner, prop["_properties"], table, bindings)
@@ -71,6 +76,10 @@ def _children(
         elif kind[:1].isupper():
             node[name] = {"type": kind}
     table[key] = node
+
+
+def _checks(child: dict[str, str]) -> bool:
+    return "codes" in child or "concepts" in child
 
 
 def _prune(table: dict[str, Node], resources: set[str]) -> dict[str, Node]:
@@ -85,7 +94,7 @@ def _prune(table: dict[str, Node], resources: set[str]) -> dict[str, Node]:
             for child in node.values():
                 target = child.get("type")
                 if (
-                    "codes" in child
+                    _checks(child)
                     or target in useful
                     or (target == RESOURCE and useful & resources)
                 ):
@@ -97,7 +106,7 @@ def _prune(table: dict[str, Node], resources: set[str]) -> dict[str, Node]:
         node = {}
         for name, child in sorted(table[key].items()):
             target = child.get("type")
-            if "codes" in child or target in useful or target == RESOURCE:
+            if _checks(child) or target in useful or target == RESOURCE:
                 node[name] = child
         kept[key] = node
     return kept
@@ -115,19 +124,26 @@ def derive(package: Path) -> dict[str, Any]:
         if definition.get("_kind") == "resource":
             resources.add(name)
         _children(name, definition.get("_properties", []), table, bindings)
+    children = [c for node in table.values() for c in node.values()]
+    code_sets = {c["codes"] for c in children if "codes" in c}
+    concept_sets = {c["concepts"] for c in children if "concepts" in c}
     codes: dict[str, list[str]] = {}
+    concepts: dict[str, list[str]] = {}
     missing: list[str] = []
     for url in sorted(bindings):
         found = valuesets.get(url.split("|")[0])
-        listed = sorted(
-            {c["code"] for s in (found or {}).get("systems", []) for c in s.get("codes", [])}
-        )
-        if listed:
-            codes[url] = listed
-        else:
+        systems = (found or {}).get("systems", [])
+        pairs = {(s["uri"], c["code"]) for s in systems for c in s.get("codes", [])}
+        if not pairs:
             missing.append(url)
+            continue
+        if url in code_sets:
+            codes[url] = sorted({code for _, code in pairs})
+        if url in concept_sets:
+            concepts[url] = sorted(f"{system}|{code}" for system, code in pairs)
     for node in table.values():  # an element bound to a value set we cannot list: unchecked
-        for name in [n for n, c in node.items() if c.get("codes") in missing]:
+        unlisted = [n for n, c in node.items() if (c.get("codes") or c.get("concepts")) in missing]
+        for name in unlisted:
             del node[name]
     return {
         "source": {
@@ -144,6 +160,7 @@ def derive(package: Path) -> dict[str, Any]:
         "resourceTypes": sorted(resources),
         "notEnumerable": missing,
         "valueSets": codes,
+        "conceptSets": concepts,
         "types": _prune(table, resources),
     }
 

@@ -102,3 +102,34 @@ def test_the_table_says_where_it_comes_from() -> None:
         "entered-in-error",
         "unknown",
     }
+
+
+CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+
+
+@pytest.mark.parametrize(
+    ("status", "wrong"),
+    [
+        ({"coding": [{"system": CLINICAL, "code": "active"}]}, False),
+        # one coding from the set is enough; others may come along
+        (
+            {
+                "coding": [
+                    {"system": "urn:x", "code": "a"},
+                    {"system": CLINICAL, "code": "resolved"},
+                ]
+            },
+            False,
+        ),
+        ({"coding": [{"system": CLINICAL, "code": "cured"}]}, True),  # not an R4 code
+        ({"coding": [{"system": "urn:x", "code": "active"}]}, True),  # right code, wrong system
+        ({"text": "active"}, True),  # text alone does not meet a required binding
+    ],
+)
+def test_codeable_concepts_need_a_coding_from_the_set(status: dict[str, Any], wrong: bool) -> None:
+    condition = {
+        "resourceType": "Condition",
+        "subject": {"reference": "Patient/p"},
+        "clinicalStatus": status,
+    }
+    assert wrong_codes(condition) == (["Condition.clinicalStatus"] if wrong else [])

@@ -1,14 +1,16 @@
-"""FHIR R4 required value-set bindings on `code` elements (Patient.gender, Observation.status,
-HumanName.use, Quantity.comparator, ...): a code outside the bound value set makes the
-resource invalid (FHIR R4 terminologies.html#required).
+"""FHIR R4 required value-set bindings (terminologies.html#required): a code outside the
+bound value set makes the resource invalid. On `code` elements (Patient.gender,
+Observation.status, HumanName.use, Quantity.comparator, ...) the code itself; on Coding and
+CodeableConcept (Condition.clinicalStatus, AllergyIntolerance.verificationStatus, ...) at
+least one coding must be from the set.
 
 The table is derived from the R4 definitions (data/required-bindings.json; how and from
 what: scripts/derive_required_bindings.py and the file's `source`). It lists, per type, the
 elements that hold a bound code or lead to one through their type, so one walk of the JSON
 checks every level: data types (HumanName.use), backbone elements (Patient.contact.gender),
 extensions (an Extension's valueQuantity.comparator), primitive siblings (`_gender`) and
-contained resources. Value sets that cannot be enumerated (mime types, currencies) are not
-checked, nor are required bindings on Coding/CodeableConcept.
+contained resources. Value sets that cannot be enumerated (mime types, currencies, UCUM
+units) are not checked.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ _PRIMITIVE_SIBLING = "Element"  # "_gender": its id and extensions
 class Bindings:
     types: dict[str, dict[str, dict[str, str]]]
     codes: dict[str, frozenset[str]]
+    concepts: dict[str, frozenset[str]]  # "system|code" pairs, for Coding/CodeableConcept
     resource_types: frozenset[str]
     source: dict[str, Any]
 
@@ -40,6 +43,7 @@ def bindings() -> Bindings:
     return Bindings(
         types=data["types"],
         codes={url: frozenset(codes) for url, codes in data["valueSets"].items()},
+        concepts={url: frozenset(pairs) for url, pairs in data["conceptSets"].items()},
         resource_types=frozenset(data["resourceTypes"]),
         source=data["source"],
     )
@@ -53,6 +57,16 @@ def wrong_codes(resource: dict[str, Any]) -> list[str]:
     if isinstance(rtype, str):
         _walk(resource, rtype, rtype, bindings(), found)
     return found[:MAX_FINDINGS]
+
+
+def _has_concept(item: dict[str, Any], allowed: frozenset[str]) -> bool:
+    """A Coding in the set, or a CodeableConcept with at least one such coding (a required
+    binding: text alone, or only codes from elsewhere, does not do)."""
+    codings = item.get("coding") if "coding" in item or "text" in item else [item]
+    for coding in codings if isinstance(codings, list) else ():
+        if isinstance(coding, dict) and f"{coding.get('system')}|{coding.get('code')}" in allowed:
+            return True
+    return False
 
 
 def _walk(node: dict[str, Any], kind: str, path: str, table: Bindings, out: list[str]) -> None:
@@ -75,6 +89,11 @@ def _walk(node: dict[str, Any], kind: str, path: str, table: Bindings, out: list
             bound = child.get("codes")
             if bound is not None:
                 if isinstance(item, str) and item not in table.codes[bound]:
+                    out.append(where)
+                continue
+            concepts = child.get("concepts")
+            if concepts is not None:
+                if isinstance(item, dict) and not _has_concept(item, table.concepts[concepts]):
                     out.append(where)
                 continue
             if not isinstance(item, dict):
