@@ -72,6 +72,7 @@ def resources() -> list[dict[str, Any]]:
         quantity("q-h", 5.4, "mmol/L"),
         quantity("q-i", 5400, "umol/L"),  # 5.4 mmol/L
         quantity("q-j", 5.4, "xyz"),  # not a unit this server converts
+        quantity("q-k", 45, "Cel"),  # 318.15 K
         coded("c-1", LOINC, "8302-2"),
         coded("c-2", LOINC, "29463-7"),
         coded("c-3", SNOMED, "27113001"),
@@ -136,6 +137,9 @@ OBS = "Observation"
         (f"value-quantity=37|{UCUM}|Cel", {"q-d", "q-e"}),
         (f"value-quantity=98.6|{UCUM}|[degF]", {"q-d", "q-e"}),
         (f"value-quantity=lt300|{UCUM}|K", set()),
+        # ap: within 10% of 37 Cel (33.3 to 40.7 Cel), worked out in Cel, not in K
+        (f"value-quantity=ap37|{UCUM}|Cel", {"q-d", "q-e"}),
+        (f"value-quantity=gt40|{UCUM}|Cel", {"q-k"}),
         # 80 kg: [79.5, 80.5) kg; 176.37 [lb_av] is 80.0001 kg
         (f"value-quantity=80|{UCUM}|kg", {"q-f", "q-g"}),
         (f"value-quantity=176.37|{UCUM}|[lb_av]", {"q-f", "q-g"}),

@@ -10,6 +10,7 @@ range, `gt` / `lt` / `ge` / `le` the exact number.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from phivault.errors import UnsupportedSearchParameter
 from phivault.fhir.search import ucum
@@ -100,17 +101,19 @@ def quantity_rows(value: QuantityValue) -> list[Row]:
 
 def canonical_quantity_rows(value: QuantityValue) -> list[Row]:
     """`value` in canonical UCUM units, for a UCUM unit (system UCUM, or none given) that
-    ucum.py converts; [] otherwise. Comparisons keep their meaning: conversions are
-    increasing, so ranges and bounds convert end by end."""
+    ucum.py converts; [] otherwise. The comparison is worked out in the unit asked for (so
+    `ap` means 10% of 37 Cel, not of 310 K) and its bounds converted: conversions are
+    increasing, so every bound keeps its meaning."""
     if value.code is None or value.system not in (None, ucum.SYSTEM):
         return []
     found = ucum.canonical(value.code)
     if found is None:
         return []
-    n = value.number
-    number = NumberValue(n.prefix, found.convert(n.value), found.convert(n.lo), found.convert(n.hi))
     unit = (Cmp("system", "=", ucum.SYSTEM), Cmp("value", "=", found.code))
-    return [(*unit, *r) for r in number_rows(number)]
+    return [
+        (*unit, *(replace(c, value=found.convert(c.value)) for c in row))
+        for row in number_rows(value.number)
+    ]
 
 
 def uri_above(uri: str) -> tuple[str, ...]:
