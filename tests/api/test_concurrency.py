@@ -280,3 +280,85 @@ def test_last_updated_never_goes_back(vault: Vault, monkeypatch: pytest.MonkeyPa
     assert parse_instant(third.last_updated) >= parse_instant(second.last_updated)
     since = HistoryQuery(rtype="Patient", rid="clock", since=second.last_updated)
     assert [r.version for r in vault.store.history(since)] == [3, 2]
+
+
+def _pair_bundle(worker: int, reverse: bool, if_match: int | None = None) -> dict[str, Any]:
+    """One transaction writing Patient/pair-a and Observation/pair-b with the worker's mark."""
+    a: dict[str, Any] = {
+        "resource": patient("pair-a", f"w{worker}"),
+        "request": {"method": "PUT", "url": "Patient/pair-a"},
+    }
+    if if_match is not None:
+        a["request"]["ifMatch"] = f'W/"{if_match}"'
+    b = {
+        "resource": {
+            "resourceType": "Observation",
+            "id": "pair-b",
+            "status": "final",
+            "code": {"text": f"w{worker}"},
+            "subject": {"reference": "Patient/pair-a"},
+        },
+        "request": {"method": "PUT", "url": "Observation/pair-b"},
+    }
+    entries = [b, a] if reverse else [a, b]
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def _marks(vault: Vault, rtype: str, rid: str) -> dict[int, str]:
+    """version -> the worker mark that version holds."""
+    svc = vault.service
+    out = {}
+    for version in versions_of(vault, rtype, rid):
+        body = json.loads(svc.vread(CTX, rtype, rid, version).body or b"")
+        out[version] = body["name"][0]["family"] if rtype == "Patient" else body["code"]["text"]
+    return out
+
+
+def test_transactions_are_atomic_and_serial_under_contention(
+    client: TestClient, vault: Vault
+) -> None:
+    """Every worker's transaction writes the same two resources, half of them in the
+    opposite entry order (a deadlock if locks were taken in entry order). Each version
+    of the one must pair with the same version of the other: no transaction is seen half
+    applied, none interleaves with another."""
+    headers = {"content-type": "application/fhir+json"}
+    res = client.post("/fhir", content=json.dumps(_pair_bundle(-1, False)), headers=headers)
+    assert res.status_code == 200, res.text
+    rounds = 3
+
+    def worker(i: int) -> list[int]:
+        statuses = []
+        for _ in range(rounds):
+            bundle = _pair_bundle(i, reverse=i % 2 == 1)
+            res = client.post("/fhir", content=json.dumps(bundle), headers=headers)
+            statuses.append(res.status_code)
+        return statuses
+
+    results = run_together(worker)
+    assert all(s == 200 for statuses in results for s in statuses), results
+    a, b = _marks(vault, "Patient", "pair-a"), _marks(vault, "Observation", "pair-b")
+    assert len(a) == len(b) == THREADS * rounds + 1
+    assert a == b, "a transaction's two writes landed in different orders"
+    assert_audit_tree_consistent(vault)
+
+
+def test_if_match_in_contending_transactions_has_one_winner(
+    client: TestClient, vault: Vault
+) -> None:
+    headers = {"content-type": "application/fhir+json"}
+    res = client.post("/fhir", content=json.dumps(_pair_bundle(-1, False)), headers=headers)
+    assert res.status_code == 200
+
+    def worker(i: int) -> int:
+        bundle = _pair_bundle(i, reverse=i % 2 == 1, if_match=1)
+        res = client.post("/fhir", content=json.dumps(bundle), headers=headers)
+        if res.status_code != 200:
+            assert res.json()["resourceType"] == "OperationOutcome"
+        return res.status_code
+
+    statuses = run_together(worker)
+    assert sorted(statuses) == [200] + [412] * (THREADS - 1), statuses
+    # The losers changed nothing: both resources are at version 2, from the winner.
+    a, b = _marks(vault, "Patient", "pair-a"), _marks(vault, "Observation", "pair-b")
+    assert sorted(a) == sorted(b) == [1, 2]
+    assert a[2] == b[2] == f"w{statuses.index(200)}"

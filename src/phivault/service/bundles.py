@@ -87,6 +87,9 @@ class Plan:
     search: tuple[tuple[str, str], ...] = ()  # GET searches: the query's pairs
 
 
+_WRITES = frozenset({"create", "update", "patch", "delete"})
+
+
 @dataclass(slots=True)
 class EntryResult:
     status: int
@@ -169,6 +172,13 @@ class BundleProcessor:
             # Refusals inside the transaction are audited once it has ended.
             if in_tx:
                 with deferred_refusals(self.service), self.service.store.write() as tx:
+                    # Every resource the transaction writes, locked first in one global
+                    # order: two transactions naming the same resources in opposite entry
+                    # orders each held one lock and waited for the other (deadlock, 503).
+                    for rtype, rid in sorted(
+                        {(p.rtype, p.rid) for p in in_tx if p.rid and p.action in _WRITES}
+                    ):
+                        tx.lock_resource(rtype, rid)
                     for plan in in_tx:
                         current = plan
                         results[plan.entry.index] = self._execute(ctx, tx, plan)
