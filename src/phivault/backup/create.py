@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import threading
@@ -134,6 +133,9 @@ class _Uploader:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+# A file is its list of chunk ids in the signed, sealed manifest, and each chunk id is a
+# keyed MAC of the chunk's content (checked on restore): that authenticates every byte, so
+# no second hash of the whole file is taken (it cost a quarter of a full backup).
 def _scan(
     cap: Capture,
     repo: Repository,
@@ -147,12 +149,10 @@ def _scan(
     present = repo.chunk_ids() if wanted is None else set()
     files: list[dict[str, Any]] = []
     for item in cap.files:
-        digest = hashlib.sha256()
         ids: list[str] = []
         size = 0
         with open(item.source, "rb") as handle:
             for data in chunker.chunks(handle):
-                digest.update(data)
                 chunk_id = chunk_id_of(keys.chunk_id_key, data)
                 ids.append(chunk_id)
                 size += len(data)
@@ -168,7 +168,6 @@ def _scan(
                 "path": item.path,
                 "size": size,
                 "mode": item.mode,
-                "sha256": digest.hexdigest(),
                 "chunks": ids,
             }
         )

@@ -138,13 +138,17 @@ def _write_file(
     try:
         with os.fdopen(fd, "wb") as out:
             for data in read_chunks(repo, key, chunk_id_key, list(entry["chunks"])):
-                digest.update(data)
+                if "sha256" in entry:
+                    digest.update(data)
                 out.write(data)
                 size += len(data)
                 progress.advance(len(data))
             out.flush()
             os.fsync(out.fileno())
-        if size != int(entry["size"]) or digest.hexdigest() != entry["sha256"]:
+        # Each chunk's keyed name was checked against its content (read_chunks); older
+        # manifests also carry a whole-file SHA-256.
+        whole = entry.get("sha256")
+        if size != int(entry["size"]) or (whole is not None and digest.hexdigest() != whole):
             raise BackupIntegrityError("a restored file does not match its manifest")
         os.chmod(partial, int(entry.get("mode", 0o600)) & 0o777)
         os.link(partial, target)  # never replaces an existing file
