@@ -25,6 +25,15 @@ from phivault.store.sql import VERSION_COLUMNS, Queries, load_migrations, row_to
 log = logging.getLogger("phivault.store")
 
 BUSY_TIMEOUT_MS = 30_000
+# The writer's page cache. Blind-index tokens are random, so every index row lands on a
+# random leaf page: with SQLite's default 2 MB cache most of them are read back from the
+# OS on each write. Bounded memory (peak RSS counts it): one writer per process.
+WRITER_CACHE_KIB = 64 * 1024
+# Checkpoint the WAL every this many pages (SQLite's default: 1000). Pages written again
+# and again between checkpoints (index interior pages, the audit tail) are copied into the
+# database once per checkpoint instead of once per 4 MB of WAL.
+WAL_AUTOCHECKPOINT_PAGES = 8000
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
 MAX_BATCH = 512  # writes per group commit
 MAX_BATCH_AGE_S = 0.05  # a batch never waits longer than this for more writers
 
@@ -44,6 +53,9 @@ class SqliteStore(SqlReadView):
         self._all_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._writer = self._connect()
+        self._writer.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+        self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+        self._writer.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
         super().__init__(_ThreadLocalConn(self), self._queries)
 
     # -- connections ------------------------------------------------------------------------
