@@ -9,18 +9,27 @@ conditional creates with the same criteria must not make duplicates."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 from starlette.testclient import TestClient
 
 from phivault.access.runtime import AccessControl
 from phivault.api.app import create_app
 from phivault.vault import Vault
 from tests.api.test_concurrency import THREADS, run_together
+from tests.cli.audit_support import PHIVAULT, free_port, subprocess_env
 from tests.conftest import system_token
+from tests.server_support import init_data_dir, issue_token
 
 CT = {"content-type": "application/fhir+json"}
+ROUNDS = 3
+PROCESS_THREADS = 16
 SYSTEM = "urn:conditional"
 
 
@@ -130,3 +139,57 @@ def test_capability_statement_declares_single_conditional_delete(client: TestCli
     rest = client.get("/fhir/metadata").json()["rest"][0]
     basic_type = next(r for r in rest["resource"] if r["type"] == "Basic")
     assert basic_type["conditionalDelete"] == "single"
+
+
+@pytest.mark.postgres
+def test_conditional_creates_across_server_processes(tmp_path: Path, pg_schema_url: str) -> None:
+    """`phivault serve --workers 2` on PostgreSQL: requests land in two processes, so only
+    the database (the advisory lock) can keep the conditional creates apart. (This one did
+    not reproduce the race with the in-transaction match taken out; the in-process test
+    above does.)"""
+    data, key = init_data_dir(tmp_path, pg_schema_url)
+    token = issue_token(data, key, "system/Basic.cruds", client="conditional-race")
+    port = free_port()
+    args = ["serve", "--data", str(data), "--key-file", str(key), "--port", str(port)]
+    process = subprocess.Popen(
+        [str(PHIVAULT), *args, "--workers", "2"],
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/fhir"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, "phivault serve exited"
+            try:
+                if httpx.get(f"{base}/metadata", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "phivault serve did not start"
+            time.sleep(0.1)
+        auth = {"authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=base, headers=auth, timeout=30) as http:
+            for round_ in range(ROUNDS):
+                value = f"proc-{round_}"
+                headers = {**CT, "if-none-exist": f"identifier={SYSTEM}|{value}"}
+                body = json.dumps(basic(value))
+
+                def worker(i: int, headers: dict[str, str] = headers, body: str = body) -> Any:
+                    res = http.post("/Basic", content=body, headers=headers)
+                    return res.status_code, res.json().get("id")
+
+                results = run_together(worker, PROCESS_THREADS)
+                statuses = sorted(s for s, _ in results)
+                assert statuses == [200] * (PROCESS_THREADS - 1) + [201], results
+                assert len({rid for _, rid in results}) == 1, results
+                found = http.get(f"/Basic?identifier={SYSTEM}|{value}").json()
+                assert found["total"] == 1
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
