@@ -7,6 +7,9 @@ which lets several phivault instances or test runs share one database.
 from __future__ import annotations
 
 import re
+import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +30,9 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MIGRATION_LOCK = 0x70686976
 _AUDIT_LOCK = 0x70686961
 _COPY_FROM_ROWS = 4  # smaller bulk inserts are plain INSERTs
+# A pooled read connection is probed (one round trip) before use only after sitting idle
+# this long; a busy one that broke anyway is replaced and its statement run once more.
+_PROBE_AFTER_IDLE_S = 2.0
 _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                "keepalives_count": 3}  # fmt: skip
 
@@ -47,19 +53,51 @@ def split_schema(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=urlencode(kept))), schema
 
 
+class _ProbeIfIdle:
+    """The read pool's `check`: probing every borrowed connection costs a round trip per
+    statement, as much as the statement itself; only connections idle for a while (which
+    a restart or a network cut may have broken) are probed."""
+
+    def __init__(self) -> None:
+        self._used: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def __call__(self, conn: psycopg.Connection[Any]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._used.get(conn)
+        if last is None or now - last > _PROBE_AFTER_IDLE_S:
+            ConnectionPool.check_connection(conn)
+        with self._lock:
+            self._used[conn] = now
+
+
 class _PoolExec:
-    """ReadView connection adapter: each statement borrows a pooled connection."""
+    """ReadView connection adapter: each statement borrows a pooled connection.
+
+    The read pool's connections are in autocommit: one statement is one round trip,
+    where a transaction would add a BEGIN and a COMMIT (each statement was its own
+    transaction anyway)."""
 
     def __init__(self, pool: ConnectionPool[Any]) -> None:
         self._pool = pool
 
     def execute(self, sql: str, params: Any = ()) -> Any:
-        try:
-            with self._pool.connection() as conn:
-                cur = conn.execute(sql, params)
-                return _Fetched(cur.fetchall() if cur.description else [])
-        except psycopg.Error as exc:
-            raise _translate(exc) from None
+        for attempt in (1, 2):
+            used: psycopg.Connection[Any] | None = None
+            try:
+                with self._pool.connection() as conn:
+                    used = conn
+                    cur = conn.execute(sql, params)
+                    return _Fetched(cur.fetchall() if cur.description else [])
+            except psycopg.OperationalError as exc:
+                # A connection broken while it sat in the pool (not probed: recently
+                # used): the pool drops it; a read is safe to run again on a fresh one.
+                if attempt == 2 or used is None or not used.broken:
+                    raise _translate(exc) from None
+            except psycopg.Error as exc:
+                raise _translate(exc) from None
+        raise StoreError()  # not reached: the second attempt returns or raises
 
 
 class _Fetched:
@@ -88,8 +126,12 @@ class PostgresStore(SqlReadView):
             conn.execute("SET idle_in_transaction_session_timeout = '60s'")
             conn.commit()
 
-        try:
-            self._pool: ConnectionPool[Any] = ConnectionPool(
+        probe = _ProbeIfIdle()
+
+        def pool(autocommit: bool) -> ConnectionPool[Any]:
+            # Writes keep the probe on every borrow: a failed write is not run again.
+            check = probe if autocommit else ConnectionPool.check_connection
+            return ConnectionPool(
                 self.url,
                 min_size=min_size,
                 max_size=max_size,
@@ -98,15 +140,21 @@ class PostgresStore(SqlReadView):
                 timeout=10.0,
                 # Keepalives: a server that vanished without a FIN/RST is noticed in ~25 s
                 # instead of hanging the request for the OS default of hours.
-                kwargs={"autocommit": False, "connect_timeout": 5, **_KEEPALIVES},
-                check=ConnectionPool.check_connection,
+                kwargs={"autocommit": autocommit, "connect_timeout": 5, **_KEEPALIVES},
+                check=check,
             )
+
+        self._pool: ConnectionPool[Any] = pool(autocommit=False)
+        self._read_pool: ConnectionPool[Any] = pool(autocommit=True)
+        try:
             self._pool.open(wait=True, timeout=10.0)
+            self._read_pool.open(wait=True, timeout=10.0)
         except (psycopg.Error, Exception) as exc:
+            self.close()
             raise StoreError("cannot connect to PostgreSQL") from exc
         with self._pool.connection() as conn:
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        super().__init__(_PoolExec(self._pool), self._queries)
+        super().__init__(_PoolExec(self._read_pool), self._queries)
 
     @contextmanager
     def write(self) -> Iterator[SqlWriteTx]:
@@ -185,6 +233,7 @@ class PostgresStore(SqlReadView):
                     yield row_to_version(row)
 
     def close(self) -> None:
+        self._read_pool.close()
         self._pool.close()
 
 
