@@ -40,6 +40,7 @@ from phivault.audit.log import AuditLog, RightEdge, append_entries
 from phivault.audit.merkle import NodeKey, new_nodes_for_append, perfect_subtrees
 from phivault.audit.proofs import inclusion_proof, verify_inclusion
 from phivault.audit.reader import StoreNodes
+from phivault.audit.seal import LogSeal
 from phivault.audit.verify import verify_log
 from phivault.store import audit_sql
 from phivault.store.base import Store
@@ -126,10 +127,12 @@ def build_log(store: Store, entries: int, batch: int = 50_000) -> float:
     """Entries, nodes and index columns through the real append path, in big batches."""
     started = time.perf_counter()
     edge = RightEdge()
+    # Sealed as the server seals (audit/seal.py): a checkpoint refuses an unsealed tail.
+    seal = LogSeal.of(CheckpointSigner(SEED))
     for start in range(0, entries, batch):
         made = [synthetic_entry(n) for n in range(start, min(start + batch, entries))]
         with store.write() as tx:
-            append_entries(tx, [e for e, _ in made], [r for _, r in made], edge)
+            append_entries(tx, [e for e, _ in made], [r for _, r in made], edge, seal=seal)
         edge.commit()
     return time.perf_counter() - started
 
