@@ -160,3 +160,25 @@ def test_sqlite_plan_uses_the_terms_key(tmp_path: Path) -> None:
         conn.close()
     assert "SEARCH t USING PRIMARY KEY (term=? AND idx<?)" in plan
     assert "SEARCH i USING INTEGER PRIMARY KEY" in plan
+
+
+def test_a_backlog_is_indexed_a_bounded_amount_per_search(
+    vault: Vault, view: AuditView, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import phivault.service.audit_view as audit_view
+
+    monkeypatch.setattr(audit_view, "SEARCH_CATCH_UP", 400)
+    want = expected(vault, actor="user-6")
+    first = view.search(AUDITOR, [("agent", "user-6")], count=25, cursor=None)
+    assert sql(vault, "SELECT upto FROM audit_terms_state")[0][0] == 400
+    assert [int(e["id"]) for e in first.events] == want[:25]  # newest: in the scanned tail
+    assert pages(view, "agent=user-6")[0] == want  # every page exact meanwhile
+
+
+def test_the_index_command_catches_up(vault: Vault, data_dir: Path, key_file: Path) -> None:
+    from tests.keys_support import run_cli
+
+    append(vault, 0, 700)
+    out = run_cli("audit", "index", "--data", str(data_dir), "--key-file", str(key_file))
+    assert out.exit_code == 0, out.output  # type: ignore[attr-defined]
+    assert sql(vault, "SELECT upto FROM audit_terms_state")[0][0] == vault.store.audit_size()

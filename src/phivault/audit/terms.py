@@ -24,7 +24,10 @@ from phivault.store.base import Store
 
 TERMS_INFO = b"phivault/audit-terms/v1"
 TERM_SIZE = 16
-BATCH = 50_000  # entries per indexing transaction: the appender waits at most this long
+BATCH = 10_000  # entries per indexing transaction (SQLite's appender waits meanwhile)
+# Entries a search indexes before it runs; a larger backlog is left to the next searches
+# and to `phivault audit index`, and scanned in SQL meanwhile (the query's tail arm).
+SEARCH_CATCH_UP = 20_000
 
 
 class TermKeys:
@@ -67,14 +70,19 @@ class TermKeys:
         return None
 
 
-def catch_up(store: Store, keys: TermKeys, *, batch: int = BATCH) -> int:
-    """Index every entry not indexed yet; returns how far the index now reaches."""
+def catch_up(store: Store, keys: TermKeys, *, batch: int = BATCH, limit: int | None = None) -> int:
+    """Index the entries not indexed yet (at most `limit` of them); returns how far the
+    index now reaches."""
+    done = 0
     while True:
         with store.write() as tx:
             upto = tx.audit_terms_claim()  # locks the state row: one indexer at a time
             stop = min(tx.audit_size(), upto + batch)
+            if limit is not None:
+                stop = min(stop, upto + max(limit - done, 0))
             if stop <= upto:
                 return upto
+            done += stop - upto
             rows: list[tuple[bytes, int]] = []
             for row in tx.audit_rows(upto, stop):
                 derived = AuditIndexRow(*(row[2:9]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ import click
 from phivault.audit.checkpoint import decode_public_key, public_key_document
 from phivault.audit.reader import LogReader
 from phivault.audit.seal import LogSeal
+from phivault.audit.terms import TermKeys, catch_up
 from phivault.audit.verify import VerifyReport, verify_log
 from phivault.audit.witness import HttpSource, LogSource, StoreSource, witness
 from phivault.cli.common import data_option, handle_errors, key_file_option, open_from_cli
@@ -107,6 +109,25 @@ def _print_report(report: VerifyReport) -> None:
         click.echo(f"  ... and {report.total_findings - MAX_FINDINGS_SHOWN} more", err=True)
     status = "OK" if report.ok else f"FAILED, first bad entry: {report.first_bad_entry}"
     click.echo(f"{status} ({report.seconds:.2f} s)")
+
+
+@audit.command("index")
+@data_option
+@key_file_option
+@handle_errors
+def index_cmd(data: Path | None, key_file: Path | None) -> None:
+    """Bring the AuditEvent search terms up to date (searches do it too, a bounded
+    amount at a time; run this off-peak after a large backlog, e.g. from cron)."""
+    vault = open_from_cli(data, key_file)
+    try:
+        keys = TermKeys.of(vault.audit.signer)
+        if keys is None:
+            raise ConfigError("this audit log has no key")
+        started = time.monotonic()
+        upto = catch_up(vault.store, keys)
+    finally:
+        vault.close()
+    click.echo(f"search terms cover {upto} entries ({time.monotonic() - started:.1f} s)")
 
 
 @audit.command("checkpoint")

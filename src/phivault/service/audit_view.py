@@ -16,7 +16,7 @@ from phivault.audit.auditevent import Search, matches, parse_search, render
 from phivault.audit.entry import decode_entry, index_row_of
 from phivault.audit.events import AccessEvent
 from phivault.audit.log import AuditLog
-from phivault.audit.terms import TermKeys, catch_up
+from phivault.audit.terms import SEARCH_CATCH_UP, TermKeys, catch_up
 from phivault.errors import AuditUnavailable, NotFound
 from phivault.fhir.resources import small_int
 from phivault.service import authorize
@@ -109,7 +109,11 @@ class AuditView:
             return [], None
         terms = self._terms.driver(search.query) if self._terms is not None else None
         if terms is not None or not _filters_anything(search.query):
-            indexed = catch_up(store, self._terms) if terms is not None and self._terms else 0
+            indexed = (
+                catch_up(store, self._terms, limit=SEARCH_CATCH_UP)
+                if terms is not None and self._terms
+                else 0
+            )
             query = replace(
                 search.query,
                 before=high,
