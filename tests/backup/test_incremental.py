@@ -159,3 +159,44 @@ def test_prune_keeps_the_chain_of_what_it_keeps(
     finally:
         copy.close()
         drop(db_url)
+
+
+def test_postgres_version_committed_after_a_snapshot_with_a_lower_seq(
+    pg_schema_url: str, key_file: Path, tmp_path: Path
+) -> None:
+    """PostgreSQL hands out seq before commit: a write in flight during a snapshot commits
+    a seq below that snapshot's mark. The next delta must still take it."""
+    from phivault.crypto.kek import KeyFileKeySource
+    from phivault.vault import init_data_dir
+
+    data_dir = tmp_path / "data"
+    init_data_dir(data_dir, KeyFileKeySource(key_file), db_url=pg_schema_url)
+    vault = open_with(data_dir, key_file)
+    try:
+        load(vault, clinic(4))
+        setup_repo(vault, str(tmp_path / "repo"), tmp_path / "backup.key")
+        backup_now(vault)
+        url, schema = split_schema(pg_schema_url)
+        with psycopg.connect(url) as slow:  # a writer that takes its seq, then stalls
+            slow.execute(f'SET search_path TO "{schema}"'.encode())
+            late = slow.execute(
+                "INSERT INTO versions (rtype, rid, version, last_updated, deleted, body, "
+                "compartment, method) VALUES ('Basic', 'late', 1, '2024-01-01T00:00:00Z', "
+                "false, NULL, NULL, 'PUT') RETURNING seq"
+            ).fetchone()
+            change(vault, "during")  # commits higher seqs meanwhile
+            during = backup_now(vault)
+            assert during.kind == "incremental"
+            marks = repository(vault).read_header(during.snapshot_id).marks
+            assert marks is not None and late is not None and late[0] in marks["pending"]
+            slow.commit()
+        after = backup_now(vault)
+        assert after.kind == "incremental"
+        copy, db_url = restored(vault, tmp_path, key_file, "late")
+        try:
+            assert copy.store.version("Basic", "late", 1) is not None
+        finally:
+            copy.close()
+            drop(db_url)
+    finally:
+        vault.close()
