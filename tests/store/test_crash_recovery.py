@@ -39,7 +39,8 @@ from tests.server_support import Server, init_data_dir, issue_token
 ROUNDS = 3
 WRITERS = 3
 READERS = 2
-LOAD_S = (1.0, 3.0)  # the kill comes at a random moment in this window
+LOAD_S = (0.2, 2.0)  # the kill comes this long after the round's first acknowledged write
+WARM_UP_S = 30.0
 CTX = Context(actor="crash-test")
 FHIR = {"content-type": "application/fhir+json"}
 
@@ -185,14 +186,21 @@ def test_sigkill_rounds_lose_no_acknowledged_write(tmp_path: Path, db_url: str |
     token = issue_token(data, key, "system/Patient.cruds system/Observation.cruds")
     ledger = Ledger()
     kills = 0
+    per_round: list[int] = []
     for round_no in range(ROUNDS):
         server = Server(data, key).start()
         load = Load(server.base, token, ledger, f"r{round_no}")
         threads = [threading.Thread(target=load.writer, args=(n,)) for n in range(WRITERS)]
         threads += [threading.Thread(target=load.reader) for _ in range(READERS)]
         try:
+            acked_before = len(ledger.acked)
             for thread in threads:
                 thread.start()
+            # The kill comes at a random moment once this round's writes are flowing (a
+            # first request can take a while on a busy machine: validation warms up).
+            warm = time.monotonic() + WARM_UP_S
+            while len(ledger.acked) == acked_before and time.monotonic() < warm:
+                time.sleep(0.02)
             time.sleep(rng.uniform(*LOAD_S))
             server.kill()  # requests are in flight
             kills += 1
@@ -202,6 +210,7 @@ def test_sigkill_rounds_lose_no_acknowledged_write(tmp_path: Path, db_url: str |
             for thread in threads:
                 thread.join(timeout=30)
         assert not any(t.is_alive() for t in threads)
+        per_round.append(len(ledger.acked) - acked_before)
         outcome = check_after_kill(data, key, ledger)
         verified = run("audit", "verify", "--data", str(data), "--key-file", str(key))
         assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -213,4 +222,5 @@ def test_sigkill_rounds_lose_no_acknowledged_write(tmp_path: Path, db_url: str |
         )
     assert kills == ROUNDS
     assert len(ledger.acked) > 5 * ROUNDS and ledger.reads > 10
+    assert all(n > 0 for n in per_round), per_round  # every round had writes to lose
     assert ledger.acked_transactions
