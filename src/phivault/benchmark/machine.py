@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sqlite3
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,18 @@ def _proc_field(path: str, name: str) -> str | None:
     return None
 
 
+def revision() -> str | None:
+    """The source checkout's commit, when phivault runs from one (else None)."""
+    root = Path(__file__).resolve().parents[3]
+    if not (root / ".git").exists():
+        return None
+    done = subprocess.run(  # noqa: S603 (fixed arguments)
+        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],  # noqa: S607
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
 def describe(pg_url: str | None = None) -> dict[str, Any]:
     mem = _proc_field("/proc/meminfo", "MemTotal")
     facts: dict[str, Any] = {
@@ -31,6 +44,7 @@ def describe(pg_url: str | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "sqlite": sqlite3.sqlite_version,
         "postgresql": None,
+        "revision": revision(),
     }
     if pg_url:
         try:

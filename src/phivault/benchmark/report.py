@@ -119,8 +119,10 @@ def _side(fig: dict[str, Any] | None) -> list[str]:
 
 def markdown(report: dict[str, Any]) -> str:
     m, c = report["machine"], report["config"]
-    lines = [
-        f"Run {report['when']}: `{report['command']}`",
+    lines: list[str] = [
+        f"Run {report['when']}"
+        + (f" at commit {m['revision']}" if m.get("revision") else "")
+        + f": `{report['command']}`",
         "",
         f"Machine: {m['nproc']} cores ({m['cpu_model']}), {m['ram_gib']} GiB RAM, Python "
         f"{m['python']}, SQLite {m['sqlite']}"
