@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
-from phivault.benchmark.loadgen import LoadResult, _read_response
+from phivault.benchmark.loadgen import LoadResult, _read_response, run_load_in_process
+from phivault.benchmark.servers import start_ceiling
+from phivault.benchmark.workloads import ceiling_create, ceiling_read
 
 
 def test_percentiles_are_nearest_rank() -> None:
@@ -40,3 +43,15 @@ def test_reads_exactly_one_response() -> None:
         b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n"
     )
     assert _parse(chunked) == (200, b"NEXT")
+
+
+def test_split_over_processes_sends_every_request_once(tmp_path: Path) -> None:
+    server = start_ceiling(tmp_path / "ceiling.db")
+    try:
+        created = run_load_in_process(server.port, ceiling_create(40, "s"), 40, 4, processes=2)
+        assert (created.requests, created.statuses) == (40, {201: 40})  # each id once
+        read = run_load_in_process(server.port, ceiling_read(40, "s"), 40, 4, processes=2)
+        assert read.statuses == {200: 40}  # every id was created
+        assert read.seconds > 0 and len(read.latencies_ms) == 40
+    finally:
+        server.stop()

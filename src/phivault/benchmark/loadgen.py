@@ -157,9 +157,41 @@ def run_load_in_process(
     total: int,
     concurrency: int,
     headers: dict[str, str] | None = None,
+    processes: int = 1,
 ) -> LoadResult:
-    """`run_load` in a fresh process (`make` must pickle): the server under test keeps
-    its interpreter and its core to itself."""
-    with concurrent.futures.ProcessPoolExecutor(1) as pool:
-        job = pool.submit(run_load, "127.0.0.1", port, make, total, concurrency, headers)
-        return job.result()
+    """`run_load` in fresh processes (`make` must pickle): the server under test keeps its
+    interpreter to itself. With `processes` > 1 the connections and requests are split
+    between them (for servers faster than one generator process) and the results merged;
+    request i of process k is make(k + i * processes), so the requests stay distinct."""
+    processes = max(1, min(processes, concurrency, total))
+    if processes == 1:
+        with concurrent.futures.ProcessPoolExecutor(1) as pool:
+            job = pool.submit(run_load, "127.0.0.1", port, make, total, concurrency, headers)
+            return job.result()
+    with concurrent.futures.ProcessPoolExecutor(processes) as pool:
+        jobs = [
+            pool.submit(
+                run_load,
+                "127.0.0.1",
+                port,
+                _Strided(make, k, processes),
+                len(range(k, total, processes)),
+                len(range(k, concurrency, processes)),
+                headers,
+            )
+            for k in range(processes)
+        ]
+        parts = [job.result() for job in jobs]
+    merged = LoadResult.merged(parts)
+    merged.seconds = max(part.seconds for part in parts)  # they ran side by side
+    return merged
+
+
+@dataclass
+class _Strided:
+    make: RequestFactory
+    offset: int
+    stride: int
+
+    def __call__(self, i: int) -> tuple[str, str, bytes]:
+        return self.make(self.offset + i * self.stride)

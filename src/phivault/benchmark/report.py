@@ -130,7 +130,8 @@ def markdown(report: dict[str, Any]) -> str:
         + f"; {m['platform']}.",
         "",
         f"Demo clinic of {c['patients']:,} patients; {c['concurrency']} keep-alive connections "
-        f"from a load generator in its own process; {c['rounds']} round(s), safeguards on and "
+        f"from {c.get('load_processes', 1)} load generator process(es) of their own; "
+        f"{c['rounds']} round(s), safeguards on and "
         "off interleaved workload by workload (order alternating); one server worker each. "
         "On = `phivault serve` (encryption, audit, bearer token + access policy); off = the "
         "bench-only unguarded app on an unencrypted copy of the same clinic. Throughput is "

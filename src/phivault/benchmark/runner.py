@@ -54,6 +54,7 @@ class BenchConfig:
     # Scale runs: only the guarded server (no unguarded copy to load), for RSS and search
     # latency at sizes where loading the clinic twice would take too long.
     only_guarded: bool = False
+    load_processes: int = 1  # load generator processes per measurement
 
     def count(self, row: str) -> int:
         """Requests per measurement of `row`."""
@@ -144,7 +145,9 @@ class BackendRun:
             )
         else:
             maker = targets.makers[row]
-        result = run_load_in_process(server.port, maker, total, self.config.concurrency, headers)
+        result = run_load_in_process(
+            server.port, maker, total, self.config.concurrency, headers, self.config.load_processes
+        )
         if row == "transaction bundle ingest":
             result.units = targets.bundles.resources(result.requests)
         return result

@@ -73,6 +73,13 @@ QUICK = {"patients": 60, "requests": 120, "concurrency": 8, "rounds": 1, "export
     help="Where bench.md and bench.json go.",
 )
 @click.option(
+    "--load-processes",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Load generator processes (more when one generator process cannot keep up).",
+)
+@click.option(
     "--only-guarded",
     is_flag=True,
     help="Scale runs: measure only `phivault serve` (the clinic is loaded once).",
@@ -95,6 +102,7 @@ def bench(
     quick: bool,
     components: str,
     out_dir: Path,
+    load_processes: int,
     only_guarded: bool,
     work_dir: Path | None,
 ) -> None:
@@ -112,7 +120,7 @@ def bench(
     config = BenchConfig(
         patients=patients, requests=requests, concurrency=concurrency, rounds=rounds,
         exports=exports, backends=chosen, pg_url=pg_url, work_dir=work_dir,
-        only_guarded=only_guarded,
+        only_guarded=only_guarded, load_processes=load_processes,
     )  # fmt: skip
     if quick:
         for name, value in QUICK.items():
