@@ -38,6 +38,10 @@ def test_backup_commands(tmp_path: Path) -> None:
         assert out.exit_code == 0, out.output and "snapshot" in out.output
     listed = run_cli("backup", "list", "--data", str(data))
     assert listed.exit_code == 0 and len(listed.output.strip().splitlines()) == 2
+    first, second = listed.output.strip().splitlines()
+    assert "  full  " in first and "incremental (1 since full)" in second
+    out = run_cli("backup", "create", *common, "--quiet", "--full")
+    assert out.exit_code == 0 and "(full)" in out.output, out.output
 
     assert run_cli("backup", "verify", "--data", str(data)).exit_code == 0
     full = run_cli("backup", "verify", "--data", str(data), "--full", "--backup-key", str(key))

@@ -224,8 +224,10 @@ def list_cmd(data: Path | None, repo: str | None, backup_key: Path | None, **kwa
     for snapshot_id in repository.snapshot_ids():
         header = repository.read_header(snapshot_id)
         stats = header.stats
+        kind = f"incremental ({len(header.chain) - 1} since full)" if header.is_delta else "full"
         click.echo(
-            f"{snapshot_id}  {header.time}  {header.backend}  {stats.get('bytes', 0)} bytes  "
+            f"{snapshot_id}  {header.time}  {header.backend}  {kind}  "
+            f"{stats.get('bytes', 0)} bytes  "
             f"{stats.get('chunks', 0)} chunks ({stats.get('new_chunks', 0)} new)"
         )
 
