@@ -47,6 +47,7 @@ SKIPPED = frozenset({"schema_migrations", "audit_terms", "audit_terms_state", KE
 REWRITING_ACTIONS = ("shred", "rotate-kek", "rotate-data-keys", "reindex")
 MAX_CHAIN = 24  # deltas after one full snapshot before the next full one
 PENDING_WINDOW = 10_000
+NODE_LEVELS = 48  # tree levels a delta looks at: logs of up to 2**47 entries
 DELTA_FILE = "delta.sqlite"
 PG_DELTA_DIR = "pg-delta"
 
@@ -184,8 +185,10 @@ def selections(since: Marks, tables: Sequence[str]) -> list[tuple[str, str, list
         elif table == "audit_entries":
             out.append((table, "SELECT * FROM audit_entries WHERE idx >= ?", [since.audit]))
         elif table == "audit_nodes":
-            sql = "SELECT * FROM audit_nodes WHERE idx >= (? >> level)"
-            out.append((table, sql, [since.audit]))
+            # One primary-key range per level (an expression over `level` would scan).
+            terms = " OR ".join("(level = ? AND idx >= ?)" for _ in range(NODE_LEVELS))
+            params = [v for level in range(NODE_LEVELS) for v in (level, since.audit >> level)]
+            out.append((table, f"SELECT * FROM audit_nodes WHERE {terms}", params))
         elif table == "audit_checkpoints":
             sql = "SELECT * FROM audit_checkpoints WHERE size > ?"
             out.append((table, sql, [since.checkpoint]))
