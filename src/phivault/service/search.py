@@ -189,14 +189,40 @@ class Searcher:
         warnings = [f"{i.reason}: {i.name}" for i in request.ignored]
         matches = [_entry(f.row.record, f.body) for f in page.found]
         matches, included = self.finish(ctx, request, matches, warnings)
-        next_cursor, previous_cursor = _cursors(page, spec)
+        return self.conclude(
+            ctx,
+            request,
+            matches,
+            included,
+            total,
+            _cursors(page, spec),
+            warnings,
+            rtype=rtype,
+            compartment=f"Patient/{compartment}" if compartment is not None else None,
+        )
+
+    def conclude(
+        self,
+        ctx: Context,
+        request: SearchRequest,
+        matches: list[Entry],
+        included: list[Entry],
+        total: int | None,
+        cursors: tuple[str | None, str | None],
+        warnings: Sequence[str],
+        *,
+        rtype: str | None = None,
+        compartment: str | None = None,
+    ) -> SearchResult:
+        """The result of a search page, released only once its audit entry (with every
+        id returned) is durable."""
         result = SearchResult(
             request=request,
             matches=matches,
             included=included,
             total=total,
-            next_cursor=next_cursor,
-            previous_cursor=previous_cursor,
+            next_cursor=cursors[0],
+            previous_cursor=cursors[1],
             warnings=tuple(warnings),
         )
         self.audit.record(
@@ -206,7 +232,7 @@ class Searcher:
                 client=ctx.client,
                 purpose=ctx.purpose,
                 rtype=rtype,
-                compartment=f"Patient/{compartment}" if compartment is not None else None,
+                compartment=compartment,
                 query=self.audit_terms(request.used),
                 result_ids=tuple(e.ref for e in (*matches, *included)),
             )

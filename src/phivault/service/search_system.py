@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from phivault.access.policy import Decision
-from phivault.audit.events import AccessEvent
 from phivault.errors import (
     BadRequest,
     Forbidden,
@@ -117,27 +116,8 @@ class SystemSearch:
         whole = position is None and edge is None and count > 0
         total = len(rows) if whole and first.total != "none" else self._total(typed, first)
         matches, included = searcher.finish(ctx, request, [r.entry for r in rows], warnings)
-        next_cursor, previous_cursor = _cursors(rows, edge, position, backward)
-        result = SearchResult(
-            request=request,
-            matches=matches,
-            included=included,
-            total=total,
-            next_cursor=next_cursor,
-            previous_cursor=previous_cursor,
-            warnings=tuple(warnings),
-        )
-        searcher.audit.record(
-            AccessEvent(
-                action="search",
-                actor=ctx.actor,
-                client=ctx.client,
-                purpose=ctx.purpose,
-                query=searcher.audit_terms(request.used),
-                result_ids=tuple(e.ref for e in (*matches, *included)),
-            )
-        )
-        return result
+        cursors = _cursors(rows, edge, position, backward)
+        return searcher.conclude(ctx, request, matches, included, total, cursors, warnings)
 
     # -- steps ---------------------------------------------------------------------------
     def _types(self, ctx: Context, named: list[str] | None) -> list[str]:
