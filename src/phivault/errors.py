@@ -149,6 +149,15 @@ class RequestTimeout(PhivaultError):
     default_message = "the request was not received in time"
 
 
+class ServerBusy(PhivaultError):
+    """More connections or requests at once than the server is configured to take."""
+
+    http_status = 503
+    issue_code = "transient"
+    exit_code = 75
+    default_message = "the server is at its connection limit; retry later"
+
+
 class Conflict(PhivaultError):
     http_status = 409
     issue_code = "conflict"

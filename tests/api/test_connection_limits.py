@@ -155,3 +155,26 @@ def test_server_still_serves_after_abuse(server: tuple[Server, str], tmp_path: P
     )
     status, _, _, body = answer(sock)
     assert status == 200 and json.loads(body)["resourceType"] == "Bundle"
+
+
+def test_requests_beyond_max_connections_get_503(tmp_path: Path) -> None:
+    data, key = init_data_dir(tmp_path, None)
+    limit = 4
+    busy = Server(data, key, extra_env={**LIMITS, "PHIVAULT_MAX_CONNECTIONS": str(limit)})
+    busy.start()
+    try:
+        idle = [connect(busy) for _ in range(limit)]  # each holds a connection open
+        time.sleep(0.3)
+        sock = connect(busy)
+        sock.sendall(b"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, headers, body = answer(sock)
+        assert_outcome(status, headers, body, 503)
+        assert headers["retry-after"] == "1"
+        for held in idle:
+            held.close()
+        time.sleep(0.3)
+        sock = connect(busy)
+        sock.sendall(b"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert answer(sock)[0] == 200  # room again
+    finally:
+        busy.stop()

@@ -10,7 +10,8 @@ request reaches the app:
   the connection is closed;
 - the request target may hold at most `max_url_bytes` (414), the headers at most
   `max_header_bytes` and `max_header_count` (431);
-- any request the HTTP parser refuses gets a 400 OperationOutcome instead of plain text.
+- any request the HTTP parser refuses gets a 400 OperationOutcome instead of plain text,
+  and one beyond `max_connections` a 503 OperationOutcome.
 
 Limits come from the data directory's settings; `configure` is called by the ASGI
 factory (api/asgi.py) in each worker process before it accepts connections.
@@ -23,8 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from phivault.api.errors import outcome_response
 from phivault.api.middleware.security_headers import HEADERS as SECURITY_HEADERS
 from phivault.config import Settings
 from phivault.errors import (
@@ -32,6 +36,7 @@ from phivault.errors import (
     HeadersTooLarge,
     PhivaultError,
     RequestTimeout,
+    ServerBusy,
     UriTooLong,
 )
 from phivault.fhir import json as fhirjson
@@ -139,6 +144,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return  # a request is being answered; its head arrived in time
         self._answer(RequestTimeout("the request headers were not received in time"))
 
+    # -- over the connection limit ---------------------------------------------------------
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        # uvicorn answers requests beyond `limit_concurrency` (max_connections) with a
+        # plain-text 503 of its own; answer them like every other refusal instead.
+        chosen: Any = _busy if app is service_unavailable else app
+        super()._start_asgi_task(cycle, chosen)
+
     # -- head size --------------------------------------------------------------------------
     def on_url(self, url: bytes) -> None:
         if len(self.url) + len(url) > self._limits.max_url_bytes:
@@ -169,3 +181,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.write(error_bytes(error))
             self.transport.close()
+
+
+async def _busy(scope: Scope, receive: Receive, send: Send) -> None:
+    response = outcome_response(ServerBusy())
+    response.headers["retry-after"] = "1"
+    response.headers["connection"] = "close"
+    for name, value in SECURITY_HEADERS:
+        response.headers[name.decode()] = value.decode()
+    await response(scope, receive, send)
