@@ -1,7 +1,9 @@
 """The append-only audit log: every access becomes a leaf of an RFC 9162 Merkle tree.
 
 Writes: the entry is appended inside the data write's own transaction, so the data and
-its audit entry commit together or not at all.
+its audit entry commit together or not at all. A transaction that writes many resources
+(a transaction Bundle, an import batch) appends them all at its end, in one append, inside
+`AuditLog.batched(tx)`.
 Reads: the caller blocks until its entry is durable; a single appender thread commits the
 entries of all concurrent readers in one transaction (group commit), so one fsync covers
 many requests. If the log cannot be written, `record` raises AuditUnavailable and the
@@ -35,7 +37,7 @@ from phivault.audit.entry import (
     index_row_of,
     now,
 )
-from phivault.audit.events import AccessEvent
+from phivault.audit.events import AccessEvent, AuditSink
 from phivault.audit.merkle import NodeKey, leaf_hash, new_nodes_for_append, perfect_subtrees
 from phivault.audit.merkle import read_nodes as _read_nodes
 from phivault.audit.seal import LogSeal
@@ -49,6 +51,7 @@ __all__ = [
     "Deferred",
     "RightEdge",
     "append_entries",
+    "batched",
     "encode_entry",
 ]
 
@@ -167,6 +170,24 @@ def _resolve(futures: list[asyncio.Future[None]]) -> None:
             future.set_result(None)
 
 
+def batched(sink: AuditSink, tx: WriteTx) -> contextlib.AbstractContextManager[None]:
+    """`AuditLog.batched(tx)` for the log; any other sink records each entry as it comes."""
+    if isinstance(sink, AuditLog):
+        return sink.batched(tx)
+    return contextlib.nullcontext()
+
+
+class _TxEntries:
+    """Entries recorded in one write transaction inside `AuditLog.batched`."""
+
+    __slots__ = ("entries", "rows", "tx")
+
+    def __init__(self, tx: WriteTx) -> None:
+        self.tx = tx
+        self.entries: list[bytes] = []
+        self.rows: list[AuditIndexRow] = []
+
+
 class Deferred:
     """Entries recorded inside `AuditLog.deferred()`: nothing they cover may be released
     before `durable()` (or `wait()`) returned without raising."""
@@ -239,6 +260,9 @@ class AuditLog:
         self._deferred: contextvars.ContextVar[Deferred | None] = contextvars.ContextVar(
             "phivault_audit_deferred", default=None
         )
+        self._in_tx: contextvars.ContextVar[_TxEntries | None] = contextvars.ContextVar(
+            "phivault_audit_in_tx", default=None
+        )
 
     def pseudonymize(self, compartment: str) -> str:
         """The keyed pseudonym the log uses for a patient compartment ("Patient/<id>")."""
@@ -250,12 +274,12 @@ class AuditLog:
         entry, row = encode_fields(fields), index_row_of(fields)
         self._ensure_thread()
         if tx is not None:
-            try:
-                append_entries(tx, [entry], [row], seal=self.seal)
-            except PhivaultError:
-                raise
-            except Exception:
-                raise AuditUnavailable() from None
+            pending = self._in_tx.get()
+            if pending is not None and pending.tx is tx:
+                pending.entries.append(entry)  # appended when the batched block ends
+                pending.rows.append(row)
+                return
+            self._append_in(tx, [entry], [row])
             return
         with self._lock:
             if self._closed:
@@ -274,6 +298,30 @@ class AuditLog:
         self._wait(batch)
         if batch.failed:
             raise AuditUnavailable()
+
+    def _append_in(self, tx: WriteTx, entries: list[bytes], rows: list[AuditIndexRow]) -> None:
+        try:
+            append_entries(tx, entries, rows, seal=self.seal)
+        except PhivaultError:
+            raise
+        except Exception:
+            raise AuditUnavailable() from None
+
+    @contextlib.contextmanager
+    def batched(self, tx: WriteTx) -> Iterator[None]:
+        """Inside the write transaction `tx`: `record(event, tx)` collects its entry, and
+        every entry is appended in one go when the block ends without an error (still in
+        `tx`, so data and entries commit together). One read of the tree's edge, one seal
+        and a few multi-row INSERTs for the whole transaction instead of per resource.
+        A block that raises appends nothing: its transaction is rolled back anyway."""
+        pending = _TxEntries(tx)
+        token = self._in_tx.set(pending)
+        try:
+            yield
+        finally:
+            self._in_tx.reset(token)
+        if pending.entries:
+            self._append_in(tx, pending.entries, pending.rows)
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[Deferred]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode
 
+from phivault.audit.log import batched
 from phivault.errors import (
     BadRequest,
     Conflict,
@@ -171,7 +172,11 @@ class BundleProcessor:
         try:
             # Refusals inside the transaction are audited once it has ended.
             if in_tx:
-                with deferred_refusals(self.service), self.service.store.write() as tx:
+                with (
+                    deferred_refusals(self.service),
+                    self.service.store.write() as tx,
+                    batched(self.service.audit, tx),  # one audit append for all entries
+                ):
                     # Every resource the transaction writes, locked first in one global
                     # order: two transactions naming the same resources in opposite entry
                     # orders each held one lock and waited for the other (deadlock, 503).

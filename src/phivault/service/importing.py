@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from phivault.audit.log import batched
 from phivault.errors import InvalidResource, PhivaultError
 from phivault.fhir import resources as fhir_types
 from phivault.service.records import Context, ImportStats, Prepared
@@ -47,7 +48,7 @@ def import_resources(
 def _import_batch(
     service: Service, ctx: Context, batch: Sequence[Prepared], stats: ImportStats
 ) -> None:
-    with service.store.write() as tx:
+    with service.store.write() as tx, batched(service.audit, tx):
         for prepared in batch:
             result = service._write(ctx, tx, prepared, expected=None, action="import")
             if result.created:
