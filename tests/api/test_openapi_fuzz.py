@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
@@ -43,6 +44,13 @@ def test_document_covers_the_capability_statement(client: TestClient) -> None:
     assert doc == json.loads(json.dumps(openapi_document("/fhir")))
 
 
+# schemathesis draws from the `random` module inside its strategies; hypothesis warns
+# about that (an error under this suite's filterwarnings), depending on what other tests
+# in the process did to the global random state.
+@pytest.mark.filterwarnings(
+    "ignore:Do not use the `random` module inside strategies"
+    ":hypothesis.errors.HypothesisDeprecationWarning"
+)
 def test_api_never_answers_with_a_server_error(vault: Vault) -> None:
     access = AccessControl.for_service(vault.service, vault.keyring)
     app = create_app(vault.service, vault.settings, access)
