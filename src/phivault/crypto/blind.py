@@ -125,7 +125,15 @@ def blind_prefixes(
     if max_len < 1:
         raise ValueError("max_len must be at least 1")
     value = normalize_string(normalized)
-    return [_token(key, "prefix", param, value[:n]) for n in range(1, min(len(value), max_len) + 1)]
+    # The same bytes as _token(key, "prefix", param, value[:n]), with the fields before
+    # the prefix encoded once per value rather than once per prefix.
+    head = _encode("prefix", param)
+    out = []
+    for n in range(1, min(len(value), max_len) + 1):
+        data = value[:n].encode("utf-8")
+        message = head + len(data).to_bytes(4, "big") + data
+        out.append(primitives.hmac_sha256(key, message)[:TOKEN_BYTES].hex())
+    return out
 
 
 def blind_prefix_query(
