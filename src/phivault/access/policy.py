@@ -371,8 +371,6 @@ class AccessPolicy(Protocol):
 
     def check(self, ctx: HasPrincipal, interaction: str, target: Target) -> None: ...
 
-    def why(self, ctx: HasPrincipal, interaction: str, target: Target) -> str: ...
-
     def filter(
         self,
         ctx: HasPrincipal,

@@ -90,6 +90,12 @@ def deferred_refusals(service: Service) -> Iterator[None]:
             service.audit.record(event)
 
 
+def reason_of(policy: object, ctx: Context, interaction: str, target: Target) -> str:
+    """The policy's reason for a refusal (`Policy.why`), or "" from a policy without one."""
+    why = getattr(policy, "why", None)
+    return str(why(ctx, interaction, target)) if why is not None else ""
+
+
 def refuse(
     service: Service,
     ctx: Context,
@@ -98,7 +104,7 @@ def refuse(
     target: Target,
 ) -> Forbidden | Hidden:
     """Audit one refusal and return the error that answers it."""
-    reason = service.policy.why(ctx, interaction, target)
+    reason = reason_of(service.policy, ctx, interaction, target)
     event = refusal_event(
         ctx, interaction, target.rtype, target.rid, target.compartment, reason, decision
     )

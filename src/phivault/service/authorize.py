@@ -20,6 +20,7 @@ from phivault.access.policy import Decision, Target
 from phivault.errors import Forbidden
 from phivault.fhir.indexing import patient_compartment
 from phivault.service.access_guard import (
+    reason_of,
     record_refusal,
     refusal_event,
     refuse,
@@ -61,7 +62,7 @@ def type_level(
     types = [rtype] if rtype is not None else ["*"]
     for name in types:
         if service.policy.decide_type(ctx.principal, interaction, name) is not Decision.ALLOW:
-            reason = service.policy.why(ctx, interaction, Target(name, rid))
+            reason = reason_of(service.policy, ctx, interaction, Target(name, rid))
             record_refusal(service.audit, refusal_event(ctx, action, rtype, rid, None, reason))
             raise Forbidden()
 

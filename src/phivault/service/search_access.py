@@ -23,7 +23,7 @@ from phivault.access.policy import AccessPolicy, Decision, SearchReach, Target
 from phivault.audit.events import AuditSink
 from phivault.errors import Forbidden, Hidden
 from phivault.fhir import json as fhir_json
-from phivault.service.access_guard import record_refusal, refusal_event
+from phivault.service.access_guard import reason_of, record_refusal, refusal_event
 from phivault.store.base import VersionRecord
 from phivault.store.search_spec import CompartmentMatch, Term
 
@@ -122,7 +122,7 @@ def check_type(
         return
     if policy.decide_type(ctx.principal, interaction, rtype) is Decision.ALLOW:
         return
-    refuse(audit, ctx, rtype, reason=policy.why(ctx, interaction, Target(rtype)))
+    refuse(audit, ctx, rtype, reason=reason_of(policy, ctx, interaction, Target(rtype)))
     raise Forbidden()
 
 
@@ -141,7 +141,7 @@ def check_compartment(
         decision = policy.decide(ctx, "search", Target(rtype, None, compartment, None))
     if decision is None or decision is Decision.ALLOW:
         return
-    reason = policy.why(ctx, "search", Target(rtype, None, compartment))
+    reason = reason_of(policy, ctx, "search", Target(rtype, None, compartment))
     refuse(audit, ctx, rtype, compartment, reason=reason, decision=decision)
     raise Hidden(f"Patient/{patient_id} is not known")
 
