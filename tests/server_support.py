@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,10 +36,18 @@ def issue_token(data: Path, key: Path, scope: str, client: str = "resilience-tes
 class Server:
     """One `phivault serve` process on a free port; `extra_env` sets PHIVAULT_* limits."""
 
-    def __init__(self, data: Path, key: Path, *, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data: Path,
+        key: Path,
+        *,
+        extra_env: dict[str, str] | None = None,
+        workers: int = 1,
+    ) -> None:
         self.data = data
         self.key = key
         self.extra_env = extra_env or {}
+        self.workers = workers
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -49,7 +58,7 @@ class Server:
     def start(self) -> Server:
         args = ["serve", "--data", str(self.data), "--key-file", str(self.key)]
         self.process = subprocess.Popen(
-            [str(PHIVAULT), *args, "--port", str(self.port)],
+            [str(PHIVAULT), *args, "--port", str(self.port), "--workers", str(self.workers)],
             env={**subprocess_env(), **self.extra_env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -67,8 +76,12 @@ class Server:
         raise RuntimeError("phivault serve did not start")
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown handler runs, as in a power cut of the process."""
+        """SIGKILL: no shutdown handler runs, as in a power cut of the process. With
+        several workers, every worker process is killed first, then the supervisor."""
         if self.process is not None and self.process.poll() is None:
+            for child in _children(self.process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
@@ -79,3 +92,16 @@ class Server:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc), e.g. uvicorn's worker processes."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found

@@ -10,7 +10,8 @@ then checks the data directory:
 - `phivault audit verify` passes.
 
 The next round restarts the server on the same data directory, so recovery from the
-previous kill is itself under test. The kill points are random (seeded per run; the seed
+previous kill is itself under test. The middle round runs two worker processes (every
+one of them is killed), so writes from several processes are in flight at the kill. The kill points are random (seeded per run; the seed
 is printed so a failure can be replayed).
 """
 
@@ -188,7 +189,8 @@ def test_sigkill_rounds_lose_no_acknowledged_write(tmp_path: Path, db_url: str |
     kills = 0
     per_round: list[int] = []
     for round_no in range(ROUNDS):
-        server = Server(data, key).start()
+        workers = 1 + round_no % 2  # the middle round runs `serve --workers 2`
+        server = Server(data, key, workers=workers).start()
         load = Load(server.base, token, ledger, f"r{round_no}")
         threads = [threading.Thread(target=load.writer, args=(n,)) for n in range(WRITERS)]
         threads += [threading.Thread(target=load.reader) for _ in range(READERS)]
@@ -215,7 +217,7 @@ def test_sigkill_rounds_lose_no_acknowledged_write(tmp_path: Path, db_url: str |
         verified = run("audit", "verify", "--data", str(data), "--key-file", str(key))
         assert verified.returncode == 0, verified.stdout + verified.stderr
         print(
-            f"round {round_no}: acked writes {len(ledger.acked)}, transactions sent "
+            f"round {round_no} ({workers} worker(s)): acked writes {len(ledger.acked)}, transactions sent "
             f"{len(ledger.transactions)} (acked {len(ledger.acked_transactions)}, "
             f"after the kill present {outcome['tx_present']}, absent {outcome['tx_absent']}), "
             f"reads {ledger.reads}"
