@@ -38,6 +38,11 @@ def _wait(clinic: Clinic, url: str, headers: dict[str, str]) -> dict[str, Any]:
     raise AssertionError("the export did not finish")
 
 
+def _audit(clinic: Clinic, since: int) -> list[dict[str, Any]]:
+    store = clinic.vault.store
+    return [orjson.loads(raw) for _, raw in store.audit_entries(since, store.audit_size())]
+
+
 def _lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line]
 
@@ -90,8 +95,13 @@ def test_downloads_need_the_token_and_apply_the_policy_as_it_is_now(clinic: Clin
     # No token, or another user's token: never the file.
     assert clinic.client.get(url).status_code == 401
     nurse = clinic.add_user("nurse", practitioner=clinic.clinician_ref)
+    since = clinic.vault.store.audit_size()
     stranger = clinic.client.get(url, headers=clinic.headers(clinic.token(nurse)))
     assert stranger.status_code == 404
+    refused = [e for e in _audit(clinic, since) if e.get("detail") == "Forbidden"]
+    assert [(e["actor"], e["extra"]["reason"]) for e in refused] == [
+        (nurse.user_id, "not-job-owner")
+    ]
 
     # The care relationship ends: the next download leaves that patient out.
     service.update(SETUP, "CareTeam", team_id, {**team, "id": team_id, "status": "inactive"})
@@ -101,3 +111,15 @@ def test_downloads_need_the_token_and_apply_the_policy_as_it_is_now(clinic: Clin
     assert condition not in now
     assert now == exported - {condition}
     assert orjson.dumps(sorted(now))  # every remaining line is still whole JSON
+
+
+def test_a_kick_off_for_a_type_the_caller_may_not_search_is_refused_and_audited(
+    clinic: Clinic,
+) -> None:
+    clerk = clinic.add_user("front-desk")
+    headers = {**clinic.headers(clinic.token(clerk)), **ASYNC}
+    since = clinic.vault.store.audit_size()
+    res = clinic.client.get("/fhir/$export", params={"_type": "Condition"}, headers=headers)
+    assert res.status_code == 403
+    refused = [e for e in _audit(clinic, since) if e.get("detail") == "Forbidden"]
+    assert [(e["type"], e["extra"]["reason"]) for e in refused] == [("Condition", "role")]

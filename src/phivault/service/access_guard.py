@@ -96,6 +96,16 @@ def reason_of(policy: object, ctx: Context, interaction: str, target: Target) ->
     return str(why(ctx, interaction, target)) if why is not None else ""
 
 
+def audit_refusal(
+    service: Service, ctx: Context, action: str, reason: str, rtype: str | None = None
+) -> None:
+    """Audit a refusal decided outside the policy (e.g. another user's export job), which
+    the caller then answers as not found."""
+    record_refusal(
+        service.audit, refusal_event(ctx, action, rtype, None, None, reason, Decision.HIDE)
+    )
+
+
 def refuse(
     service: Service,
     ctx: Context,

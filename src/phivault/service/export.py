@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from phivault.audit.events import AccessEvent
-from phivault.errors import BadRequest, ExportFailed, Forbidden, Gone, NotFound, TooManyExports
+from phivault.errors import BadRequest, ExportFailed, Gone, NotFound, TooManyExports
 from phivault.fhir import json as fhir_json
 from phivault.fhir import resources as fhir_types
 from phivault.fhir.bundle_entries import iter_references
-from phivault.service.access_guard import released_ndjson, type_allowed
+from phivault.service.access_guard import audit_refusal, released_ndjson, require_type
 from phivault.service.export_files import read_sealed_file
 from phivault.service.export_run import (
     ExportParams,
@@ -272,10 +272,10 @@ class ExportService:
         if ctx.principal is None:
             return
         if job is not None and job.owner != ctx.actor:
+            audit_refusal(self.service, ctx, "export", "not-job-owner")
             raise NotFound("no such export job")
         for rtype in types or ():
-            if not type_allowed(self.service, ctx, "search", rtype):
-                raise Forbidden()
+            require_type(self.service, ctx, "search", rtype)  # 403, audited
 
     def _event(
         self,
