@@ -14,8 +14,9 @@ from starlette.testclient import TestClient
 import phivault.errors
 import phivault.vault  # loads the modules that could define further errors
 from phivault.api.app import create_app
-from phivault.config import Settings
+from phivault.crypto.kek import KeyFileKeySource
 from phivault.errors import PhivaultError
+from phivault.vault import init_data_dir, open_vault
 
 # FHIR R4 IssueType value set (http://hl7.org/fhir/issue-type).
 ISSUE_TYPES = frozenset(
@@ -85,7 +86,7 @@ def test_status_classes_are_coherent() -> None:
 
 
 class _RaisingService:
-    """Stands in for the service: every read raises the error it is given."""
+    """Stands in for the real service's read: every read raises the error it is given."""
 
     def __init__(self) -> None:
         self.error: BaseException = RuntimeError("unset")
@@ -95,11 +96,19 @@ class _RaisingService:
 
 
 @pytest.fixture
-def raising(tmp_path: Path) -> Iterator[tuple[_RaisingService, TestClient]]:
+def raising(tmp_path: Path, key_file: Path) -> Iterator[tuple[_RaisingService, TestClient]]:
+    """The real app over a real (SQLite) vault whose reads raise the chosen error."""
+    data = tmp_path / "data"
+    init_data_dir(data, KeyFileKeySource(key_file))
+    vault = open_vault(data, KeyFileKeySource(key_file))
     service = _RaisingService()
-    app = create_app(service, Settings(data_dir=tmp_path))  # type: ignore[arg-type]
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield service, client
+    vault.service.read = service.read  # type: ignore[method-assign]
+    app = create_app(vault.service, vault.settings)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield service, client
+    finally:
+        vault.close()
 
 
 @pytest.mark.parametrize("cls", ERRORS, ids=lambda c: c.__name__)
