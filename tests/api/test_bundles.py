@@ -370,3 +370,15 @@ def test_read_and_vread_entries(client: TestClient, kind: str) -> None:
         assert item["response"]["status"] == "200 OK"
         assert item["resource"]["id"] == pid
         assert item["fullUrl"].endswith(f"/Patient/{pid}")
+
+
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+@pytest.mark.parametrize("entries", [{}, {"request": {"method": "DELETE"}}, None, "x"])
+def test_entry_that_is_not_an_array_is_refused(client: TestClient, kind: str, entries: Any) -> None:
+    before = client.get("/fhir/Patient/_history").json().get("total")
+    res = post_bundle(client, {"resourceType": "Bundle", "type": kind, "entry": entries})
+    assert res.status_code == 400
+    outcome = res.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "Bundle.entry must be an array" in outcome["issue"][0]["diagnostics"]
+    assert client.get("/fhir/Patient/_history").json().get("total") == before

@@ -75,10 +75,17 @@ def bundle_kind(bundle: object) -> str:
     return str(kind)
 
 
-def parse_entries(bundle: Resource, base_url: str) -> list[EntryRequest]:
-    raw = bundle.get("entry") or []
+def raw_entries(bundle: Resource) -> list[object]:
+    """Bundle.entry as sent: an absent entry is an empty Bundle; anything but an array
+    (an object, even an empty one, or null) is refused, never read as empty."""
+    raw = bundle.get("entry", [])
     if not isinstance(raw, list):
         raise BadRequest("Bundle.entry must be an array", expression=["Bundle.entry"])
+    return raw
+
+
+def parse_entries(bundle: Resource, base_url: str) -> list[EntryRequest]:
+    raw = raw_entries(bundle)
     if len(raw) > MAX_ENTRIES:
         raise BadRequest(f"a Bundle may hold at most {MAX_ENTRIES} entries")
     return [parse_entry(i, e, base_url) for i, e in enumerate(raw)]

@@ -37,6 +37,7 @@ from phivault.fhir.bundle_entries import (
     parse_entries,
     parse_entry,
     processing_order,
+    raw_entries,
     rewrite_references,
 )
 from phivault.fhir.bundles import searchset_bundle
@@ -118,9 +119,7 @@ class BundleProcessor:
 
     # -- batch --------------------------------------------------------------------------
     def _batch(self, ctx: Context, bundle: Resource, *, base_url: str, prefer: str) -> bytes:
-        raw = bundle.get("entry") or []
-        if not isinstance(raw, list):
-            raise BadRequest("Bundle.entry must be an array", expression=["Bundle.entry"])
+        raw = raw_entries(bundle)
         replies: dict[int, ResponseEntry] = {}
         entries: list[EntryRequest] = []
         for index, item in enumerate(raw):
