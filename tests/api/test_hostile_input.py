@@ -331,3 +331,14 @@ def _hostile_body(client: TestClient, body: bytes) -> None:
         assert_clear(res)
     patch = {"content-type": "application/json-patch+json"}
     assert_clear(client.patch("/fhir/Patient/x1", content=body, headers=patch))
+
+
+def test_script_in_a_narrative_is_refused_and_nothing_is_stored(client: TestClient) -> None:
+    div = '<div xmlns="http://www.w3.org/1999/xhtml">Ann<script>fetch("/x")</script></div>'
+    body = {"resourceType": "Patient", "text": {"status": "generated", "div": div}}
+    res = client.post("/fhir/Patient", content=json.dumps(body), headers=FHIR)
+    assert res.status_code == 422  # an invalid resource, as for any other rule
+    outcome = res.json()
+    assert outcome["issue"][0]["expression"] == ["Patient.text.div"]
+    assert "script" not in json.dumps(outcome).replace("outside the basic", "")
+    assert client.get("/fhir/Patient?_summary=count").json()["total"] == 0

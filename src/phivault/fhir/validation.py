@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from phivault.errors import InvalidResource
 from phivault.fhir.bindings import wrong_codes
 from phivault.fhir.json_types import type_errors
+from phivault.fhir.narrative import unsafe_narratives
 from phivault.fhir.resources import NOT_VALIDATABLE, R4_TYPES
 from phivault.types import Resource
 
@@ -68,6 +69,12 @@ def validate_resource(resource: Any) -> Resource:
             "invalid FHIR R4 resource: "
             + "; ".join(f"{path}: code outside the required value set" for path in outside),
             expression=outside,
+        )
+    unsafe = unsafe_narratives(resource)  # txt-1/txt-2: no script in stored XHTML
+    if unsafe:
+        raise InvalidResource(
+            "invalid FHIR R4 resource: " + "; ".join(unsafe),
+            expression=[problem.split(":", 1)[0] for problem in unsafe],
         )
     return resource
 
