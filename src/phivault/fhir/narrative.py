@@ -1,4 +1,4 @@
-"""Narrative safety (FHIR R4 invariants txt-1 and txt-2).
+"""Narrative safety (FHIR R4 invariant txt-1).
 
 A resource's `text.div` is XHTML that clinical apps render. FHIR allows only basic
 formatting there (HTML 4.0 chapters 7-11 and 12.1, links, images, style attributes):
@@ -7,6 +7,8 @@ no scripts, no forms, no event handlers, no active URLs. Accepting `<script>` or
 the record, so a narrative outside that subset is refused like any invalid element.
 
 Messages name the element path and the rule, never the markup (it may hold PHI).
+txt-2 (some non-whitespace content) is not enforced: an empty narrative is harmless and
+common in data from other systems, and refusing it would lose records for no safety gain.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ class _Checker(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.problems: list[str] = []
-        self.text = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag not in ALLOWED_ELEMENTS:
@@ -43,15 +44,9 @@ class _Checker(HTMLParser):
                 self.problems.append("an event-handler attribute")
             elif name in URL_ATTRIBUTES and value is not None and not _safe_url(tag, value):
                 self.problems.append("a URL with an active or unknown scheme")
-        if tag == "img":
-            self.text = True  # an image is content (txt-2)
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.handle_starttag(tag, attrs)
-
-    def handle_data(self, data: str) -> None:
-        if data.strip():
-            self.text = True
 
     def handle_pi(self, data: str) -> None:
         self.problems.append("a processing instruction")
@@ -73,19 +68,16 @@ def _safe_url(tag: str, value: str) -> bool:
 
 
 def narrative_problems(div: str) -> list[str]:
-    """The txt-1/txt-2 rules `div` breaks (empty when it is safe)."""
+    """The txt-1 rules `div` breaks (empty when it is safe)."""
     checker = _Checker()
     checker.feed(div)
     checker.close()
-    problems = list(dict.fromkeys(checker.problems))
-    if not checker.text:
-        problems.append("no text content (txt-2)")
-    return problems
+    return list(dict.fromkeys(checker.problems))
 
 
 def unsafe_narratives(resource: Resource) -> list[str]:
     """Paths of every narrative in `resource` (its own, contained resources', Composition
-    sections') that breaks txt-1 or txt-2, with the rule broken."""
+    sections') that breaks txt-1, with the rule broken."""
     found: list[str] = []
     _walk(resource, str(resource.get("resourceType", "Resource")), found)
     return found[:_MAX_ISSUES]

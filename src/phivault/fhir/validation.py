@@ -70,7 +70,7 @@ def validate_resource(resource: Any) -> Resource:
             + "; ".join(f"{path}: code outside the required value set" for path in outside),
             expression=outside,
         )
-    unsafe = unsafe_narratives(resource)  # txt-1/txt-2: no script in stored XHTML
+    unsafe = unsafe_narratives(resource)  # txt-1: no script in stored XHTML
     if unsafe:
         raise InvalidResource(
             "invalid FHIR R4 resource: " + "; ".join(unsafe),
