@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from phivault.benchmark.components import collect
@@ -20,8 +21,17 @@ from phivault.benchmark.runner import CEILING_ROWS, ROWS
 pytestmark = pytest.mark.postgres
 
 
+def _bench_schemas(pg_url: str) -> set[str]:
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'phivault_bench_%'"
+        ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
 def test_quick_bench_reports_every_row(tmp_path: Path, pg_url: str) -> None:
     out = tmp_path / "out"
+    schemas_before = _bench_schemas(pg_url)
     done = subprocess.run(
         [sys.executable, "-c", "from phivault.cli.main import main; main()", "bench", "--quick",
          "--backends", "sqlite,postgresql", "--pg-url", pg_url, "--components", "skip",
@@ -29,6 +39,7 @@ def test_quick_bench_reports_every_row(tmp_path: Path, pg_url: str) -> None:
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+    assert _bench_schemas(pg_url) <= schemas_before  # its PostgreSQL schemas are dropped
     report = json.loads((out / "bench.json").read_text())
     markdown = (out / "bench.md").read_text()
     assert pg_url not in markdown and pg_url not in json.dumps(report)  # no URL in the report

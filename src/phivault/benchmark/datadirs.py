@@ -51,7 +51,16 @@ def prepare(work: Path, backend: str, guarded: bool, patients: int, pg_url: str 
     source = KeyFileKeySource(key_file)
     init_data_dir(data_dir, source, db_url=db_url, encryption=guarded)
     found = DataDir(backend, guarded, data_dir, key_file, db_url, schema)
-    vault = open_vault(data_dir, source, encryption=guarded)
+    try:
+        _load(found, source, patients)
+    except BaseException:
+        drop_schema(found)
+        raise
+    return found
+
+
+def _load(found: DataDir, source: KeyFileKeySource, patients: int) -> None:
+    vault = open_vault(found.data_dir, source, encryption=found.guarded)
     try:
         started = time.perf_counter()
         clinic = generate_clinic(ClinicSpec(patients=patients, seed=CLINIC_SEED))
@@ -64,7 +73,6 @@ def prepare(work: Path, backend: str, guarded: bool, patients: int, pg_url: str 
         found.load_seconds = time.perf_counter() - started
     finally:
         vault.close()
-    return found
 
 
 @dataclass

@@ -182,12 +182,15 @@ class BackendRun:
             self._rounds(targets)
             for side, server in self.servers.items():
                 self.result.peak_rss[side] = server.peak_rss_bytes()
+            for server in self.servers.values():
+                server.stop()
+            for side, d in dirs.items():
+                self.result.db_final[side] = db_size(d)
         finally:
             for server in self.servers.values():
                 server.stop()
-        for side, d in dirs.items():
-            self.result.db_final[side] = db_size(d)
-            drop_schema(d)
+            for d in dirs.values():  # a failed run leaves no schema behind either
+                drop_schema(d)
         return self.result
 
     def _rounds(self, targets: Targets) -> None:
