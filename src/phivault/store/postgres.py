@@ -28,7 +28,6 @@ from phivault.store.sql import VERSION_COLUMNS, Queries, load_migrations, row_to
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Any advisory lock key works as long as every phivault process uses the same one.
 _MIGRATION_LOCK = 0x70686976
-_AUDIT_LOCK = 0x70686961
 _COPY_FROM_ROWS = 4  # smaller bulk inserts are plain INSERTs
 # A pooled read connection is probed (one round trip) before use only after sitting idle
 # this long; a busy one that broke anyway is replaced and its statement run once more.
@@ -122,7 +121,7 @@ class PostgresStore(SqlReadView):
         def configure(conn: psycopg.Connection[Any]) -> None:
             conn.execute(f'SET search_path TO "{schema}"')
             # A session whose client vanished mid-transaction (network cut, killed worker)
-            # must not hold its locks (the audit lock is database-wide) until TCP notices.
+            # must not hold its locks (the audit lock of its schema) until TCP notices.
             conn.execute("SET idle_in_transaction_session_timeout = '60s'")
             conn.commit()
 
@@ -261,14 +260,20 @@ class _PgWriteTx(SqlWriteTx):
     def lock_resource(self, rtype: str, rid: str) -> None:
         # Transaction-scoped advisory lock on the resource's identity: concurrent writers
         # of one resource queue here instead of racing to the same version number.
+        # Keyed by schema too, so instances in other schemas of one database never queue.
         self._conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{rtype}/{rid}",)
+            "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/' || %s, 0))",
+            (f"{rtype}/{rid}",),
         )
 
     def lock_audit(self) -> None:
         # One appender at a time: the tree's right edge is read, extended and written in
         # this transaction, and a second appender must see the first one's nodes.
-        self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))
+        # Keyed by schema: every appender of this log (one schema) uses the same key, and
+        # logs in other schemas of the same database append without waiting on this one.
+        self._conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '?audit', 0))"
+        )
 
 
 def _translate(exc: psycopg.Error) -> Exception:
