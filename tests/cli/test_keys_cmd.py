@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+# Imported before any test patches rotation.finish_pending: the command binds the real one.
+import phivault.cli.keys_cmd  # noqa: F401
 from phivault.crypto.kek import KeyFileKeySource, PassphraseKeySource, create_key_file
 from phivault.crypto.keystate import TRANSITION_ID
 from phivault.errors import KeyMaterialError, KeyShredded, StoreError
