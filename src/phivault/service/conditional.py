@@ -63,6 +63,8 @@ def _match(
 def _locked_match(
     service: Service, ctx: Context, tx: WriteTx, rtype: str, condition: Condition, limit: int
 ) -> list[str]:
+    """The match inside the write transaction (under access_guard.deferred_refusals, so a
+    refusal decided here is audited after the transaction, never inside it)."""
     tx.lock_resource(rtype, CONDITIONAL_LOCK)
     return _match(service, ctx, tx, rtype, condition, limit)
 
@@ -83,7 +85,7 @@ def create(
     found = _match(service, ctx, service.store, rtype, condition, MATCH_LIMIT)
     if not found:
         prepared = service.prepare(rtype, str(uuid.uuid4()), resource)
-        with service.store.write() as tx:
+        with access_guard.deferred_refusals(service), service.store.write() as tx:
             found = _locked_match(service, ctx, tx, rtype, condition, MATCH_LIMIT)
             if not found:
                 return service._write(ctx, tx, prepared, expected=None, action="create")
@@ -140,7 +142,7 @@ def _write_if_unchanged(
     if_match: int | None,
 ) -> WriteResult | None:
     rtype = prepared.rtype
-    with service.store.write() as tx:
+    with access_guard.deferred_refusals(service), service.store.write() as tx:
         if _locked_match(service, ctx, tx, rtype, condition, MATCH_LIMIT) != found:
             return None
         if action == "create":
@@ -168,7 +170,7 @@ def delete(
         authorize.writable(service, ctx, "delete", rtype, rid, None)
     if not found:
         return []
-    with service.store.write() as tx:
+    with access_guard.deferred_refusals(service), service.store.write() as tx:
         again = _locked_match(service, ctx, tx, rtype, condition, max_matches + 1)
         if not set(again) <= set(found):
             raise _changed()  # a match that was not authorised: never deleted blindly
