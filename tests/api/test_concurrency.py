@@ -216,10 +216,10 @@ def test_new_patient_key_while_another_write_is_open(
             time.sleep(0.2)  # let B reach the store's write lock
         return real_seal(*args)
 
-    def write() -> AbstractContextManager[WriteTx]:
+    def write(**kwargs: Any) -> AbstractContextManager[WriteTx]:
         if threading.current_thread().name == "writer-b":
             b_creating_key.set()
-        return real_write()
+        return real_write(**kwargs)
 
     monkeypatch.setattr(svc.codec, "seal", seal)
     monkeypatch.setattr(vault.store, "write", write)
@@ -254,11 +254,11 @@ def test_last_updated_never_goes_back(vault: Vault, monkeypatch: pytest.MonkeyPa
     b_done = threading.Event()
     real_write = vault.store.write
 
-    def write() -> AbstractContextManager[WriteTx]:
+    def write(**kwargs: Any) -> AbstractContextManager[WriteTx]:
         if threading.current_thread().name == "slow-writer" and not b_done.is_set():
             a_at_store.set()
             b_done.wait(DEADLINE_S)
-        return real_write()
+        return real_write(**kwargs)
 
     monkeypatch.setattr(vault.store, "write", write)
     a = threading.Thread(

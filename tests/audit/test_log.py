@@ -73,8 +73,8 @@ def failing_writes(vault: Vault, times: int) -> Iterator[None]:
     left = [times]
 
     @contextmanager
-    def write() -> Iterator[Any]:
-        with real() as tx:
+    def write(**kwargs: Any) -> Iterator[Any]:
+        with real(**kwargs) as tx:
             if left[0] > 0:
                 left[0] -= 1
                 raise OSError("disk on fire")

@@ -41,7 +41,7 @@ from phivault.audit.events import AccessEvent, AuditSink
 from phivault.audit.merkle import NodeKey, leaf_hash, new_nodes_for_append, perfect_subtrees
 from phivault.audit.merkle import read_nodes as _read_nodes
 from phivault.audit.seal import LogSeal
-from phivault.errors import AuditUnavailable, PhivaultError
+from phivault.errors import AuditUnavailable, PhivaultError, StorageFull
 from phivault.store.audit_sql import AuditIndexRow
 from phivault.store.base import Store, WriteTx
 
@@ -392,16 +392,29 @@ class AuditLog:
 
     def _commit(self, batch: _Batch) -> None:
         try:
-            with self.store.write() as tx:
-                append_entries(tx, batch.entries, batch.rows, self._edge, self.seal)
-            self._edge.commit()
+            try:
+                self._append(batch)
+            except StorageFull:
+                # The disk is full: the store's reserve is for exactly this, so reads stay
+                # audited (and served) while data writes are refused.
+                if not self.store.release_space_reserve():
+                    raise
+                self._append(batch)
         except Exception as exc:  # any failure: every waiter is refused
-            self._edge.discard()
             log.error("audit append failed: %s", type(exc).__name__)
             batch.failed = True
         with self._lock:
             batch.done = True
         batch.release()
+
+    def _append(self, batch: _Batch) -> None:
+        try:
+            with self.store.write(spare=True) as tx:
+                append_entries(tx, batch.entries, batch.rows, self._edge, self.seal)
+        except BaseException:
+            self._edge.discard()
+            raise
+        self._edge.commit()
 
     # -- checkpoints ------------------------------------------------------------------------
     def _checkpoint_if_grown(self) -> None:

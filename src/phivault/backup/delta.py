@@ -43,7 +43,10 @@ RESOURCES = "resources"
 # Derived from the log and rebuilt behind it (audit/terms.py): a restored delta's entries
 # are indexed on the first search, from where the full snapshot's terms end.
 # Wrapped keys go into the snapshot's key-set, never into its database (backup/keysets.py).
-SKIPPED = frozenset({"schema_migrations", "audit_terms", "audit_terms_state", KEYS_TABLE})
+# The SQLite space reserve is zeros the store puts back by itself (store/sqlite.py).
+SKIPPED = frozenset(
+    {"schema_migrations", "audit_terms", "audit_terms_state", KEYS_TABLE, "space_reserve"}
+)
 REWRITING_ACTIONS = ("shred", "rotate-kek", "rotate-data-keys", "reindex")
 MAX_CHAIN = 24  # deltas after one full snapshot before the next full one
 PENDING_WINDOW = 10_000

@@ -252,7 +252,15 @@ class WriteTx(ReadView, Protocol):
 class Store(ReadView, Protocol):
     backend: str
 
-    def write(self) -> AbstractContextManager[WriteTx]: ...
+    def write(self, *, spare: bool = False) -> AbstractContextManager[WriteTx]:
+        """One write transaction. `spare`: the audit log's own appends, which may use
+        space held back for them when the disk is full (see `release_space_reserve`)."""
+        ...
+
+    def release_space_reserve(self) -> bool:
+        """Give the space held back for audit appends to them (the store is full);
+        True if there was any. Data writes are refused until the reserve is back."""
+        ...
 
     def migrate(self) -> int:
         """Apply pending schema migrations; return the schema version."""

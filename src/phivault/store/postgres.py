@@ -155,8 +155,11 @@ class PostgresStore(SqlReadView):
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         super().__init__(_PoolExec(self._read_pool), self._queries)
 
+    def release_space_reserve(self) -> bool:
+        return False  # the server's disk: nothing this client can hold back
+
     @contextmanager
-    def write(self) -> Iterator[SqlWriteTx]:
+    def write(self, *, spare: bool = False) -> Iterator[SqlWriteTx]:
         # The pool commits when the block ends normally and rolls back on any exception.
         try:
             with self._pool.connection() as conn:

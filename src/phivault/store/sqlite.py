@@ -34,6 +34,10 @@ WRITER_CACHE_KIB = 64 * 1024
 # database once per checkpoint instead of once per 4 MB of WAL.
 WAL_AUTOCHECKPOINT_PAGES = 8000
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
+# Space held back inside the database file for the audit log: when the disk is full,
+# reads must still be audited (or they would be refused), so the log's appends get these
+# pages; data writes are refused until the reserve can be put back.
+SPACE_RESERVE_BYTES = 4 * 1024 * 1024
 MAX_BATCH = 512  # writes per group commit
 MAX_BATCH_AGE_S = 0.05  # a batch never waits longer than this for more writers
 
@@ -56,6 +60,7 @@ class SqliteStore(SqlReadView):
         self._writer.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         self._writer.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
+        self._reserve_missing = self._check_reserve()
         super().__init__(_ThreadLocalConn(self), self._queries)
 
     # -- connections ------------------------------------------------------------------------
@@ -92,8 +97,35 @@ class SqliteStore(SqlReadView):
         return conn
 
     # -- writes ---------------------------------------------------------------------------
+    # -- space held back for the audit log ---------------------------------------------------
+    def _check_reserve(self) -> bool:
+        """Whether the reserve must be (re)made; False before the migration that adds it."""
+        try:
+            row = self._writer.execute("SELECT count(*) FROM space_reserve").fetchone()
+        except sqlite3.OperationalError:
+            return False  # not migrated yet: migrate() checks again
+        return int(row[0]) == 0
+
+    def release_space_reserve(self) -> bool:
+        if self._reserve_missing:
+            return False
+        with self.write(spare=True):
+            self._writer.execute("DELETE FROM space_reserve")  # its pages go to the free list
+        self._reserve_missing = True
+        log.warning("database full: the space reserved for the audit log is in use")
+        return True
+
+    def _restore_reserve(self, conn: sqlite3.Connection) -> None:
+        # Inside the writer's savepoint: if the disk is still full this raises, and the
+        # data write is refused (507) instead of eating the audit log's last pages.
+        conn.execute(
+            "INSERT INTO space_reserve (id, filler) VALUES (1, zeroblob(?))",
+            (SPACE_RESERVE_BYTES,),
+        )
+        self._reserve_missing = False
+
     @contextmanager
-    def write(self) -> Iterator[SqlWriteTx]:
+    def write(self, *, spare: bool = False) -> Iterator[SqlWriteTx]:
         """One write transaction, group-committed.
 
         Each caller's block runs under the writer lock inside a SAVEPOINT of a shared
@@ -118,6 +150,8 @@ class SqliteStore(SqlReadView):
             conn.execute("SAVEPOINT phivault_write")
             tx = SqlWriteTx(conn, self._queries, lambda sql, rows: _executemany(conn, sql, rows))
             try:
+                if self._reserve_missing and not spare:
+                    self._restore_reserve(conn)
                 yield tx
             except BaseException as exc:
                 self._undo_block(conn, batch)
@@ -197,6 +231,7 @@ class SqliteStore(SqlReadView):
                     conn.execute("ROLLBACK")
                     raise
                 current = max(current, version)
+            self._reserve_missing = self._check_reserve()
             return current
 
     # -- bulk reads -----------------------------------------------------------------------
