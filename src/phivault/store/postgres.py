@@ -36,20 +36,38 @@ _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                "keepalives_count": 3}  # fmt: skip
 
 
+# phivault's own URL parameters (libpq would refuse them): the schema, how long a request
+# waits for a pooled connection before its 503, and the pool's size.
+_OWN_PARAMS = ("schema", "pool_timeout", "pool_size")
+DEFAULT_POOL_TIMEOUT_S = 10.0
+DEFAULT_POOL_SIZE = 10
+
+
 def split_schema(url: str) -> tuple[str, str]:
-    """Take phivault's own `schema=` parameter out of a libpq URL."""
+    """Take phivault's own parameters (`schema=`, `pool_timeout=`, `pool_size=`) out of a
+    libpq URL; return the URL libpq gets and the schema."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = "public"
-    kept = []
-    for key, value in query:
-        if key == "schema":
-            schema = value
-        else:
-            kept.append((key, value))
+    own = {key: value for key, value in query if key in _OWN_PARAMS}
+    kept = [(key, value) for key, value in query if key not in _OWN_PARAMS]
+    schema = own.get("schema", "public")
     if not _SCHEMA_NAME.match(schema):
         raise ConfigError("invalid PostgreSQL schema name in the database URL")
     return urlunsplit(parts._replace(query=urlencode(kept))), schema
+
+
+def pool_options(url: str) -> tuple[float, int]:
+    """(seconds a request waits for a connection, pool size) from the URL's
+    `pool_timeout=` and `pool_size=` parameters, with their defaults."""
+    own = {k: v for k, v in parse_qsl(urlsplit(url).query) if k in _OWN_PARAMS}
+    try:
+        timeout = float(own.get("pool_timeout", DEFAULT_POOL_TIMEOUT_S))
+        size = int(own.get("pool_size", DEFAULT_POOL_SIZE))
+    except ValueError:
+        raise ConfigError("pool_timeout and pool_size in the database URL are numbers") from None
+    if not (0.1 <= timeout <= 300) or not (1 <= size <= 1000):
+        raise ConfigError("pool_timeout must be 0.1-300 s and pool_size 1-1000")
+    return timeout, size
 
 
 class _ProbeIfIdle:
@@ -113,8 +131,10 @@ class _Fetched:
 class PostgresStore(SqlReadView):
     backend = "postgresql"
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int | None = None) -> None:
         self.url, self.schema = split_schema(url)
+        pool_timeout, pool_size = pool_options(url)
+        max_size = pool_size if max_size is None else max_size
         self._queries = Queries(lambda s: s.replace("?", "%s"), insert_returning=True)
         schema = self.schema
 
@@ -136,7 +156,7 @@ class PostgresStore(SqlReadView):
                 max_size=max_size,
                 configure=configure,
                 open=False,
-                timeout=10.0,
+                timeout=pool_timeout,
                 # Keepalives: a server that vanished without a FIN/RST is noticed in ~25 s
                 # instead of hanging the request for the OS default of hours.
                 kwargs={"autocommit": autocommit, "connect_timeout": 5, **_KEEPALIVES},
