@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from phivault.detect.canaries import seed_canaries
-from phivault.detect.engine import CURSOR
+from phivault.detect.engine import CURSOR, ScanStopped
 from phivault.detect.sql import DetectSql
+from phivault.errors import StoreError
 from phivault.service import Context
 from phivault.vault import Vault
 from tests.audit.support import edit_entry, rebuild_tree, workload
@@ -52,3 +55,37 @@ def test_rewritten_history_is_a_critical_alert(vault: Vault) -> None:
     assert any(
         a.kind == "audit-tampering" for a in later.scan().alerts + later.alerts.list_alerts()
     )
+
+
+def test_a_stopping_server_ends_the_scan_and_the_next_one_resumes(vault: Vault) -> None:
+    seed_canaries(vault, 2)
+    canary = DetectSql(vault.store).patient_ids()[0]
+    engine(vault, time.time).scan()  # the cursor is past the seeding
+    saved = DetectSql(vault.store).state(CURSOR)
+    vault.service.read(Context(actor="intruder", client="203.0.113.9"), "Patient", canary)
+    stopping = engine(vault, time.time)
+    stopping.stopping = lambda: True
+    with pytest.raises(ScanStopped):
+        stopping.scan()
+    assert DetectSql(vault.store).state(CURSOR) == saved  # nothing of it saved
+    resumed = engine(vault, time.time).scan()
+    assert [a.detector for a in resumed.alerts] == ["canary"]  # the access was not skipped
+
+
+def test_an_unavailable_store_fails_the_scan_once_instead_of_every_entry(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed_canaries(vault, 2)
+    canary = DetectSql(vault.store).patient_ids()[0]
+    for _ in range(5):
+        vault.service.read(Context(actor="intruder", client="203.0.113.9"), "Patient", canary)
+    scanner = engine(vault, time.time)
+
+    def down(*_args: object, **_kwargs: object) -> None:
+        raise StoreError()
+
+    for detector in scanner.detectors:
+        monkeypatch.setattr(detector, "observe", down)
+    with pytest.raises(StoreError):
+        scanner.scan()
+    assert not [r for r in caplog.records if "failed on entry" in r.getMessage()]

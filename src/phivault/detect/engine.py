@@ -20,7 +20,7 @@ from phivault.detect.model import Alert, Entry, Finding, Severity, format_instan
 from phivault.detect.registry import Detector
 from phivault.detect.sql import DetectSql
 from phivault.detect.tree import CompactRange, stored_root
-from phivault.errors import IntegrityError
+from phivault.errors import IntegrityError, StoreError
 from phivault.store.base import Store
 
 log = logging.getLogger("phivault.detect")
@@ -29,6 +29,10 @@ BATCH = 1000
 DAY = 86_400.0
 CURSOR = "cursor"
 TREE = "tree"
+
+
+class ScanStopped(Exception):
+    """The server is stopping: the scan ends without saving, the next start resumes."""
 
 
 @dataclass
@@ -50,8 +54,10 @@ class Engine:
         clock: Callable[[], float],
         baseline_days: int = 28,
         announce: Callable[[list[Alert]], None] | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
+        self.stopping = stopping
         self.sql = DetectSql(store)
         self.facts = facts
         self.detectors = list(detectors)
@@ -158,6 +164,10 @@ class Engine:
             if not rows:
                 break
             for idx, raw in rows:
+                if self.stopping():
+                    # Nothing of this scan is saved or raised: the next scan starts at the
+                    # saved cursor again, so no access goes unexamined and none twice.
+                    raise ScanStopped()
                 if track:
                     self.tree.push(bytes(raw))
                 try:
@@ -175,6 +185,10 @@ class Engine:
     def _observe(self, detector: Detector, entry: Entry) -> list[Finding]:
         try:
             return list(detector.observe(entry, self.facts))
+        except StoreError:
+            # The store is unavailable (or closed): every detector would fail on every
+            # entry. The whole scan fails once and is retried from the saved cursor.
+            raise
         except Exception as exc:  # one broken detector must not stop the others
             log.error(
                 "detector %s failed on entry %d: %s", detector.name, entry.idx, type(exc).__name__

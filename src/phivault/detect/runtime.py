@@ -20,7 +20,7 @@ from phivault.backup.operations import load_backup_settings
 from phivault.backup.schedule import BACKUP_FAILED, set_alert_hook
 from phivault.detect import registry
 from phivault.detect.alerts import AlertStore
-from phivault.detect.engine import Engine, ScanReport
+from phivault.detect.engine import Engine, ScanReport, ScanStopped
 from phivault.detect.facts import VaultFacts
 from phivault.detect.model import Finding, Severity
 from phivault.detect.outputs import Dispatcher, outputs_from
@@ -62,6 +62,7 @@ def build_engine(
     *,
     clock: Callable[[], float] = time.time,
     dispatcher: Dispatcher | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> Engine:
     settings = settings or detect_settings(vault)
     return Engine(
@@ -72,6 +73,7 @@ def build_engine(
         clock=clock,
         baseline_days=settings.baseline_days,
         announce=dispatcher.announce if dispatcher is not None else None,
+        stopping=stopping,
     )
 
 
@@ -149,7 +151,11 @@ class DetectorTask:
             return None
         if not self._leased:
             self.engine = build_engine(
-                self.vault, self.settings, clock=self.clock, dispatcher=self.dispatcher
+                self.vault,
+                self.settings,
+                clock=self.clock,
+                dispatcher=self.dispatcher,
+                stopping=self._stop.is_set,
             )
             self._leased = True  # a fresh engine: the previous holder may have moved the cursor
         return self.engine.scan()
@@ -158,6 +164,8 @@ class DetectorTask:
         while not self._stop.wait(self.settings.scan_interval_seconds):
             try:
                 self.tick()
+            except ScanStopped:
+                return
             except Exception as exc:  # never kill the thread; no PHI in the log line
                 log.error("detector scan failed: %s", type(exc).__name__)
 
