@@ -33,15 +33,26 @@ def kinship_of(
     RARE_SHARE patients is too common to suggest kinship and is ignored; a patient with the
     staff member's surname, given name and an address or contact point is that staff
     member's own record (a co-worker, for everybody else)."""
-    share: dict[tuple[str, str], int] = {}
-    for fields in patients.values():
+    # Patients by token, so each staff member meets only the patients sharing a surname
+    # or address token with them: O(tokens + matches), not staff x patients (a clinic of
+    # 100,000 patients and hundreds of staff would otherwise take minutes per refresh).
+    holders: dict[tuple[str, str], list[str]] = {}
+    for rid, fields in patients.items():
         for param in ("family", "address"):
             for token in fields.get(param, ()):
-                share[(param, token)] = share.get((param, token), 0) + 1
+                holders.setdefault((param, token), []).append(rid)
+    pseudonyms: dict[str, str] = {}
     kin = Kinship()
-    for rid, fields in patients.items():
-        pseudonym = pseudonymize(f"Patient/{rid}")
-        for who, mine in staff.items():
+    for who, mine in staff.items():
+        candidates: set[str] = set()
+        for param in ("family", "address"):
+            for token in mine.get(param, ()):
+                candidates.update(holders.get((param, token), ()))
+        for rid in candidates:
+            fields = patients[rid]
+            pseudonym = pseudonyms.get(rid)
+            if pseudonym is None:
+                pseudonym = pseudonyms[rid] = pseudonymize(f"Patient/{rid}")
             same_family = _shared(fields, mine, "family")
             same_address = _shared(fields, mine, "address")
             if (
@@ -51,10 +62,10 @@ def kinship_of(
             ):
                 kin.staff_patients[pseudonym] = who
                 continue
-            if same_family and all(share[("family", t)] <= RARE_SHARE for t in same_family):
+            if same_family and all(len(holders[("family", t)]) <= RARE_SHARE for t in same_family):
                 # A surname many patients share (Smith) says nothing about kinship.
                 kin.surname.setdefault(who, set()).add(pseudonym)
-            rare = [t for t in same_address if share[("address", t)] <= RARE_SHARE]
+            rare = [t for t in same_address if len(holders[("address", t)]) <= RARE_SHARE]
             if len(rare) >= 2:  # street line and postal code, not a shared town
                 kin.address.setdefault(who, set()).add(pseudonym)
     return kin
