@@ -9,15 +9,14 @@ app without `access=` (every caller trusted), the baseline of the comparison.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
 
 from phivault.access.runtime import AccessControl
 from phivault.api.app import create_app
+from phivault.benchmark.lifespan import close_vault_on_shutdown
 from phivault.crypto.kek import KeyFileKeySource
 from phivault.vault import open_vault
 
@@ -28,13 +27,4 @@ def create() -> Starlette:
     if os.environ.get("BENCH_ACCESS", "1") == "1":
         access = AccessControl.for_service(vault.service, vault.keyring)
     app = create_app(vault.service, vault.settings, access)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            vault.close()
-
-    app.router.lifespan_context = lifespan
-    return app
+    return close_vault_on_shutdown(app, vault)

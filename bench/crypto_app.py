@@ -9,14 +9,13 @@ factory under uvicorn instead, with the same settings as `serve`:
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
 
 from phivault.api.app import create_app
+from phivault.benchmark.lifespan import close_vault_on_shutdown
 from phivault.crypto.kek import KeyFileKeySource
 from phivault.vault import open_vault
 
@@ -28,13 +27,4 @@ def create() -> Starlette:
         encryption=os.environ.get("BENCH_ENCRYPTION", "1") == "1",
     )
     app = create_app(vault.service, vault.settings)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            vault.close()
-
-    app.router.lifespan_context = lifespan
-    return app
+    return close_vault_on_shutdown(app, vault)

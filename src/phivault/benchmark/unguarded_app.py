@@ -17,15 +17,14 @@ Environment: PHIVAULT_BENCH_DATA (the data directory), PHIVAULT_BENCH_KEY_FILE.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
 
 from phivault.api.app import create_app
 from phivault.audit.events import AccessEvent
+from phivault.benchmark.lifespan import close_vault_on_shutdown
 from phivault.crypto.kek import KeyFileKeySource
 from phivault.errors import ConfigError
 from phivault.service import Service
@@ -51,13 +50,4 @@ def create_unguarded_bench_app() -> Starlette:
     inner = vault.service
     service = Service(vault.store, DiscardingAuditSink(), inner.codec, inner.index_policy)
     app = create_app(service, vault.settings)  # no access=: no tokens, no policy
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            vault.close()
-
-    app.router.lifespan_context = lifespan
-    return app
+    return close_vault_on_shutdown(app, vault)
