@@ -8,11 +8,12 @@ included, so the failure is recorded here on its own, group-committed like a rea
 from __future__ import annotations
 
 import functools
+import hashlib
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from phivault.audit.events import MINOR_FAILURE, SERIOUS_FAILURE
+from phivault.audit.events import MINOR_FAILURE, SERIOUS_FAILURE, SUCCESS, AccessEvent
 from phivault.errors import (
     AuditUnavailable,
     BadRequest,
@@ -26,12 +27,52 @@ from phivault.fhir import resources as fhir_types
 
 if TYPE_CHECKING:
     from phivault.service.core import Context, Service
+    from phivault.store.base import VersionRecord
 
 # AuditEvent is a view derived from the audit log (service/audit_view.py): a stored one
 # could contradict the log, so no write path (REST, bundle, patch, import) may store one.
 READ_ONLY_TYPES = frozenset({"AuditEvent"})
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def access_event(ctx: Context, action: str, record: VersionRecord) -> AccessEvent:
+    """The audit entry of a successful access to one stored version, with the hash of
+    the version's stored bytes (what `audit verify` checks the data against)."""
+    digest = hashlib.sha256(record.body).hexdigest() if record.body is not None else None
+    return AccessEvent(
+        action=action,
+        outcome=SUCCESS,
+        actor=ctx.actor,
+        client=ctx.client,
+        purpose=ctx.purpose,
+        rtype=record.rtype,
+        rid=record.rid,
+        version=record.version,
+        compartment=record.compartment,
+        data_hash=digest,
+    )
+
+
+def failure_event(
+    ctx: Context,
+    action: str,
+    rtype: str | None,
+    rid: str | None,
+    error: PhivaultError,
+    outcome: str = MINOR_FAILURE,
+) -> AccessEvent:
+    """The audit entry of a failed interaction: the error's class name, never its text."""
+    return AccessEvent(
+        action=action,
+        outcome=outcome,
+        actor=ctx.actor,
+        client=ctx.client,
+        purpose=ctx.purpose,
+        rtype=rtype,
+        rid=rid,
+        detail=type(error).__name__,
+    )
 _scope = threading.local()
 
 

@@ -9,7 +9,6 @@ module does. Everything here is synchronous; the HTTP layer runs it in worker th
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -17,7 +16,7 @@ from dataclasses import replace
 from typing import overload
 
 from phivault.access.policy import AccessPolicy, AllowAll
-from phivault.audit.events import MINOR_FAILURE, SERIOUS_FAILURE, SUCCESS, AccessEvent, AuditSink
+from phivault.audit.events import MINOR_FAILURE, SERIOUS_FAILURE, AccessEvent, AuditSink
 from phivault.crypto.codec import BodyCodec
 from phivault.errors import (
     BadRequest,
@@ -38,7 +37,7 @@ from phivault.fhir.conditions import Condition, parse_condition
 from phivault.fhir.indexing import IndexPolicy, index_rows, last_updated_rows, patient_compartment
 from phivault.fhir.validation import validate_resource
 from phivault.service import access_guard, authorize, conditional, history_view
-from phivault.service.audited import audits_failure, check_writable
+from phivault.service.audited import access_event, audits_failure, check_writable, failure_event
 from phivault.service.patch import patch_resource
 from phivault.service.records import Context as Context
 from phivault.service.records import HistoryPage as HistoryPage
@@ -482,19 +481,7 @@ class Service:
         return opened
 
     def _event(self, ctx: Context, action: str, record: VersionRecord) -> AccessEvent:
-        digest = hashlib.sha256(record.body).hexdigest() if record.body is not None else None
-        return AccessEvent(
-            action=action,
-            outcome=SUCCESS,
-            actor=ctx.actor,
-            client=ctx.client,
-            purpose=ctx.purpose,
-            rtype=record.rtype,
-            rid=record.rid,
-            version=record.version,
-            compartment=record.compartment,
-            data_hash=digest,
-        )
+        return access_event(ctx, action, record)
 
     def _audit_failure(
         self,
@@ -506,18 +493,7 @@ class Service:
         *,
         outcome: str = MINOR_FAILURE,
     ) -> None:
-        self.audit.record(
-            AccessEvent(
-                action=action,
-                outcome=outcome,
-                actor=ctx.actor,
-                client=ctx.client,
-                purpose=ctx.purpose,
-                rtype=rtype,
-                rid=rid,
-                detail=type(error).__name__,
-            )
-        )
+        self.audit.record(failure_event(ctx, action, rtype, rid, error, outcome))
 
 
 def _version(record: VersionRecord, body: bytes | None) -> Version:
