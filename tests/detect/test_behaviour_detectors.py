@@ -71,6 +71,24 @@ def test_volume_below_the_floor_is_quiet(world: World) -> None:
     assert _feed(detector, world, failed) == []
 
 
+def test_volume_ignores_bulk_writes(world: World) -> None:
+    """An import (the demo, a migration) writes many patients' records and discloses
+    none: not a volume anomaly, while the same patients read in an hour are one."""
+    detector = VolumeAnomaly(world.settings)
+    everyone = [world.pseudonym(p) for p in world.clinic.patients]
+    for action in ("create", "update", "import"):
+        writes = [
+            entry(action, "cli:demo", patient=p, at=MONDAY + 9 * HOUR + n)
+            for n, p in enumerate(everyone)
+        ]
+        assert _feed(detector, world, writes) == []
+    reads = [
+        entry("read", "cli:demo", patient=p, at=MONDAY + 9 * HOUR + 3_000 + n)
+        for n, p in enumerate(everyone)
+    ]
+    assert [f.kind for f in _feed(detector, world, reads)] == ["volume-patients"]
+
+
 def test_off_hours_against_the_users_own_pattern(world: World) -> None:
     detector = OffHours(world.settings)
     clinician = world.member(CLINICIAN)

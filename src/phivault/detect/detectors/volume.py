@@ -1,6 +1,8 @@
 """Volume anomalies: a user's hour against their own busiest hours and their role peers'.
 
-Counted per user and clock hour: distinct patients touched, records released, searches
+Counted per user and clock hour: distinct patients whose data was released (reads,
+searches, history, $everything, exports; a bulk import or other writes disclose nothing
+and are the sabotage detector's business), records released, searches
 without a patient filter, and exports ($export, $everything). An hour is anomalous when
 its count passes all of: a floor, `volume_own_factor` times the user's busiest hour in the
 baseline, and `volume_peer_factor` times the typical (median) busiest hour of the users
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 
 from phivault.detect.detectors.common import DAY, hour_of, name_of, touched_patients
 from phivault.detect.facts import ClinicFacts
-from phivault.detect.model import Entry, Finding, Severity
+from phivault.detect.model import READ_ACTIONS, Entry, Finding, Severity
 from phivault.detect.settings import DetectSettings
 
 METRICS = ("patients", "records", "searches", "exports")
@@ -86,7 +88,8 @@ class VolumeAnomaly:
         current = user.current
         assert current is not None
         before = {m: current.value(m) for m in METRICS}
-        current.patients |= touched_patients(entry, facts)
+        if entry.action in READ_ACTIONS:
+            current.patients |= touched_patients(entry, facts)
         if entry.action in ("read", "vread", "search", "history", "everything"):
             current.records += max(1, len(entry.results)) if entry.action != "read" else 1
         if entry.action == "search" and entry.patient is None:
