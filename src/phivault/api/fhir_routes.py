@@ -16,6 +16,7 @@ from phivault.api.http import (
     fhir_json,
     parse_etag,
     prefer_return,
+    read_headers,
     read_resource,
     version_headers,
 )
@@ -59,15 +60,8 @@ class FhirRoutes:
             raise BadRequest("_count must be a non-negative integer")
         return max(1, min(count, self.settings.max_page_size))
 
-    def _version_response(self, request: Request, version: Version, status: int = 200) -> Response:
-        headers = version_headers(
-            self.base_url(request),
-            version.rtype,
-            version.rid,
-            version.version,
-            version.last_updated,
-        )
-        del headers["Location"]
+    def _version_response(self, version: Version, status: int = 200) -> Response:
+        headers = read_headers(version.version, version.last_updated)
         return fhir_json(version.body or b"", status=status, headers=headers)
 
     def _write_response(self, request: Request, result: WriteResult) -> Response:
@@ -118,7 +112,7 @@ class FhirRoutes:
         p = request.path_params
         ctx = self.context(request)
         version = await self._released(lambda: self.service.read(ctx, p["rtype"], p["rid"]))
-        return self._version_response(request, version)
+        return self._version_response(version)
 
     async def vread(self, request: Request) -> Response:
         check_accept(request)
@@ -131,7 +125,7 @@ class FhirRoutes:
         version = await self._released(
             lambda: self.service.vread(ctx, p["rtype"], p["rid"], number)
         )
-        return self._version_response(request, version)
+        return self._version_response(version)
 
     async def create(self, request: Request) -> Response:
         check_accept(request)

@@ -108,12 +108,19 @@ def prefer_return(request: Request) -> str:
     return "representation"
 
 
+def read_headers(version: int, last_updated: str) -> dict[str, str]:
+    """ETag and Last-Modified of a version (a read's answer has no Location)."""
+    return {
+        "ETag": f'W/"{version}"',
+        "Last-Modified": format_datetime(parse_instant(last_updated), usegmt=True),
+    }
+
+
 def version_headers(
     base_url: str, rtype: str, rid: str, version: int, last_updated: str
 ) -> dict[str, str]:
     return {
-        "ETag": f'W/"{version}"',
-        "Last-Modified": format_datetime(parse_instant(last_updated), usegmt=True),
+        **read_headers(version, last_updated),
         "Location": f"{base_url}/{rtype}/{rid}/_history/{version}",
     }
 
