@@ -29,6 +29,8 @@ from phivault.fhir.outcome import information
 from phivault.fhir.resources import small_int
 from phivault.service import Context, Service, Version, WriteResult
 
+_BASE_URLS_KEPT = 256
+
 
 class FhirRoutes:
     def __init__(self, service: Service, settings: Settings) -> None:
@@ -37,12 +39,26 @@ class FhirRoutes:
         # A point read on SQLite (WAL: readers never wait for the writer) costs less than
         # the hop to a worker thread; PostgreSQL reads wait on the network and the pool.
         self._read_inline = service.store.backend == "sqlite"
+        self._base_urls: dict[tuple[Any, ...], str] = {}
 
     # -- helpers ------------------------------------------------------------------------
     def base_url(self, request: Request) -> str:
         if self.settings.public_base_url:
             return self.settings.public_base_url.rstrip("/")
-        return str(request.base_url).rstrip("/") + self.settings.base_path
+        # Starlette builds the base URL from these parts of the scope, parsing and
+        # formatting a URL on every call: the answer is kept per distinct set of parts.
+        scope = request.scope
+        host = next((value for name, value in scope["headers"] if name == b"host"), None)
+        root = scope.get("app_root_path", scope.get("root_path", ""))
+        server = scope.get("server")
+        key = (scope.get("scheme", "http"), tuple(server) if server else None, root, host)
+        found = self._base_urls.get(key)
+        if found is None:
+            found = str(request.base_url).rstrip("/") + self.settings.base_path
+            if len(self._base_urls) >= _BASE_URLS_KEPT:
+                self._base_urls.clear()  # Host headers are the client's choice: bounded
+            self._base_urls[key] = found
+        return found
 
     def context(self, request: Request) -> Context:
         ctx = request.scope.get("phivault.context")
