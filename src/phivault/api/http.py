@@ -125,6 +125,17 @@ def version_headers(
     }
 
 
+def query_text(request: Request) -> str:
+    """`request.url.query` without building and parsing the whole URL: the raw query string
+    decoded as Starlette decodes it. A query holding a fragment mark or the characters
+    URL parsing drops (tab, CR, LF) still takes Starlette's own way, so the answer is
+    always the same."""
+    text: str = request.scope.get("query_string", b"").decode()
+    if "#" in text or "\t" in text or "\r" in text or "\n" in text:
+        return request.url.query
+    return text
+
+
 def check_accept(request: Request) -> None:
     accept = request.headers.get("accept", "")
     fmt = request.query_params.get("_format", "")
