@@ -18,6 +18,7 @@ from phivault.api.middleware.limits import RequestLimits
 from phivault.api.middleware.security_headers import SecurityHeaders
 from phivault.api.oauth_routes import OAuthRoutes
 from phivault.api.openapi import openapi_route
+from phivault.api.routing import SegmentRouter
 from phivault.api.search_routes import SearchRoutes
 from phivault.api.smart_metadata import secured_metadata
 from phivault.config import Settings
@@ -60,8 +61,7 @@ def create_app(
         alerts = AlertRoutes(access, service.store).routes()  # /admin/alerts: admins only
         routes = [*OAuthRoutes(access, base).routes(), *alerts, metadata, *routes]
         middleware.append(Middleware(BearerAuth, access=access, base_path=base))
-    return Starlette(
-        routes=routes,
+    app = Starlette(
         middleware=middleware,
         exception_handlers={
             PhivaultError: errors.phivault_error,
@@ -69,3 +69,5 @@ def create_app(
             Exception: errors.unexpected_error,
         },
     )
+    app.router = SegmentRouter(routes)  # the plain Router tried every route's regex in turn
+    return app

@@ -13,6 +13,9 @@ request reaches the app:
 - any request the HTTP parser refuses gets a 400 OperationOutcome instead of plain text,
   and one beyond `max_connections` a 503 OperationOutcome.
 
+It builds on HeadWithBodyProtocol (api/one_write.py): a response's head and body leave
+in one write.
+
 Limits come from the data directory's settings; `configure` is called by the ASGI
 factory (api/asgi.py) in each worker process before it accepts connections.
 """
@@ -26,10 +29,10 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.flow_control import service_unavailable
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from phivault.api.errors import outcome_response
 from phivault.api.middleware.security_headers import HEADERS as SECURITY_HEADERS
+from phivault.api.one_write import HeadWithBodyProtocol
 from phivault.config import Settings
 from phivault.errors import (
     BadRequest,
@@ -90,7 +93,7 @@ def error_bytes(error: PhivaultError) -> bytes:
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
+class GuardedHttpToolsProtocol(HeadWithBodyProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._limits = _limits

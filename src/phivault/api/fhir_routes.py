@@ -16,6 +16,7 @@ from phivault.api.http import (
     fhir_json,
     parse_etag,
     prefer_return,
+    read_headers,
     read_resource,
     version_headers,
 )
@@ -28,6 +29,8 @@ from phivault.fhir.outcome import information
 from phivault.fhir.resources import small_int
 from phivault.service import Context, Service, Version, WriteResult
 
+_BASE_URLS_KEPT = 256
+
 
 class FhirRoutes:
     def __init__(self, service: Service, settings: Settings) -> None:
@@ -36,12 +39,26 @@ class FhirRoutes:
         # A point read on SQLite (WAL: readers never wait for the writer) costs less than
         # the hop to a worker thread; PostgreSQL reads wait on the network and the pool.
         self._read_inline = service.store.backend == "sqlite"
+        self._base_urls: dict[tuple[Any, ...], str] = {}
 
     # -- helpers ------------------------------------------------------------------------
     def base_url(self, request: Request) -> str:
         if self.settings.public_base_url:
             return self.settings.public_base_url.rstrip("/")
-        return str(request.base_url).rstrip("/") + self.settings.base_path
+        # Starlette builds the base URL from these parts of the scope, parsing and
+        # formatting a URL on every call: the answer is kept per distinct set of parts.
+        scope = request.scope
+        host = next((value for name, value in scope["headers"] if name == b"host"), None)
+        root = scope.get("app_root_path", scope.get("root_path", ""))
+        server = scope.get("server")
+        key = (scope.get("scheme", "http"), tuple(server) if server else None, root, host)
+        found = self._base_urls.get(key)
+        if found is None:
+            found = str(request.base_url).rstrip("/") + self.settings.base_path
+            if len(self._base_urls) >= _BASE_URLS_KEPT:
+                self._base_urls.clear()  # Host headers are the client's choice: bounded
+            self._base_urls[key] = found
+        return found
 
     def context(self, request: Request) -> Context:
         ctx = request.scope.get("phivault.context")
@@ -59,15 +76,8 @@ class FhirRoutes:
             raise BadRequest("_count must be a non-negative integer")
         return max(1, min(count, self.settings.max_page_size))
 
-    def _version_response(self, request: Request, version: Version, status: int = 200) -> Response:
-        headers = version_headers(
-            self.base_url(request),
-            version.rtype,
-            version.rid,
-            version.version,
-            version.last_updated,
-        )
-        del headers["Location"]
+    def _version_response(self, version: Version, status: int = 200) -> Response:
+        headers = read_headers(version.version, version.last_updated)
         return fhir_json(version.body or b"", status=status, headers=headers)
 
     def _write_response(self, request: Request, result: WriteResult) -> Response:
@@ -118,7 +128,7 @@ class FhirRoutes:
         p = request.path_params
         ctx = self.context(request)
         version = await self._released(lambda: self.service.read(ctx, p["rtype"], p["rid"]))
-        return self._version_response(request, version)
+        return self._version_response(version)
 
     async def vread(self, request: Request) -> Response:
         check_accept(request)
@@ -131,7 +141,7 @@ class FhirRoutes:
         version = await self._released(
             lambda: self.service.vread(ctx, p["rtype"], p["rid"], number)
         )
-        return self._version_response(request, version)
+        return self._version_response(version)
 
     async def create(self, request: Request) -> Response:
         check_accept(request)

@@ -108,14 +108,32 @@ def prefer_return(request: Request) -> str:
     return "representation"
 
 
+def read_headers(version: int, last_updated: str) -> dict[str, str]:
+    """ETag and Last-Modified of a version (a read's answer has no Location)."""
+    return {
+        "ETag": f'W/"{version}"',
+        "Last-Modified": format_datetime(parse_instant(last_updated), usegmt=True),
+    }
+
+
 def version_headers(
     base_url: str, rtype: str, rid: str, version: int, last_updated: str
 ) -> dict[str, str]:
     return {
-        "ETag": f'W/"{version}"',
-        "Last-Modified": format_datetime(parse_instant(last_updated), usegmt=True),
+        **read_headers(version, last_updated),
         "Location": f"{base_url}/{rtype}/{rid}/_history/{version}",
     }
+
+
+def query_text(request: Request) -> str:
+    """`request.url.query` without building and parsing the whole URL: the raw query string
+    decoded as Starlette decodes it. A query holding a fragment mark or the characters
+    URL parsing drops (tab, CR, LF) still takes Starlette's own way, so the answer is
+    always the same."""
+    text: str = request.scope.get("query_string", b"").decode()
+    if "#" in text or "\t" in text or "\r" in text or "\n" in text:
+        return request.url.query
+    return text
 
 
 def check_accept(request: Request) -> None:

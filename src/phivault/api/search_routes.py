@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from phivault.api.fhir_routes import FhirRoutes
-from phivault.api.http import check_accept, fhir_json
+from phivault.api.http import check_accept, fhir_json, query_text
 from phivault.errors import (
     BadRequest,
     InvalidSearchParameter,
@@ -81,9 +81,7 @@ class SearchRoutes:
             Route(f"{base}/", self.system_get, methods=["GET"]),
             Route(f"{base}/_search", self.system_post, methods=["POST"]),
             Route(f"{base}/{{rtype:fhirtype}}/_search", self.search_post, methods=["POST"]),
-            Route(
-                f"{base}/Patient/{{pid}}/{{ctype:fhirtype}}", self.compartment, methods=["GET"]
-            ),
+            Route(f"{base}/Patient/{{pid}}/{{ctype:fhirtype}}", self.compartment, methods=["GET"]),
             Route(f"{base}/{{rtype:fhirtype}}", self.search_get, methods=["GET"]),
             Route(f"{base}/{{rtype:fhirtype}}", self.conditional_delete, methods=["DELETE"]),
         ]
@@ -92,7 +90,7 @@ class SearchRoutes:
     async def search_get(self, request: Request) -> Response:
         check_accept(request)
         rtype = request.path_params["rtype"]
-        return await self._run(request, rtype, query_pairs(request.url.query), None)
+        return await self._run(request, rtype, query_pairs(query_text(request)), None)
 
     async def search_post(self, request: Request) -> Response:
         check_accept(request)
@@ -101,7 +99,7 @@ class SearchRoutes:
 
     async def system_get(self, request: Request) -> Response:
         check_accept(request)
-        return await self._run_system(request, query_pairs(request.url.query))
+        return await self._run_system(request, query_pairs(query_text(request)))
 
     async def system_post(self, request: Request) -> Response:
         check_accept(request)
@@ -121,7 +119,7 @@ class SearchRoutes:
             form = body.decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest("the form is not UTF-8") from None
-        return query_pairs(request.url.query) + query_pairs(form)
+        return query_pairs(query_text(request)) + query_pairs(form)
 
     async def _run_system(self, request: Request, pairs: list[tuple[str, str]]) -> Response:
         base = self.fhir.base_url(request)
@@ -141,7 +139,7 @@ class SearchRoutes:
     async def compartment(self, request: Request) -> Response:
         check_accept(request)
         p = request.path_params
-        pairs = query_pairs(request.url.query)
+        pairs = query_pairs(query_text(request))
         return await self._run(request, p["ctype"], pairs, p["pid"])
 
     async def conditional_delete(self, request: Request) -> Response:
@@ -149,7 +147,7 @@ class SearchRoutes:
         `max_conditional_deletes` allows them (then all deleted, 200 with the count)."""
         check_accept(request)
         rtype = request.path_params["rtype"]
-        query = request.url.query
+        query = query_text(request)
         if not query:
             raise MethodNotAllowed("DELETE needs a resource id or a search condition")
         ctx = self.fhir.context(request)

@@ -51,6 +51,8 @@ def build(
     servers: dict[str, Any] = {}
     for r in results:
         for row in ROWS:
+            if row not in r.rows:
+                continue  # not measured in this run (`--rows`)
             on, off = _figures(r.merged(row, GUARDED)), _figures(r.merged(row, UNGUARDED))
             ratio = on["per_s"] / off["per_s"] if on and off and off["per_s"] else None
             rows.append(

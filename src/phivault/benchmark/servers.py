@@ -92,17 +92,22 @@ def _spawn(name: str, cmd: list[str], env: dict[str, str], path: str) -> ServerP
     return server
 
 
-def start_phivault(data_dir: Path, key_file: Path) -> ServerProcess:
-    """`phivault serve`, exactly as an installation runs it: every safeguard on."""
+def start_phivault(
+    data_dir: Path, key_file: Path, env: dict[str, str] | None = None
+) -> ServerProcess:
+    """`phivault serve`, exactly as an installation runs it: every safeguard on. `env`
+    adds to the environment (bench/bench_serve_cpu.py sets PYTHONPATH per source tree)."""
     cmd = [*PHIVAULT, "serve", "--data", str(data_dir), "--key-file", str(key_file)]
-    return _spawn("phivault serve", cmd, {}, "/fhir/metadata")
+    return _spawn("phivault serve", cmd, env or {}, "/fhir/metadata")
 
 
 def start_unguarded(data_dir: Path, key_file: Path) -> ServerProcess:
-    """The bench-only app with encryption, audit and access control off."""
+    """The bench-only app with encryption, audit and access control off. Its HTTP protocol
+    is serve's without the connection guard (a safeguard): the head-with-body write."""
     cmd = [
         sys.executable, "-m", "uvicorn", "--factory",
         "phivault.benchmark.unguarded_app:create_unguarded_bench_app", *UVICORN_FLAGS,
+        "--http", "phivault.api.one_write:HeadWithBodyProtocol",
     ]  # fmt: skip
     env = {"PHIVAULT_BENCH_DATA": str(data_dir), "PHIVAULT_BENCH_KEY_FILE": str(key_file)}
     return _spawn("unguarded bench app", cmd, env, "/fhir/metadata")

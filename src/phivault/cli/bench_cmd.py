@@ -85,6 +85,13 @@ QUICK = {"patients": 60, "requests": 120, "concurrency": 8, "rounds": 1, "export
     help="Scale runs: measure only `phivault serve` (the clinic is loaded once).",
 )
 @click.option(
+    "--rows",
+    "row_names",
+    default="",
+    help="Measure only these workloads (comma-separated names as in the report, e.g. "
+    "'read,search by identifier'); default: all.",
+)
+@click.option(
     "--work-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -104,12 +111,13 @@ def bench(
     out_dir: Path,
     load_processes: int,
     only_guarded: bool,
+    row_names: str,
     work_dir: Path | None,
 ) -> None:
     """Measure phivault with every safeguard on and off, next to the bare ceiling."""
     from phivault.benchmark import components as parts
     from phivault.benchmark import machine, report
-    from phivault.benchmark.runner import BenchConfig, run_bench
+    from phivault.benchmark.runner import ROWS, BenchConfig, run_bench
 
     chosen = tuple(b.strip() for b in backends.split(",") if b.strip())
     unknown = sorted(set(chosen) - {"sqlite", "postgresql"})
@@ -117,10 +125,14 @@ def bench(
         raise click.UsageError("--backends: sqlite and/or postgresql")
     if "postgresql" in chosen and not pg_url:
         raise click.UsageError("the postgresql backend needs --pg-url (or PHIVAULT_BENCH_PG)")
+    picked = tuple(r.strip() for r in row_names.split(",") if r.strip()) or ROWS
+    unknown_rows = sorted(set(picked) - set(ROWS))
+    if unknown_rows:
+        raise click.UsageError("--rows: unknown workload(s) " + ", ".join(unknown_rows))
     config = BenchConfig(
         patients=patients, requests=requests, concurrency=concurrency, rounds=rounds,
         exports=exports, backends=chosen, pg_url=pg_url, work_dir=work_dir,
-        only_guarded=only_guarded, load_processes=load_processes,
+        only_guarded=only_guarded, load_processes=load_processes, rows=picked,
     )  # fmt: skip
     if quick:
         for name, value in QUICK.items():

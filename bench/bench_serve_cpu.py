@@ -1,0 +1,99 @@
+"""Server CPU per request of `phivault serve` (every safeguard on), for one or more source
+trees side by side: what a change to the request path saves, on a shared machine.
+
+    .venv/bin/python bench/bench_serve_cpu.py --trees OLD/src,NEW/src [--rows read,search]
+        [--backend sqlite|postgresql] [--pg-url URL] [--requests 3000] [--rounds 4]
+
+Make the old tree with e.g. `git archive <commit> src | tar -x -C <dir>`. One guarded data
+directory (the demo clinic) is served by one `phivault serve` per tree (its PYTHONPATH
+set to the tree), all up at once; every row runs on each server in turn, the order
+alternating round by round. Besides requests/s (which on a loaded machine mostly shows
+the CPU share the server got) it reports the server process's CPU time per request
+(user + system, all threads, from /proc): the work a request costs, which other load on
+the machine changes much less. Results: stdout and bench/results/serve_cpu.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from phivault.benchmark import workloads as w
+from phivault.benchmark.datadirs import TokenSource, drop_schema, prepare
+from phivault.benchmark.loadgen import run_load_in_process
+from phivault.benchmark.servers import ServerProcess, start_phivault
+
+ROWS = {"read": w.read, "search": w.search_identifier, "everything": w.everything}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trees", required=True, help="comma-separated source dirs (src/)")
+    parser.add_argument("--rows", default="read,search")
+    parser.add_argument("--backend", default="sqlite", choices=("sqlite", "postgresql"))
+    parser.add_argument("--pg-url", default=os.environ.get("PHIVAULT_BENCH_PG"))
+    parser.add_argument("--patients", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args()
+    trees = [str(Path(t).resolve()) for t in args.trees.split(",") if t]
+    rows = [r for r in args.rows.split(",") if r]
+    work = Path(tempfile.mkdtemp(prefix="phivault-serve-cpu-"))
+    data = prepare(work, args.backend, True, args.patients, args.pg_url)
+    servers: list[tuple[str, ServerProcess]] = []
+    out: dict[str, Any] = {"trees": trees, "backend": args.backend, "rows": {}}
+    try:
+        headers = TokenSource(data).headers()
+        for tree in trees:
+            env = {"PYTHONPATH": tree}
+            servers.append((tree, start_phivault(data.data_dir, data.key_file, env)))
+        facts = w.load_facts(args.patients)
+        for row in rows:
+            make = ROWS[row](facts)
+            for _, server in servers:  # warm-up
+                run_load_in_process(server.port, make, 200, args.concurrency, headers)
+            found: dict[str, list[dict[str, float]]] = {tree: [] for tree in trees}
+            for round_no in range(args.rounds):
+                order = servers if round_no % 2 == 0 else servers[::-1]
+                for tree, server in order:
+                    before = cpu_seconds(server.proc.pid)
+                    result = run_load_in_process(
+                        server.port, make, args.requests, args.concurrency, headers
+                    )
+                    cpu_us = (cpu_seconds(server.proc.pid) - before) / args.requests * 1e6
+                    found[tree].append(
+                        {"per_s": result.rate, "p95_ms": result.pct(95), "cpu_us": cpu_us,
+                         "errors": result.errors}
+                    )  # fmt: skip
+                    print(f"{row} round {round_no + 1} {tree}: {result.rate:,.0f}/s, "
+                          f"p95 {result.pct(95):.1f} ms, server CPU {cpu_us:,.0f} us/request, "
+                          f"{result.errors} errors", flush=True)  # fmt: skip
+            out["rows"][row] = found
+            for tree, runs in found.items():
+                rate = sum(r["per_s"] for r in runs) / len(runs)
+                cpu = sorted(r["cpu_us"] for r in runs)[len(runs) // 2]
+                print(f"== {row} {tree}: mean {rate:,.0f}/s, median server CPU {cpu:,.0f} us/req")
+    finally:
+        for _, server in servers:
+            server.stop()
+        drop_schema(data)
+        shutil.rmtree(work, ignore_errors=True)
+    results = Path(__file__).parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / "serve_cpu.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
