@@ -88,6 +88,9 @@ def test_multiple_deletes_when_configured(vault: Vault, access: AccessControl) -
         more = [create(trusted, basic("more")) for _ in range(4)]
         assert trusted.delete(f"/fhir/Basic?identifier={SYSTEM}|more").status_code == 412
         assert all(trusted.get(f"/fhir/Basic/{i}").status_code == 200 for i in more)
+        # The CapabilityStatement says so (conditionalDelete, restful-capabilitystatement).
+        rest = trusted.get("/fhir/metadata").json()["rest"][0]
+        assert {r["conditionalDelete"] for r in rest["resource"]} == {"multiple"}
 
 
 def test_concurrent_conditional_creates_make_one_resource(client: TestClient, vault: Vault) -> None:
@@ -136,9 +139,11 @@ def test_conditional_delete_needs_the_right_to_delete(
 
 
 def test_capability_statement_declares_single_conditional_delete(client: TestClient) -> None:
+    """max_conditional_deletes = 1 (the default): one match at most, so `single`."""
     rest = client.get("/fhir/metadata").json()["rest"][0]
     basic_type = next(r for r in rest["resource"] if r["type"] == "Basic")
     assert basic_type["conditionalDelete"] == "single"
+    assert {r["conditionalDelete"] for r in rest["resource"]} == {"single"}
 
 
 @pytest.mark.postgres
