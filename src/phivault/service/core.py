@@ -47,7 +47,7 @@ from phivault.service.records import Version as Version
 from phivault.service.records import WriteResult as WriteResult
 from phivault.service.search import Searcher, SearchResult
 from phivault.service.search_system import SystemSearch
-from phivault.store.base import HistoryQuery, NewVersion, Store, VersionRecord, WriteTx
+from phivault.store.base import HistoryQuery, NewVersion, ReadView, Store, VersionRecord, WriteTx
 from phivault.types import Resource
 
 MAX_CONDITION_MATCHES = 2  # we only need to know 0, 1 or "more than one"
@@ -162,14 +162,23 @@ class Service:
         )
         return HistoryPage(items=items, total=total, next_cursor=next_cursor)
 
-    def search_ids(self, rtype: str, condition: Condition, ctx: Context | None = None) -> list[str]:
+    def search_ids(
+        self,
+        rtype: str,
+        condition: Condition,
+        ctx: Context | None = None,
+        view: ReadView | None = None,
+    ) -> list[str]:
         """Ids of live resources matching a condition (conditional create/update/patch):
         the search engine, strict, stopping at MAX_CONDITION_MATCHES. With `ctx`, only
-        what that caller may see matches (service/conditional.py explains why)."""
+        what that caller may see matches (service/conditional.py explains why). `view`: a
+        write transaction to match in (the store otherwise)."""
         fhir_types.check_type(rtype)
         if ctx is not None:
             access_guard.require_type(self, ctx, "search", rtype)
-        return self.searcher.find_ids(rtype, condition.request, MAX_CONDITION_MATCHES, ctx=ctx)
+        return self.searcher.find_ids(
+            rtype, condition.request, MAX_CONDITION_MATCHES, view=view, ctx=ctx
+        )
 
     @overload
     def search(
