@@ -121,12 +121,16 @@ def q(pairs: list[tuple[str, str]]) -> str:
 QUERIES: dict[str, Callable[[Subject], str]] = {
     "baseline: read Patient by id": lambda s: f"/fhir/Patient/{s.pid}",
     "Patient by identifier": lambda s: "/fhir/Patient?" + q([("identifier", f"{MRN}|{s.mrn}")]),
-    "Patient by family prefix (3 letters)": lambda s: "/fhir/Patient?"
-    + q([("family", s.family[:3])]),
-    "Observation by patient+code+date": lambda s: "/fhir/Observation?"
-    + q([("patient", s.pid), ("code", f"http://loinc.org|{s.code}"), ("date", f"ge{s.since}")]),
-    "Observation by patient, _include subject": lambda s: "/fhir/Observation?"
-    + q([("patient", s.pid), ("_include", "Observation:subject")]),
+    "Patient by family prefix (3 letters)": lambda s: (
+        "/fhir/Patient?" + q([("family", s.family[:3])])
+    ),
+    "Observation by patient+code+date": lambda s: (
+        "/fhir/Observation?"
+        + q([("patient", s.pid), ("code", f"http://loinc.org|{s.code}"), ("date", f"ge{s.since}")])
+    ),
+    "Observation by patient, _include subject": lambda s: (
+        "/fhir/Observation?" + q([("patient", s.pid), ("_include", "Observation:subject")])
+    ),
     "Patient $everything": lambda s: f"/fhir/Patient/{s.pid}/$everything",
 }
 
@@ -158,8 +162,20 @@ def bench_backend(
         run([*cli, "init", "--data", str(data), "--generate-key-file", str(key), *db])
         start = time.time()
         print(f"[{backend}] loading the demo clinic ({args.patients} patients) ...", flush=True)
-        run([*cli, "demo", "--data", str(data), "--key-file", str(key), "--patients", str(args.patients)])
+        run(
+            [
+                *cli,
+                "demo",
+                "--data",
+                str(data),
+                "--key-file",
+                str(key),
+                "--patients",
+                str(args.patients),
+            ]
+        )
         print(f"[{backend}] loaded in {time.time() - start:.0f} s", flush=True)
+    print(f"[{backend}] {stored_size(backend, data, schemas)}", flush=True)
     port = free_port()
     server = subprocess.Popen(
         [*cli, "serve", "--data", str(data), "--key-file", str(key), "--port", str(port)],
@@ -177,6 +193,39 @@ def bench_backend(
         server.terminate()
         server.wait(timeout=30)
     return results
+
+
+def stored_size(backend: str, data: Path, schemas: list[str]) -> str:
+    """How many resources are stored, and the database's size on disk."""
+    if backend == "postgresql":
+        import psycopg
+
+        schema = schemas[-1] if schemas else _schema_of(data)
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            count = conn.execute(f'SELECT COUNT(*) FROM "{schema}".resources').fetchone()
+            size = conn.execute(
+                "SELECT SUM(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'm')",
+                (schema,),
+            ).fetchone()
+        rows, total = int(count[0]) if count else 0, int(size[0] or 0) if size else 0
+        return f"{rows} resources, schema {schema}: {total / 1e9:.2f} GB (tables, indexes, TOAST)"
+    import sqlite3
+
+    from phivault.store.factory import SQLITE_FILE
+
+    total = sum(f.stat().st_size for f in data.glob(f"{SQLITE_FILE}*"))  # with -wal, -shm
+    with sqlite3.connect(f"file:{data / SQLITE_FILE}?mode=ro", uri=True) as conn:
+        rows = int(conn.execute("SELECT COUNT(*) FROM resources").fetchone()[0])
+    return f"{rows} resources, {total / 1e9:.2f} GB on disk"
+
+
+def _schema_of(data: Path) -> str:
+    """The schema of a kept PostgreSQL data directory (its config names the db URL)."""
+    from phivault.config import load_settings
+
+    url = load_settings(data).db_url or ""
+    return dict(p.split("=", 1) for p in url.split("?", 1)[-1].split("&") if "=" in p)["schema"]
 
 
 def drop_schemas(schemas: list[str]) -> None:

@@ -88,6 +88,9 @@ def test_multiple_deletes_when_configured(vault: Vault, access: AccessControl) -
         more = [create(trusted, basic("more")) for _ in range(4)]
         assert trusted.delete(f"/fhir/Basic?identifier={SYSTEM}|more").status_code == 412
         assert all(trusted.get(f"/fhir/Basic/{i}").status_code == 200 for i in more)
+        # The CapabilityStatement says so (conditionalDelete, restful-capabilitystatement).
+        rest = trusted.get("/fhir/metadata").json()["rest"][0]
+        assert {r["conditionalDelete"] for r in rest["resource"]} == {"multiple"}
 
 
 def test_concurrent_conditional_creates_make_one_resource(client: TestClient, vault: Vault) -> None:
@@ -123,6 +126,56 @@ def test_concurrent_conditional_updates_make_one_resource(client: TestClient, va
     assert vault.store.current("Basic", rid).version == THREADS  # type: ignore[union-attr]
 
 
+def _transaction(value: str, i: int) -> str:
+    """A transaction Bundle: a Basic created unless its identifier exists (ifNoneExist),
+    and a Basic of its own (identifier `value-ref-i`) referring to the first one through
+    its fullUrl."""
+    ref = f"urn:uuid:00000000-0000-4000-8000-{i:012d}"
+    entries = [
+        {
+            "fullUrl": ref,
+            "resource": basic(value),
+            "request": {
+                "method": "POST",
+                "url": "Basic",
+                "ifNoneExist": f"identifier={SYSTEM}|{value}",
+            },
+        },
+        {
+            "resource": basic(f"{value}-ref-{i}", subject={"reference": ref}),
+            "request": {"method": "POST", "url": "Basic"},
+        },
+    ]
+    return json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+
+
+def test_concurrent_transactions_with_one_if_none_exist_make_one_resource(
+    client: TestClient, vault: Vault
+) -> None:
+    """The ifNoneExist of a transaction entry is matched again inside the write
+    transaction (as a single conditional create's is): transactions racing with the same
+    criteria create exactly one resource, the others report it matched (200 OK), and
+    their references to the entry's fullUrl point at that one resource."""
+    for round_ in range(ROUNDS):
+        value = f"tx-race-{round_}"
+
+        def worker(i: int, value: str = value) -> tuple[int, Any]:
+            res = client.post("/fhir", content=_transaction(value, i), headers=CT)
+            return res.status_code, res.json().get("entry", res.json())
+
+        results = run_together(worker)
+        assert [status for status, _ in results] == [200] * THREADS, results
+        firsts = sorted(entries[0]["response"]["status"] for _, entries in results)
+        assert firsts == ["200 OK"] * (THREADS - 1) + ["201 Created"], firsts
+        found = client.get(f"/fhir/Basic?identifier={SYSTEM}|{value}").json()
+        assert found["total"] == 1, found
+        (rid,) = [e["resource"]["id"] for e in found["entry"]]
+        for i in range(THREADS):
+            ref = client.get(f"/fhir/Basic?identifier={SYSTEM}|{value}-ref-{i}").json()
+            assert ref["total"] == 1
+            assert ref["entry"][0]["resource"]["subject"]["reference"] == f"Basic/{rid}"
+
+
 def test_conditional_delete_needs_the_right_to_delete(
     access: AccessControl, client: TestClient
 ) -> None:
@@ -136,9 +189,11 @@ def test_conditional_delete_needs_the_right_to_delete(
 
 
 def test_capability_statement_declares_single_conditional_delete(client: TestClient) -> None:
+    """max_conditional_deletes = 1 (the default): one match at most, so `single`."""
     rest = client.get("/fhir/metadata").json()["rest"][0]
     basic_type = next(r for r in rest["resource"] if r["type"] == "Basic")
     assert basic_type["conditionalDelete"] == "single"
+    assert {r["conditionalDelete"] for r in rest["resource"]} == {"single"}
 
 
 @pytest.mark.postgres

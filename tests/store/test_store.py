@@ -119,6 +119,47 @@ def test_append_and_read_versions(vault: Vault) -> None:
     assert [(r.rid, r.version) for r in many] == [("b1", 2)]
 
 
+def test_append_versions_in_bulk_is_append_version_of_each(vault: Vault) -> None:
+    """Bulk import's path (PostgreSQL: seqs drawn at once, COPY, one upsert): the same
+    versions, current pointers and index rows as appending one by one."""
+    store = vault.store
+    append(vault, new("old", 1, index=(ident("s", "before"),)))
+    batch = [new(f"n{i}", 1, at=stamp(i), index=(ident("s", f"v{i}"),)) for i in range(8)]
+    batch += [
+        new("old", 2, at=stamp(9), index=(ident("s", "after"),)),
+        new("gone", 1, rtype="Flag", deleted=True),
+    ]
+    with store.write() as tx:
+        records = tx.append_versions(batch)
+    assert [(r.rtype, r.rid, r.version, r.deleted) for r in records] == [
+        (n.rtype, n.rid, n.version, n.deleted) for n in batch
+    ]
+    seqs = [r.seq for r in records]
+    assert len(set(seqs)) == len(seqs) and seqs == sorted(seqs)
+    for record in records:
+        current = store.current(record.rtype, record.rid)
+        assert current is not None
+        assert (current.seq, current.version, current.body) == (
+            record.seq,
+            record.version,
+            record.body,
+        )
+    gone = store.current("Flag", "gone")
+    assert gone is not None and gone.deleted and gone.body is None
+    values = raw_sql(vault, "SELECT rid, value FROM idx_token WHERE param = 'identifier'")
+    assert sorted(values) == sorted([(f"n{i}", f"v{i}") for i in range(8)] + [("old", "after")])
+
+
+def test_append_versions_conflict_rolls_back(vault: Vault) -> None:
+    store = vault.store
+    append(vault, new("c1", 1))
+    with pytest.raises(VersionConflict):
+        with store.write() as tx:
+            tx.append_versions([new(f"x{i}", 1) for i in range(6)] + [new("c1", 1)])
+    assert store.current("Basic", "x0") is None
+    assert raw_sql(vault, "SELECT COUNT(*) FROM versions")[0][0] == 1
+
+
 def test_append_existing_version_conflicts_and_rolls_back(vault: Vault) -> None:
     store = vault.store
     append(vault, new("c1", 1, index=(ident("s", "one"),)))

@@ -118,10 +118,17 @@ class FhirRoutes:
         assert version is not None
         return version
 
+    def capability_statement(self, request: Request) -> dict[str, Any]:
+        """The CapabilityStatement as this server's settings make it."""
+        return capability_statement(
+            self.base_url(request),
+            max_conditional_deletes=self.settings.max_conditional_deletes,
+        )
+
     # -- interactions -------------------------------------------------------------------
     async def metadata(self, request: Request) -> Response:
         check_accept(request)
-        return fhir_json(capability_statement(self.base_url(request)))
+        return fhir_json(self.capability_statement(request))
 
     async def read(self, request: Request) -> Response:
         check_accept(request)

@@ -11,7 +11,6 @@ from starlette.responses import Response
 
 from phivault.api.fhir_routes import FhirRoutes
 from phivault.api.http import check_accept, fhir_json
-from phivault.fhir.capability import capability_statement
 
 _OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 _SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
@@ -38,8 +37,7 @@ def smart_security(root: str) -> dict[str, Any]:
 def secured_metadata(fhir: FhirRoutes) -> Any:
     async def metadata(request: Request) -> Response:
         check_accept(request)
-        base = fhir.base_url(request)
-        statement = capability_statement(base)
+        statement = fhir.capability_statement(request)
         security = smart_security(str(request.base_url).rstrip("/"))
         rests = [{**rest, "security": security} for rest in statement.get("rest", [])]
         return fhir_json({**statement, "rest": rests})

@@ -107,21 +107,25 @@ def _allowed(rtype: str, code: str) -> bool:
     return rtype not in _READ_ONLY_TYPES or code in _READ_INTERACTIONS
 
 
+def conditional_delete(max_conditional_deletes: int) -> str:
+    """The conditionalDelete code: `multiple` when the server deletes several matches
+    (the `max_conditional_deletes` setting above 1), `single` otherwise."""
+    return "multiple" if max_conditional_deletes > 1 else "single"
+
+
 @lru_cache(maxsize=8)
-def _resources() -> tuple[dict[str, Any], ...]:
+def _resources(conditional_deletes: str) -> tuple[dict[str, Any], ...]:
     return tuple(
         {
             "type": rtype,
-            "interaction": [
-                {"code": code} for code in _INTERACTIONS if _allowed(rtype, code)
-            ],
+            "interaction": [{"code": code} for code in _INTERACTIONS if _allowed(rtype, code)],
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
             "conditionalCreate": True,
             "conditionalUpdate": True,
             "conditionalRead": "not-supported",
-            "conditionalDelete": "single",  # the default of max_conditional_deletes
+            "conditionalDelete": conditional_deletes,
             "searchInclude": _includes(rtype),
             "searchRevInclude": _rev_includes().get(rtype, []),
             "searchParam": _search_params(rtype),
@@ -130,7 +134,10 @@ def _resources() -> tuple[dict[str, Any], ...]:
     )
 
 
-def capability_statement(base_url: str) -> dict[str, Any]:
+def capability_statement(base_url: str, *, max_conditional_deletes: int = 1) -> dict[str, Any]:
+    """`max_conditional_deletes`: the server's setting (config.py), which decides whether
+    conditional deletes are `single` or `multiple`."""
+    deletes = conditional_delete(max_conditional_deletes)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -146,7 +153,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
             {
                 "mode": "server",
                 "documentation": _SEARCH_DOC,
-                "resource": [_with_operations(r["type"], r) for r in _resources()],
+                "resource": [_with_operations(r["type"], r) for r in _resources(deletes)],
                 "interaction": [
                     {"code": "transaction"},
                     {"code": "batch"},

@@ -3,7 +3,8 @@
 - A reference equal to another entry's fullUrl (`urn:uuid:...`, `urn:oid:...`, or the URL
   of an entry the transaction creates) becomes that entry's `Type/id`.
 - A conditional reference (`Patient?identifier=s|v`) must match exactly one resource,
-  found through the service's condition lookup; otherwise the entry fails.
+  found through the service's condition lookup; otherwise the entry fails. Each match is
+  kept (`matched`) for the transaction to confirm inside its write transaction.
 """
 
 from __future__ import annotations
@@ -15,21 +16,29 @@ from phivault.errors import PreconditionFailed, UnresolvedReference
 from phivault.fhir.bundle_entries import conditional_reference
 from phivault.fhir.conditions import parse_condition
 from phivault.fhir.resources import check_type
+from phivault.service.conditional import Matched
 
 if TYPE_CHECKING:
     from phivault.service.core import Context, Service
+    from phivault.store.base import ReadView
 
 Resolve = Callable[[str, str], "str | None"]
 
 
 class ReferenceResolver:
     def __init__(
-        self, service: Service, aliases: dict[str, str], ctx: Context | None = None
+        self,
+        service: Service,
+        aliases: dict[str, str],
+        ctx: Context | None = None,
+        view: ReadView | None = None,
     ) -> None:
         self._service = service
         self._ctx = ctx  # a conditional reference matches only what this caller may see
+        self._view = view  # where conditions are matched (the store when None)
         self._aliases = aliases  # fullUrl -> "Type/id"
         self._conditional: dict[str, str] = {}
+        self.matched: list[Matched] = []  # the conditional references' matches
 
     def for_entry(self, prefix: str) -> Resolve:
         """A resolver that reports locations below `prefix` (e.g. the resource type)."""
@@ -48,7 +57,8 @@ class ReferenceResolver:
             return known
         rtype, query = condition
         check_type(rtype)
-        found = self._service.search_ids(rtype, parse_condition(rtype, query), self._ctx)
+        parsed = parse_condition(rtype, query)
+        found = self._service.search_ids(rtype, parsed, self._ctx, self._view)
         if not found:
             raise UnresolvedReference(expression=[where])
         if len(found) > 1:
@@ -57,4 +67,5 @@ class ReferenceResolver:
             )
         resolved = f"{rtype}/{found[0]}"
         self._conditional[reference] = resolved
+        self.matched.append(Matched(rtype, parsed, (found[0],)))
         return resolved

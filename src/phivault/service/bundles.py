@@ -6,6 +6,14 @@ validated, data keys created), then every write and read happens in ONE store
 transaction, in the specification's order (DELETE, POST, PUT/PATCH, GET/HEAD). Any
 failure rolls everything back and is reported with the index of the entry that failed.
 
+Conditions (ifNoneExist, conditional update, delete and patch, conditional references)
+are matched when planning, then again inside the write transaction after the conditional
+lock of their types, as a single conditional request is (service/conditional.py): when an
+answer changed (a concurrent writer created or removed a match in between), every entry
+is planned again inside the write transaction, where the locks hold the answers. Two
+transactions with the same ifNoneExist therefore create one resource, and the second one
+reports it as matched (its references to the entry's fullUrl then point at it).
+
 A batch runs each entry as its own one-entry transaction; a failed entry gets its
 OperationOutcome in the batch-response and the others go ahead.
 """
@@ -41,7 +49,7 @@ from phivault.fhir.bundle_entries import (
     rewrite_references,
 )
 from phivault.fhir.bundles import searchset_bundle
-from phivault.fhir.conditions import parse_condition
+from phivault.fhir.conditions import Condition, parse_condition
 from phivault.fhir.patch import parse_patch
 from phivault.fhir.resources import check_id
 from phivault.fhir.search.query import parse_search
@@ -55,8 +63,9 @@ from phivault.service.access_guard import (
 )
 from phivault.service.bundle_refs import ReferenceResolver
 from phivault.service.bundle_reply import failure_entry, reply_entry
+from phivault.service.conditional import Matched, still_matched
 from phivault.service.patch import prepare_patch
-from phivault.store.base import WriteTx
+from phivault.store.base import ReadView, WriteTx
 
 if TYPE_CHECKING:
     from phivault.service.core import Context, Prepared, Service, Version
@@ -87,9 +96,7 @@ class Plan:
     prepared: Prepared | None = None
     base_version: int | None = None  # PATCH: the version the patch was applied to
     search: tuple[tuple[str, str], ...] = ()  # GET searches: the query's pairs
-
-
-_WRITES = frozenset({"create", "update", "patch", "delete"})
+    matched: Matched | None = None  # the entry's condition and what it found when planned
 
 
 @dataclass(slots=True)
@@ -147,35 +154,50 @@ class BundleProcessor:
         return self.transaction(ctx, [entry], base_url=base_url)[entry.index]
 
     # -- transaction --------------------------------------------------------------------
-    def transaction(
-        self, ctx: Context, entries: list[EntryRequest], *, base_url: str
-    ) -> dict[int, EntryResult]:
-        ordered = processing_order(entries)
+    def _plans(
+        self, ctx: Context, entries: list[EntryRequest], view: ReadView | None
+    ) -> tuple[list[Plan], list[Matched]]:
+        """Every entry planned and prepared, in processing order, its conditions matched
+        through `view` (the store, or the write transaction when planning again); with the
+        conditions and what they found."""
         aliases: dict[str, str] = {}
         plans: list[Plan] = []
-        for entry in ordered:
+        for entry in processing_order(entries):
             try:
-                plans.append(self._plan(ctx, entry, aliases))
+                plans.append(self._plan(ctx, entry, aliases, view))
             except PhivaultError as exc:
                 raise at_entry(entry.index, exc) from None
         _check_unique(plans)
-        resolver = ReferenceResolver(self.service, aliases, ctx)
+        resolver = ReferenceResolver(self.service, aliases, ctx, view)
         for plan in plans:
             try:
                 self._prepare(ctx, plan, resolver)
             except PhivaultError as exc:
                 raise at_entry(plan.entry.index, exc) from None
+        matched = [p.matched for p in plans if p.matched is not None] + resolver.matched
+        return plans, matched
+
+    def transaction(
+        self, ctx: Context, entries: list[EntryRequest], *, base_url: str
+    ) -> dict[int, EntryResult]:
+        plans, conditions = self._plans(ctx, entries, None)
         results: dict[int, EntryResult] = {}
-        in_tx = [p for p in plans if p.action != "search"]
         current: Plan | None = None
         try:
             # Refusals inside the transaction are audited once it has ended.
-            if in_tx:
+            if any(p.action != "search" for p in plans):
                 with (
                     deferred_refusals(self.service),
                     self.service.store.write() as tx,
                     batched(self.service.audit, tx),  # one audit append for all entries
                 ):
+                    # Conditional locks first (a single conditional request takes its
+                    # type's, then its resource's), and every condition matched again.
+                    # An answer that changed (a concurrent writer got in between) is
+                    # planned again here, where the locks keep the answers as they are.
+                    if conditions and not still_matched(self.service, ctx, tx, conditions):
+                        plans, _ = self._plans(ctx, entries, tx)
+                    in_tx = [p for p in plans if p.action != "search"]
                     # Every resource the transaction writes, locked first in one global
                     # order: two transactions naming the same resources in opposite entry
                     # orders each held one lock and waited for the other (deadlock, 503).
@@ -200,7 +222,9 @@ class BundleProcessor:
                     results[plan.entry.index] = EntryResult(exc.http_status, error=exc)
         return results
 
-    def _plan(self, ctx: Context, entry: EntryRequest, aliases: dict[str, str]) -> Plan:
+    def _plan(
+        self, ctx: Context, entry: EntryRequest, aliases: dict[str, str], view: ReadView | None
+    ) -> Plan:
         rtype = entry.rtype
         assert rtype is not None  # parse_entry refuses server-level urls
         method = entry.method
@@ -217,56 +241,70 @@ class BundleProcessor:
         if method == "DELETE":
             if entry.rid is not None:
                 return Plan(entry, rtype, "delete", rid=entry.rid)
-            found = self._matches(ctx, rtype, entry.query or "")
-            return (
+            matched = self._matches(ctx, rtype, entry.query or "", view)
+            found = matched.found
+            plan = (
                 Plan(entry, rtype, "delete", rid=found[0]) if found else Plan(entry, rtype, "noop")
             )
+            plan.matched = matched
+            return plan
         if method == "POST":
-            plan = self._plan_create(ctx, entry, rtype)
+            plan = self._plan_create(ctx, entry, rtype, view)
         elif method == "PUT":
-            plan = self._plan_update(ctx, entry, rtype)
-        else:  # PATCH
-            rid = entry.rid
-            if rid is None:
-                found = self._matches(ctx, rtype, entry.query or "")
-                if not found:
-                    raise NotFound("the condition matched no resource")
-                rid = found[0]
-            plan = Plan(entry, rtype, "patch", rid=rid)
+            plan = self._plan_update(ctx, entry, rtype, view)
+        else:
+            plan = self._plan_patch(ctx, entry, rtype, view)
         if entry.full_url and plan.rid is not None:
             aliases[entry.full_url] = f"{rtype}/{plan.rid}"
         return plan
 
-    def _plan_create(self, ctx: Context, entry: EntryRequest, rtype: str) -> Plan:
-        if entry.if_none_exist:
-            found = self._matches(ctx, rtype, entry.if_none_exist)
-            if found:
-                return Plan(entry, rtype, "matched", rid=found[0])
-        # Server-assigned id: a client id in a POST body is ignored, as the spec requires.
-        return Plan(entry, rtype, "create", rid=str(uuid.uuid4()))
+    def _plan_patch(
+        self, ctx: Context, entry: EntryRequest, rtype: str, view: ReadView | None
+    ) -> Plan:
+        if entry.rid is not None:
+            return Plan(entry, rtype, "patch", rid=entry.rid)
+        matched = self._matches(ctx, rtype, entry.query or "", view)
+        if not matched.found:
+            raise NotFound("the condition matched no resource")
+        return Plan(entry, rtype, "patch", rid=matched.found[0], matched=matched)
 
-    def _plan_update(self, ctx: Context, entry: EntryRequest, rtype: str) -> Plan:
+    def _plan_create(
+        self, ctx: Context, entry: EntryRequest, rtype: str, view: ReadView | None
+    ) -> Plan:
+        matched: Matched | None = None
+        if entry.if_none_exist:
+            matched = self._matches(ctx, rtype, entry.if_none_exist, view)
+            if matched.found:
+                return Plan(entry, rtype, "matched", rid=matched.found[0], matched=matched)
+        # Server-assigned id: a client id in a POST body is ignored, as the spec requires.
+        return Plan(entry, rtype, "create", rid=str(uuid.uuid4()), matched=matched)
+
+    def _plan_update(
+        self, ctx: Context, entry: EntryRequest, rtype: str, view: ReadView | None
+    ) -> Plan:
         body_id = (entry.resource or {}).get("id")
         if entry.rid is not None:
             return Plan(entry, rtype, "update", rid=entry.rid)
-        found = self._matches(ctx, rtype, entry.query or "")
+        matched = self._matches(ctx, rtype, entry.query or "", view)
+        found = matched.found
         if found:
             if body_id is not None and body_id != found[0]:
                 raise IdMismatch(
                     "the id in the body differs from the resource the condition matched"
                 )
-            return Plan(entry, rtype, "update", rid=found[0])
+            return Plan(entry, rtype, "update", rid=found[0], matched=matched)
         if isinstance(body_id, str):
-            return Plan(entry, rtype, "update", rid=check_id(body_id))
-        return Plan(entry, rtype, "create", rid=str(uuid.uuid4()))
+            return Plan(entry, rtype, "update", rid=check_id(body_id), matched=matched)
+        return Plan(entry, rtype, "create", rid=str(uuid.uuid4()), matched=matched)
 
-    def _matches(self, ctx: Context, rtype: str, query: str) -> list[str]:
+    def _matches(self, ctx: Context, rtype: str, query: str, view: ReadView | None) -> Matched:
         """0 or 1 id matching a condition among what `ctx` may see (a hidden record is
         treated as absent: service/conditional.py); more than one is 412."""
-        found = self.service.search_ids(rtype, parse_condition(rtype, query), ctx)
+        condition: Condition = parse_condition(rtype, query)
+        found = self.service.search_ids(rtype, condition, ctx, view)
         if len(found) > 1:
             raise PreconditionFailed("the condition matched more than one resource")
-        return found
+        return Matched(rtype, condition, tuple(found))
 
     def _prepare(self, ctx: Context, plan: Plan, resolver: ReferenceResolver) -> None:
         entry, rtype = plan.entry, plan.rtype

@@ -28,6 +28,8 @@ the specification leaves a plain create racing a conditional one undefined.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from phivault.errors import BadRequest, IdMismatch, PreconditionFailed, VersionConflict
@@ -67,6 +69,31 @@ def _locked_match(
     refusal decided here is audited after the transaction, never inside it)."""
     tx.lock_resource(rtype, CONDITIONAL_LOCK)
     return _match(service, ctx, tx, rtype, condition, limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Matched:
+    """A condition matched before a write transaction (a transaction Bundle's
+    ifNoneExist, conditional update, delete or patch, or conditional reference), and the
+    ids it found then (none, or the one the entry was planned with)."""
+
+    rtype: str
+    condition: Condition
+    found: tuple[str, ...]
+
+
+def still_matched(service: Service, ctx: Context, tx: WriteTx, matched: Sequence[Matched]) -> bool:
+    """Inside the write transaction (under access_guard.deferred_refusals): take the
+    conditional lock of every type concerned, in one order (two transactions taking them
+    in opposite orders would deadlock), then match each condition again through the
+    transaction. False when any answer changed: another writer got in between, and the
+    plan must be made again. The same guarantee as a single conditional request's."""
+    for rtype in sorted({m.rtype for m in matched}):
+        tx.lock_resource(rtype, CONDITIONAL_LOCK)
+    return all(
+        tuple(_match(service, ctx, tx, m.rtype, m.condition, MATCH_LIMIT)) == m.found
+        for m in matched
+    )
 
 
 def _changed() -> VersionConflict:

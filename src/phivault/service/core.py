@@ -47,7 +47,7 @@ from phivault.service.records import Version as Version
 from phivault.service.records import WriteResult as WriteResult
 from phivault.service.search import Searcher, SearchResult
 from phivault.service.search_system import SystemSearch
-from phivault.store.base import HistoryQuery, NewVersion, Store, VersionRecord, WriteTx
+from phivault.store.base import HistoryQuery, NewVersion, ReadView, Store, VersionRecord, WriteTx
 from phivault.types import Resource
 
 MAX_CONDITION_MATCHES = 2  # we only need to know 0, 1 or "more than one"
@@ -162,14 +162,23 @@ class Service:
         )
         return HistoryPage(items=items, total=total, next_cursor=next_cursor)
 
-    def search_ids(self, rtype: str, condition: Condition, ctx: Context | None = None) -> list[str]:
+    def search_ids(
+        self,
+        rtype: str,
+        condition: Condition,
+        ctx: Context | None = None,
+        view: ReadView | None = None,
+    ) -> list[str]:
         """Ids of live resources matching a condition (conditional create/update/patch):
         the search engine, strict, stopping at MAX_CONDITION_MATCHES. With `ctx`, only
-        what that caller may see matches (service/conditional.py explains why)."""
+        what that caller may see matches (service/conditional.py explains why). `view`: a
+        write transaction to match in (the store otherwise)."""
         fhir_types.check_type(rtype)
         if ctx is not None:
             access_guard.require_type(self, ctx, "search", rtype)
-        return self.searcher.find_ids(rtype, condition.request, MAX_CONDITION_MATCHES, ctx=ctx)
+        return self.searcher.find_ids(
+            rtype, condition.request, MAX_CONDITION_MATCHES, view=view, ctx=ctx
+        )
 
     @overload
     def search(
@@ -358,10 +367,17 @@ class Service:
             raise ResourceTypeMismatch(expression=["resourceType"])
         validate_resource(resource)
 
-    def prepare(self, rtype: str, rid: str, resource: Resource) -> Prepared:
+    def prepare(
+        self,
+        rtype: str,
+        rid: str,
+        resource: Resource,
+        checked: set[str | None] | None = None,
+    ) -> Prepared:
         """Everything about a write that needs no transaction: id, lastUpdated, index rows,
-        compartment, and the compartment's data key (created here, in its own short
-        transaction, never inside the data transaction)."""
+        compartment, and the check that the compartment's data key may be written (not
+        shredded). `checked`: compartments whose key a bulk import checked already for
+        the batch being prepared (one lookup per compartment instead of per resource)."""
         check_writable(rtype)
         stored = dict(resource)
         stored["id"] = rid
@@ -371,7 +387,10 @@ class Service:
         stored["meta"] = meta
         rows = index_rows(stored)
         compartment = patient_compartment(stored, rows)
-        self.codec.prepare(compartment)
+        if checked is None or compartment not in checked:
+            self.codec.prepare(compartment)
+            if checked is not None:
+                checked.add(compartment)
         return Prepared(rtype, rid, stored, self.index_policy.transform(rtype, rows), compartment)
 
     def _write(
@@ -383,10 +402,35 @@ class Service:
         expected: int | None,
         action: str,
     ) -> WriteResult:
-        rtype, rid = prepared.rtype, prepared.rid
-        current = tx.current(rtype, rid)
+        current = tx.current(prepared.rtype, prepared.rid)
         if expected is not None and (current is None or current.version != expected):
             raise VersionConflict()
+        new, body = self._new_version(tx, prepared, current, action)
+        return self._written(ctx, tx, tx.append_version(new), body, current is None, action)
+
+    def _write_many(
+        self, ctx: Context, tx: WriteTx, batch: Sequence[Prepared], *, action: str
+    ) -> list[WriteResult]:
+        """`_write` (with no expected version) of resources of distinct identities, in
+        fewer statements: one lookup of the current versions per type, one bulk append
+        (store/base.py WriteTx.append_versions). Bulk import uses it."""
+        currents: dict[tuple[str, str], VersionRecord] = {}
+        for rtype in dict.fromkeys(p.rtype for p in batch):
+            rids = [p.rid for p in batch if p.rtype == rtype]
+            currents.update(((rtype, r.rid), r) for r in tx.current_many(rtype, rids))
+        olds = [currents.get((p.rtype, p.rid)) for p in batch]
+        made = [self._new_version(tx, p, old, action) for p, old in zip(batch, olds, strict=True)]
+        records = tx.append_versions([new for new, _ in made])
+        return [
+            self._written(ctx, tx, record, body, old is None, action)
+            for record, (_, body), old in zip(records, made, olds, strict=True)
+        ]
+
+    def _new_version(
+        self, tx: WriteTx, prepared: Prepared, current: VersionRecord | None, action: str
+    ) -> tuple[NewVersion, bytes]:
+        """The next version of `prepared` after `current`, sealed; and its plain body."""
+        rtype, rid = prepared.rtype, prepared.rid
         version = current.version + 1 if current else 1
         stored = prepared.resource
         # Stamped inside the transaction, after the resource lock, and never before the
@@ -401,20 +445,29 @@ class Service:
         body = fhir_json.dumps(stored)
         # In this transaction: a new compartment's data key is created with its first data.
         sealed = self.codec.seal(rtype, rid, version, prepared.compartment, body, tx)
-        record = tx.append_version(
-            NewVersion(
-                rtype=rtype,
-                rid=rid,
-                version=version,
-                last_updated=last_updated,
-                deleted=False,
-                body=sealed,
-                compartment=prepared.compartment,
-                index=rows,
-                method=_METHODS.get(action, "PUT"),
-            )
+        new = NewVersion(
+            rtype=rtype,
+            rid=rid,
+            version=version,
+            last_updated=last_updated,
+            deleted=False,
+            body=sealed,
+            compartment=prepared.compartment,
+            index=rows,
+            method=_METHODS.get(action, "PUT"),
         )
-        created = current is None
+        return new, body
+
+    def _written(
+        self,
+        ctx: Context,
+        tx: WriteTx,
+        record: VersionRecord,
+        body: bytes,
+        created: bool,
+        action: str,
+    ) -> WriteResult:
+        """A version appended: its audit entry, in the same transaction."""
         event_action = action if action != "import" else ("create" if created else "update")
         self.audit.record(self._event(ctx, event_action, record), tx)
         return WriteResult(_version(record, body), created=created)

@@ -182,6 +182,11 @@ class WriteTx(ReadView, Protocol):
         """
         ...
 
+    def append_versions(self, news: Sequence[NewVersion]) -> list[VersionRecord]:
+        """`append_version` of each, in order, for resources of distinct identities (bulk
+        import): a backend may use fewer statements."""
+        ...
+
     def lock_resource(self, rtype: str, rid: str) -> None:
         """Serialize writers of one resource until the transaction ends."""
         ...

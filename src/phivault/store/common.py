@@ -339,6 +339,9 @@ class SqlWriteTx(SqlReadView):
         self.insert_rows("audit_terms", audit_sql.TERM_COLUMNS, list(rows))
         self._conn.execute(self._q.render(audit_sql.UPDATE_TERMS_UPTO), (new, upto))
 
+    def append_versions(self, news: Sequence[NewVersion]) -> list[VersionRecord]:
+        return [self.append_version(new) for new in news]
+
     def append_version(self, new: NewVersion) -> VersionRecord:
         q = self._q
         seq = int(
