@@ -25,7 +25,7 @@ from phivault.vault import Vault
 from tests.api.test_concurrency import THREADS, run_together
 from tests.cli.audit_support import PHIVAULT, free_port, subprocess_env
 from tests.conftest import system_token
-from tests.server_support import init_data_dir, issue_token
+from tests.server_support import START_TIMEOUT_S, init_data_dir, issue_token
 
 CT = {"content-type": "application/fhir+json"}
 ROUNDS = 3
@@ -214,7 +214,7 @@ def test_conditional_creates_across_server_processes(tmp_path: Path, pg_schema_u
     )
     base = f"http://127.0.0.1:{port}/fhir"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_TIMEOUT_S  # two workers start on a busy machine
         while True:
             assert process.poll() is None, "phivault serve exited"
             try:
