@@ -109,8 +109,7 @@ def append_entries(
     """
     if index is None:
         index = [index_row_of(decode_entry(e)) for e in entries]
-    tx.lock_audit()
-    size = tx.audit_size()
+    size = tx.audit_claim()  # the audit lock, and the size under it
     old_edge = edge.at(size) if edge is not None else None
     if old_edge is None:
         old_edge = _read_nodes(tx.audit_nodes, perfect_subtrees(0, size))
@@ -122,15 +121,40 @@ def append_entries(
         return {key: cached[key] for key in keys if key in cached}
 
     nodes = new_nodes_for_append(size, [leaf_hash(e) for e in entries], from_edge)
-    tx.audit_append(size, entries, nodes, index)
+    sealed: tuple[int, bytes] | None = None
     if edge is not None or seal is not None:
         new_size = size + len(entries)
         new_edge = {k: nodes.get(k) or cached[k] for k in perfect_subtrees(0, new_size)}
         if seal is not None:
-            seal.put(tx, new_size, new_edge)
+            sealed = seal.of_edge(new_size, new_edge)
         if edge is not None:
             edge.stage(new_size, new_edge)
+    # Entries, nodes and the new seal in one call (PostgreSQL: one statement).
+    tx.audit_append(size, entries, nodes, index, sealed)
     return size
+
+
+class _LoopWaiters:
+    """The coroutines of one event loop waiting on one batch, and the one timer that
+    refuses them all if the batch is not durable in time (fail closed): one timer per
+    batch and loop rather than one `wait_for` task and timer per request."""
+
+    __slots__ = ("futures", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.futures: list[asyncio.Future[None]] = []
+        self.timer = loop.call_later(DURABLE_TIMEOUT_S, self.expire)
+
+    def expire(self) -> None:
+        for future in self.futures:
+            if not future.done():
+                future.set_exception(AuditUnavailable())
+
+    def resolve(self) -> None:
+        self.timer.cancel()
+        for future in self.futures:
+            if not future.done():
+                future.set_result(None)
 
 
 class _Batch:
@@ -148,7 +172,7 @@ class _Batch:
         self.entries: list[bytes] = []
         self.rows: list[AuditIndexRow] = []
         self.waiters: list[threading.Lock] = []
-        self.futures: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        self.futures: dict[asyncio.AbstractEventLoop, _LoopWaiters] = {}
         self.failed = False
         self.done = False
 
@@ -157,17 +181,11 @@ class _Batch:
         waiter registers after this list is read."""
         for waiter in self.waiters:
             waiter.release()
-        for loop, futures in self.futures.items():
+        for loop, waiting in self.futures.items():
             try:
-                loop.call_soon_threadsafe(_resolve, futures)
+                loop.call_soon_threadsafe(waiting.resolve)
             except RuntimeError:
                 pass  # the loop is closed: nobody is left to answer
-
-
-def _resolve(futures: list[asyncio.Future[None]]) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_result(None)
 
 
 def batched(sink: AuditSink, tx: WriteTx) -> contextlib.AbstractContextManager[None]:
@@ -211,13 +229,19 @@ class Deferred:
             for batch in self._batches:
                 if not batch.done:
                     future: asyncio.Future[None] = loop.create_future()
-                    batch.futures.setdefault(loop, []).append(future)
+                    waiting = batch.futures.get(loop)
+                    if waiting is None:
+                        waiting = batch.futures[loop] = _LoopWaiters(loop)
+                    waiting.futures.append(future)
                     pending.append(future)
-        if pending:
-            try:
-                await asyncio.wait_for(asyncio.gather(*pending), DURABLE_TIMEOUT_S)
-            except TimeoutError:
-                raise AuditUnavailable() from None
+        try:
+            for future in pending:
+                await future  # AuditUnavailable once the batch's timer expired
+        except BaseException:
+            for future in pending:  # nothing left behind to complain unretrieved
+                if not future.cancel() and not future.cancelled():
+                    future.exception()
+            raise
         self._check()
 
     def wait(self) -> None:

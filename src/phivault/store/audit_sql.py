@@ -159,6 +159,25 @@ def search_sql(query: AuditQuery) -> tuple[str, list[Any]]:
     return " UNION ALL ".join(arms) + " ORDER BY 1 DESC LIMIT ?", [*all_params, query.count]
 
 
+# PostgreSQL: a whole append (entries, nodes, seal) as one statement of column arrays,
+# bound in binary (%b): one round trip and one prepared plan whatever the row count, where
+# COPY costs a round trip per table and phase. Data-modifying CTEs all run to completion.
+_PG_ENTRIES = (
+    "INSERT INTO audit_entries (" + ", ".join(ENTRY_COLUMNS) + ") SELECT * FROM unnest("
+    "%b::bigint[], %b::bytea[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
+    "%b::text[], %b::text[])"
+)
+_PG_NODES = (
+    "INSERT INTO audit_nodes (level, idx, hash) "
+    "SELECT * FROM unnest(%b::integer[], %b::bigint[], %b::bytea[])"
+)
+PG_APPEND = f"WITH e AS ({_PG_ENTRIES}), n AS ({_PG_NODES}) SELECT 1"
+PG_APPEND_SEALED = (
+    f"WITH e AS ({_PG_ENTRIES}), n AS ({_PG_NODES}) INSERT INTO audit_seal (id, size, mac) "
+    "VALUES (1, %b, %b) ON CONFLICT (id) DO UPDATE SET size = excluded.size, mac = excluded.mac"
+)
+
+
 SELECT_TERMS_UPTO = "SELECT upto FROM audit_terms_state WHERE id = 1"
 UPDATE_TERMS_UPTO = "UPDATE audit_terms_state SET upto = ? WHERE id = 1 AND upto = ?"
 TERM_COLUMNS = ("term", "idx")
