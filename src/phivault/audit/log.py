@@ -82,6 +82,10 @@ class RightEdge:
         current = self._current
         return current[1] if current is not None and current[0] == size else None
 
+    def current(self) -> tuple[int, dict[NodeKey, bytes]] | None:
+        """(size, edge) as last committed, if any."""
+        return self._current
+
     def stage(self, size: int, edge: dict[NodeKey, bytes]) -> None:
         self._staged = (size, edge)
 
@@ -98,19 +102,30 @@ def append_entries(
     index: Sequence[AuditIndexRow] | None = None,
     edge: RightEdge | None = None,
     seal: LogSeal | None = None,
+    *,
+    stage: bool = True,
 ) -> int:
     """Append leaves, every Merkle node they complete and their index rows, in the caller's
     transaction. Returns the index of the first entry.
 
     With `edge`, a right edge cached at the current size replaces the node reads, and the
-    new edge is staged on it (the caller commits it once the transaction is durable).
+    new edge is staged on it (the caller commits it once the transaction is durable);
+    with `stage=False` the edge is only read (a transaction whose commit the log does
+    not see: a data write's).
     With `seal` (audit/seal.py), a log this appender did not just write itself must carry
     a matching seal, and the new size is sealed in the same transaction.
     """
     if index is None:
         index = [index_row_of(decode_entry(e)) for e in entries]
-    size = tx.audit_claim()  # the audit lock, and the size under it
-    old_edge = edge.at(size) if edge is not None else None
+    # The appender (it stages the edge) builds on its committed edge before it knows the
+    # size under the lock, and checks the size in the same round trip as its rows.
+    guess = edge.current() if edge is not None and stage else None
+    old_edge: dict[NodeKey, bytes] | None
+    if guess is not None:
+        size, old_edge = guess
+    else:
+        size = tx.audit_claim()  # the audit lock, and the size under it
+        old_edge = edge.at(size) if edge is not None else None
     if old_edge is None:
         old_edge = _read_nodes(tx.audit_nodes, perfect_subtrees(0, size))
         if seal is not None:
@@ -127,11 +142,20 @@ def append_entries(
         new_edge = {k: nodes.get(k) or cached[k] for k in perfect_subtrees(0, new_size)}
         if seal is not None:
             sealed = seal.of_edge(new_size, new_edge)
-        if edge is not None:
+        if edge is not None and stage:
             edge.stage(new_size, new_edge)
     # Entries, nodes and the new seal in one call (PostgreSQL: one statement).
-    tx.audit_append(size, entries, nodes, index, sealed)
+    if guess is None:
+        tx.audit_append(size, entries, nodes, index, sealed)
+    elif tx.audit_claim_append(size, entries, nodes, index, sealed) != size:
+        raise StaleEdge()  # someone else appended: the caller rolls back, reads again
     return size
+
+
+class StaleEdge(Exception):
+    """The appender's cached edge is no longer the log's (another writer or process
+    appended since): its transaction is abandoned and the append made again from the
+    stored tree, seal check included. Never leaves `AuditLog._append`."""
 
 
 class _LoopWaiters:
@@ -325,7 +349,9 @@ class AuditLog:
 
     def _append_in(self, tx: WriteTx, entries: list[bytes], rows: list[AuditIndexRow]) -> None:
         try:
-            append_entries(tx, entries, rows, seal=self.seal)
+            # The appender's edge, if it is still the log's: then neither the tree's edge
+            # nor the seal is read again (the log is exactly what the appender committed).
+            append_entries(tx, entries, rows, self._edge, self.seal, stage=False)
         except PhivaultError:
             raise
         except Exception:
@@ -433,8 +459,13 @@ class AuditLog:
 
     def _append(self, batch: _Batch) -> None:
         try:
-            with self.store.write(spare=True) as tx:
-                append_entries(tx, batch.entries, batch.rows, self._edge, self.seal)
+            try:
+                with self.store.write(spare=True) as tx:
+                    append_entries(tx, batch.entries, batch.rows, self._edge, self.seal)
+            except StaleEdge:
+                self._edge.discard()  # so this attempt reads the tree and checks the seal
+                with self.store.write(spare=True) as tx:
+                    append_entries(tx, batch.entries, batch.rows, self._edge, self.seal)
         except BaseException:
             self._edge.discard()
             raise

@@ -208,6 +208,19 @@ class WriteTx(ReadView, Protocol):
         as few statements as the backend allows (PostgreSQL: one)."""
         ...
 
+    def audit_claim_append(
+        self,
+        expected: int,
+        entries: Sequence[bytes],
+        nodes: dict[tuple[int, int], bytes],
+        index: Sequence[AuditIndexRow] = (),
+        seal: tuple[int, bytes] | None = None,
+    ) -> int:
+        """`audit_claim`, then `audit_append(expected, ...)`, in one round trip where the
+        backend can. Returns the size found under the lock (-1 if unknown); unless it is
+        `expected`, the caller must abandon the transaction (it may hold misplaced rows)."""
+        ...
+
     def audit_put_checkpoint(self, size: int, checkpoint: bytes) -> None: ...
 
     def audit_put_seal(self, size: int, mac: bytes) -> None:

@@ -281,6 +281,19 @@ class SqlWriteTx(SqlReadView):
         if seal is not None:
             self.audit_put_seal(*seal)
 
+    def audit_claim_append(
+        self,
+        expected: int,
+        entries: Sequence[bytes],
+        nodes: dict[tuple[int, int], bytes],
+        index: Sequence[AuditIndexRow] = (),
+        seal: tuple[int, bytes] | None = None,
+    ) -> int:
+        size = self.audit_claim()
+        if size == expected:
+            self.audit_append(expected, entries, nodes, index, seal)
+        return size
+
     def insert_rows(
         self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
     ) -> None:

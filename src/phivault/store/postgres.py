@@ -291,6 +291,27 @@ class _PgWriteTx(SqlWriteTx):
         row = cur.fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
+    def audit_claim_append(
+        self,
+        expected: int,
+        entries: Sequence[bytes],
+        nodes: dict[tuple[int, int], bytes],
+        index: Sequence[AuditIndexRow] = (),
+        seal: tuple[int, bytes] | None = None,
+    ) -> int:
+        # Lock, size and the whole append in one round trip. Rows at taken indexes fail
+        # (another appender got there first): the size is then unknown, and the caller
+        # abandons this transaction anyway.
+        try:
+            with self._conn.pipeline():
+                self.lock_audit()
+                cur = self._conn.execute(self._q.audit_size)
+                self.audit_append(expected, entries, nodes, index, seal)
+        except pg_errors.UniqueViolation:
+            return -1
+        row = cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
     def audit_append(
         self,
         start: int,
