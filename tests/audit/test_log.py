@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 import pytest
 
+import phivault.audit.log
 from phivault.audit.checkpoint import CheckpointSigner, verify_checkpoint
 from phivault.audit.events import AccessEvent
 from phivault.audit.log import AuditLog
@@ -150,3 +152,28 @@ def test_another_key_does_not_verify(vault: Vault) -> None:
     other = primitives.public_key_of(primitives.generate_signing_key())
     report = verify_log(vault.store, other)
     assert not report.ok
+
+
+def test_an_appender_whose_edge_went_stale_appends_again_from_the_tree(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its optimistic append (rows sent with the size check) lands on indexes another
+    process took (PostgreSQL: a key conflict), or finds a larger log (SQLite): it rolls
+    back and appends from the stored tree, without refusing its callers."""
+    other = AuditLog(vault.store, vault.audit.pseudonymize, vault.audit.signer)
+    vault.audit.record(event(1))  # the edge is now cached at this size
+    for n in range(3):
+        other.record(event(10 + n))  # more rows than the next append brings
+    stale: list[bool] = []
+    real = phivault.audit.log.StaleEdge.__init__
+    monkeypatch.setattr(
+        phivault.audit.log.StaleEdge, "__init__", lambda self: stale.append(True) or real(self)
+    )
+    vault.audit.record(event(2))
+    assert stale == [True]  # the optimistic attempt was abandoned, not refused
+    other.close()
+    entries = vault.store.audit_entries(0, vault.store.audit_size())
+    assert [orjson.loads(e)["id"] for _, e in entries][-5:] == ["p1", "p10", "p11", "p12", "p2"]
+    vault.audit.checkpoint()
+    report = verify_log(vault.store, public_key(vault))
+    assert report.ok, report.findings[:3]

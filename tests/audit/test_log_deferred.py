@@ -4,9 +4,12 @@ scope's owner learns durability (or failure) from `durable()` or `wait()`."""
 from __future__ import annotations
 
 import asyncio
+import threading
+from typing import Any
 
 import pytest
 
+import phivault.audit.log
 from phivault.audit.events import AccessEvent
 from phivault.errors import AuditUnavailable
 from phivault.vault import Vault
@@ -67,3 +70,36 @@ def test_a_closed_log_refuses_inside_a_scope_too(vault: Vault) -> None:
     vault.audit.close()
     with vault.audit.deferred(), pytest.raises(AuditUnavailable):
         vault.audit.record(event(1))
+
+
+def test_a_commit_that_never_ends_refuses_every_awaiting_request(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One timer per batch (not per request) still bounds every wait: fail closed."""
+    monkeypatch.setattr(phivault.audit.log, "DURABLE_TIMEOUT_S", 0.2)
+    stuck = threading.Event()
+    real = vault.audit._append
+
+    def hang(batch: Any) -> None:
+        stuck.wait(5)
+        real(batch)
+
+    monkeypatch.setattr(vault.audit, "_append", hang)
+    refused: list[bool] = []
+
+    async def run() -> None:
+        async def one(n: int) -> None:
+            with vault.audit.deferred() as pending:
+                vault.audit.record(event(n))
+            try:
+                await pending.durable()
+            except AuditUnavailable:
+                refused.append(True)
+
+        await asyncio.gather(*(one(n) for n in range(5)))
+
+    try:
+        asyncio.run(run())
+    finally:
+        stuck.set()
+    assert refused == [True] * 5

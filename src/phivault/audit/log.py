@@ -82,6 +82,10 @@ class RightEdge:
         current = self._current
         return current[1] if current is not None and current[0] == size else None
 
+    def current(self) -> tuple[int, dict[NodeKey, bytes]] | None:
+        """(size, edge) as last committed, if any."""
+        return self._current
+
     def stage(self, size: int, edge: dict[NodeKey, bytes]) -> None:
         self._staged = (size, edge)
 
@@ -98,20 +102,30 @@ def append_entries(
     index: Sequence[AuditIndexRow] | None = None,
     edge: RightEdge | None = None,
     seal: LogSeal | None = None,
+    *,
+    stage: bool = True,
 ) -> int:
     """Append leaves, every Merkle node they complete and their index rows, in the caller's
     transaction. Returns the index of the first entry.
 
     With `edge`, a right edge cached at the current size replaces the node reads, and the
-    new edge is staged on it (the caller commits it once the transaction is durable).
+    new edge is staged on it (the caller commits it once the transaction is durable);
+    with `stage=False` the edge is only read (a transaction whose commit the log does
+    not see: a data write's).
     With `seal` (audit/seal.py), a log this appender did not just write itself must carry
     a matching seal, and the new size is sealed in the same transaction.
     """
     if index is None:
         index = [index_row_of(decode_entry(e)) for e in entries]
-    tx.lock_audit()
-    size = tx.audit_size()
-    old_edge = edge.at(size) if edge is not None else None
+    # The appender (it stages the edge) builds on its committed edge before it knows the
+    # size under the lock, and checks the size in the same round trip as its rows.
+    guess = edge.current() if edge is not None and stage else None
+    old_edge: dict[NodeKey, bytes] | None
+    if guess is not None:
+        size, old_edge = guess
+    else:
+        size = tx.audit_claim()  # the audit lock, and the size under it
+        old_edge = edge.at(size) if edge is not None else None
     if old_edge is None:
         old_edge = _read_nodes(tx.audit_nodes, perfect_subtrees(0, size))
         if seal is not None:
@@ -122,15 +136,49 @@ def append_entries(
         return {key: cached[key] for key in keys if key in cached}
 
     nodes = new_nodes_for_append(size, [leaf_hash(e) for e in entries], from_edge)
-    tx.audit_append(size, entries, nodes, index)
+    sealed: tuple[int, bytes] | None = None
     if edge is not None or seal is not None:
         new_size = size + len(entries)
         new_edge = {k: nodes.get(k) or cached[k] for k in perfect_subtrees(0, new_size)}
         if seal is not None:
-            seal.put(tx, new_size, new_edge)
-        if edge is not None:
+            sealed = seal.of_edge(new_size, new_edge)
+        if edge is not None and stage:
             edge.stage(new_size, new_edge)
+    # Entries, nodes and the new seal in one call (PostgreSQL: one statement).
+    if guess is None:
+        tx.audit_append(size, entries, nodes, index, sealed)
+    elif tx.audit_claim_append(size, entries, nodes, index, sealed) != size:
+        raise StaleEdge()  # someone else appended: the caller rolls back, reads again
     return size
+
+
+class StaleEdge(Exception):
+    """The appender's cached edge is no longer the log's (another writer or process
+    appended since): its transaction is abandoned and the append made again from the
+    stored tree, seal check included. Never leaves `AuditLog._append`."""
+
+
+class _LoopWaiters:
+    """The coroutines of one event loop waiting on one batch, and the one timer that
+    refuses them all if the batch is not durable in time (fail closed): one timer per
+    batch and loop rather than one `wait_for` task and timer per request."""
+
+    __slots__ = ("futures", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.futures: list[asyncio.Future[None]] = []
+        self.timer = loop.call_later(DURABLE_TIMEOUT_S, self.expire)
+
+    def expire(self) -> None:
+        for future in self.futures:
+            if not future.done():
+                future.set_exception(AuditUnavailable())
+
+    def resolve(self) -> None:
+        self.timer.cancel()
+        for future in self.futures:
+            if not future.done():
+                future.set_result(None)
 
 
 class _Batch:
@@ -148,7 +196,7 @@ class _Batch:
         self.entries: list[bytes] = []
         self.rows: list[AuditIndexRow] = []
         self.waiters: list[threading.Lock] = []
-        self.futures: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        self.futures: dict[asyncio.AbstractEventLoop, _LoopWaiters] = {}
         self.failed = False
         self.done = False
 
@@ -157,17 +205,11 @@ class _Batch:
         waiter registers after this list is read."""
         for waiter in self.waiters:
             waiter.release()
-        for loop, futures in self.futures.items():
+        for loop, waiting in self.futures.items():
             try:
-                loop.call_soon_threadsafe(_resolve, futures)
+                loop.call_soon_threadsafe(waiting.resolve)
             except RuntimeError:
                 pass  # the loop is closed: nobody is left to answer
-
-
-def _resolve(futures: list[asyncio.Future[None]]) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_result(None)
 
 
 def batched(sink: AuditSink, tx: WriteTx) -> contextlib.AbstractContextManager[None]:
@@ -211,13 +253,19 @@ class Deferred:
             for batch in self._batches:
                 if not batch.done:
                     future: asyncio.Future[None] = loop.create_future()
-                    batch.futures.setdefault(loop, []).append(future)
+                    waiting = batch.futures.get(loop)
+                    if waiting is None:
+                        waiting = batch.futures[loop] = _LoopWaiters(loop)
+                    waiting.futures.append(future)
                     pending.append(future)
-        if pending:
-            try:
-                await asyncio.wait_for(asyncio.gather(*pending), DURABLE_TIMEOUT_S)
-            except TimeoutError:
-                raise AuditUnavailable() from None
+        try:
+            for future in pending:
+                await future  # AuditUnavailable once the batch's timer expired
+        except BaseException:
+            for future in pending:  # nothing left behind to complain unretrieved
+                if not future.cancel() and not future.cancelled():
+                    future.exception()
+            raise
         self._check()
 
     def wait(self) -> None:
@@ -301,7 +349,9 @@ class AuditLog:
 
     def _append_in(self, tx: WriteTx, entries: list[bytes], rows: list[AuditIndexRow]) -> None:
         try:
-            append_entries(tx, entries, rows, seal=self.seal)
+            # The appender's edge, if it is still the log's: then neither the tree's edge
+            # nor the seal is read again (the log is exactly what the appender committed).
+            append_entries(tx, entries, rows, self._edge, self.seal, stage=False)
         except PhivaultError:
             raise
         except Exception:
@@ -409,8 +459,13 @@ class AuditLog:
 
     def _append(self, batch: _Batch) -> None:
         try:
-            with self.store.write(spare=True) as tx:
-                append_entries(tx, batch.entries, batch.rows, self._edge, self.seal)
+            try:
+                with self.store.write(spare=True) as tx:
+                    append_entries(tx, batch.entries, batch.rows, self._edge, self.seal)
+            except StaleEdge:
+                self._edge.discard()  # so this attempt reads the tree and checks the seal
+                with self.store.write(spare=True) as tx:
+                    append_entries(tx, batch.entries, batch.rows, self._edge, self.seal)
         except BaseException:
             self._edge.discard()
             raise

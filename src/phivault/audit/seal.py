@@ -73,7 +73,11 @@ class LogSeal:
 
     def put(self, tx: WriteTx, size: int, edge: Mapping[NodeKey, bytes]) -> None:
         """Seal the log at `size` (edge: its perfect subtrees) in the caller's transaction."""
-        tx.audit_put_seal(size, self.mac(size, root_of(edge, size)))
+        tx.audit_put_seal(*self.of_edge(size, edge))
+
+    def of_edge(self, size: int, edge: Mapping[NodeKey, bytes]) -> tuple[int, bytes]:
+        """(size, mac): the seal row of the log at `size`, for `WriteTx.audit_append`."""
+        return size, self.mac(size, root_of(edge, size))
 
     def check(self, view: ReadView, size: int, edge: Mapping[NodeKey, bytes]) -> None:
         """The stored seal covers exactly this log; AuditUnavailable otherwise (the caller

@@ -195,15 +195,35 @@ class WriteTx(ReadView, Protocol):
         """Serialize audit appenders until the transaction ends."""
         ...
 
+    def audit_claim(self) -> int:
+        """Take the audit lock (as `lock_audit`) and return the log's size under it: one
+        round trip where the backend can (PostgreSQL pipelines the two statements)."""
+        ...
+
     def audit_append(
         self,
         start: int,
         entries: Sequence[bytes],
         nodes: dict[tuple[int, int], bytes],
         index: Sequence[AuditIndexRow] = (),
+        seal: tuple[int, bytes] | None = None,
     ) -> None:
         """Insert entries from `start`, their new Merkle nodes and their derived index rows
-        (one per entry, or none)."""
+        (one per entry, or none), and with `seal` (size, mac) replace the log's seal, all in
+        as few statements as the backend allows (PostgreSQL: one)."""
+        ...
+
+    def audit_claim_append(
+        self,
+        expected: int,
+        entries: Sequence[bytes],
+        nodes: dict[tuple[int, int], bytes],
+        index: Sequence[AuditIndexRow] = (),
+        seal: tuple[int, bytes] | None = None,
+    ) -> int:
+        """`audit_claim`, then `audit_append(expected, ...)`, in one round trip where the
+        backend can. Returns the size found under the lock (-1 if unknown); unless it is
+        `expected`, the caller must abandon the transaction (it may hold misplaced rows)."""
         ...
 
     def audit_put_checkpoint(self, size: int, checkpoint: bytes) -> None: ...

@@ -257,22 +257,42 @@ class SqlWriteTx(SqlReadView):
         # SQLite: the write transaction already excludes every other writer.
         return None
 
+    def audit_claim(self) -> int:
+        self.lock_audit()
+        return self.audit_size()
+
     def audit_append(
         self,
         start: int,
         entries: Sequence[bytes],
         nodes: dict[tuple[int, int], bytes],
         index: Sequence[AuditIndexRow] = (),
+        seal: tuple[int, bytes] | None = None,
     ) -> None:
         if index and len(index) != len(entries):
             raise ValueError("one index row per entry")
         empty = (None,) * 7
         entry_rows = [
-            (start + i, e, *(index[i].values() if index else empty)) for i, e in enumerate(entries)
+            (start + i, e, *(index[i] if index else empty)) for i, e in enumerate(entries)
         ]
         node_rows = [(lv, ix, h) for (lv, ix), h in nodes.items()]
         self.insert_rows("audit_entries", audit_sql.ENTRY_COLUMNS, entry_rows)
         self.insert_rows("audit_nodes", audit_sql.NODE_COLUMNS, node_rows)
+        if seal is not None:
+            self.audit_put_seal(*seal)
+
+    def audit_claim_append(
+        self,
+        expected: int,
+        entries: Sequence[bytes],
+        nodes: dict[tuple[int, int], bytes],
+        index: Sequence[AuditIndexRow] = (),
+        seal: tuple[int, bytes] | None = None,
+    ) -> int:
+        size = self.audit_claim()
+        if size == expected:
+            self.audit_append(expected, entries, nodes, index, seal)
+        return size
 
     def insert_rows(
         self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]

@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from phivault.errors import ConfigError, StorageFull, StoreError, VersionConflict
 from phivault.store import audit_sql
+from phivault.store.audit_sql import AuditIndexRow
 from phivault.store.base import NewVersion, VersionRecord
 from phivault.store.common import SqlReadView, SqlWriteTx
 from phivault.store.sql import (
@@ -347,6 +348,58 @@ class _PgWriteTx(SqlWriteTx):
             )
             for seq, new in zip(seqs, news, strict=True)
         ]
+
+    def audit_claim(self) -> int:
+        # The lock and the size in one round trip (with the BEGIN, if this transaction
+        # has not started yet). Two statements: under READ COMMITTED the size query's
+        # snapshot is taken after the lock is held, so it sees the last appender's rows.
+        with self._conn.pipeline():
+            self.lock_audit()
+            cur = self._conn.execute(self._q.audit_size)
+        row = cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def audit_claim_append(
+        self,
+        expected: int,
+        entries: Sequence[bytes],
+        nodes: dict[tuple[int, int], bytes],
+        index: Sequence[AuditIndexRow] = (),
+        seal: tuple[int, bytes] | None = None,
+    ) -> int:
+        # Lock, size and the whole append in one round trip. Rows at taken indexes fail
+        # (another appender got there first): the size is then unknown, and the caller
+        # abandons this transaction anyway.
+        try:
+            with self._conn.pipeline():
+                self.lock_audit()
+                cur = self._conn.execute(self._q.audit_size)
+                self.audit_append(expected, entries, nodes, index, seal)
+        except pg_errors.UniqueViolation:
+            return -1
+        row = cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def audit_append(
+        self,
+        start: int,
+        entries: Sequence[bytes],
+        nodes: dict[tuple[int, int], bytes],
+        index: Sequence[AuditIndexRow] = (),
+        seal: tuple[int, bytes] | None = None,
+    ) -> None:
+        if index and len(index) != len(entries):
+            raise ValueError("one index row per entry")
+        count = len(entries)
+        columns: list[list[Any]] = (
+            [list(c) for c in zip(*index, strict=True)] if index else [[None] * count] * 7
+        )
+        params: list[Any] = [list(range(start, start + count)), list(entries), *columns]
+        params += [[lv for lv, _ in nodes], [ix for _, ix in nodes], list(nodes.values())]
+        if seal is None:
+            self._conn.execute(audit_sql.PG_APPEND.encode(), params)
+        else:
+            self._conn.execute(audit_sql.PG_APPEND_SEALED.encode(), [*params, *seal])
 
     def lock_resource(self, rtype: str, rid: str) -> None:
         # Transaction-scoped advisory lock on the resource's identity: concurrent writers
