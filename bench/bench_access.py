@@ -1,14 +1,24 @@
 """Authorization overhead: read and search latency with the access policy on vs off,
 measured in the same run on this machine.
 
-    .venv/bin/python bench/bench_access.py [--patients 300] [--requests 3000] [--concurrency 8]
+    .venv/bin/python bench/bench_access.py [--patients 300] [--requests 600] [--rounds 8]
+        [--concurrency 8]
 
 Two app instances over identical demo clinics (same seed, separate data directories so
 that their audit writes never contend): `create_app` with `access=` (bearer tokens, the
 policy) and without it, each under uvicorn in its own process (bench/access_app.py). The
-load generator runs in a third process (phivault.benchmark.loadgen). Measured with two callers: a
-clinician user token (care-relationship filtering) and a system token (backend client).
-Workloads alternate between the servers, round by round, so drift hits both alike.
+load generator runs in a third process (phivault.benchmark.loadgen). Measured with two
+callers: a clinician user token (care-relationship filtering) and a system token (backend
+client).
+
+Interleaved, so that drift and the load of other processes hit both sides alike: each
+round runs every workload once per caller (off, clinician, system), the callers' order
+rotating from round to round. Reported per workload and caller: p50 and p95 of all rounds
+pooled, the pooled p95 against the pooled off p95, and the median (with the range) of the
+per-round ratios p95(on) / p95(off) of the same round, which a burst of outside load in
+one round cannot move. Also the server's CPU time per request (its process's user +
+system time over the run, from /proc): on a machine shared with other work, the sturdiest
+figure of what authorization costs, since waiting for a core does not count in it.
 Results: a markdown table on stdout and bench/results/access.json.
 """
 
@@ -18,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +53,28 @@ TARGET = 15.0  # percent, at p95
 def load(make: Cycle, total: int, concurrency: int, port: int, token: str | None) -> LoadResult:
     headers = {"Authorization": f"Bearer {token}"} if token else None
     return run_load_in_process(port, make, total, concurrency, headers)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc), None where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(
+    make: Cycle, total: int, concurrency: int, server: tuple[int, int], token: str | None
+) -> tuple[LoadResult, float | None]:
+    """One run and the server's CPU milliseconds per request during it."""
+    pid, port = server
+    before = cpu_seconds(pid)
+    found = load(make, total, concurrency, port, token)
+    after = cpu_seconds(pid)
+    if before is None or after is None or not found.requests:
+        return found, None
+    return found, (after - before) * 1000 / found.requests
 
 
 def clinic_facts(patients: int) -> tuple[str, list[str], list[str]]:
@@ -123,10 +156,11 @@ def serve(data: Path, key: Path, access: bool) -> tuple[subprocess.Popen[bytes],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patients", type=int, default=300)
-    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--requests", type=int, default=600, help="per run (one caller)")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
+    args.load_before = _load()
     practitioner, mine, observations = clinic_facts(args.patients)
     workloads = {
         "read Observation/{id}": gets([f"/fhir/Observation/{o}" for o in observations]),
@@ -136,6 +170,7 @@ def main() -> None:
         "search Condition (type-wide)": gets(["/fhir/Condition?_count=20"]),
     }
     results: dict[str, dict[str, list[LoadResult]]] = {}
+    cpu: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="phivault-bench-access-") as tmp:
         work = Path(tmp)
         on_data, on_key = prepare(work, "on", args.patients)
@@ -143,55 +178,77 @@ def main() -> None:
         issued = tokens(on_data, on_key, practitioner)
         on, on_port = serve(on_data, on_key, access=True)
         off, off_port = serve(off_data, off_key, access=False)
+        callers: list[tuple[str, tuple[int, int], str | None]] = [
+            ("off", (off.pid, off_port), None),
+            *((caller, (on.pid, on_port), token) for caller, token in issued.items()),
+        ]
         try:
-            for name, make in workloads.items():
-                warm = max(200, args.requests // 10)
-                load(make, warm, args.concurrency, off_port, None)
-                for caller in issued:
-                    load(make, warm, args.concurrency, on_port, issued[caller])
-                runs = results.setdefault(name, {})
-                for _ in range(args.rounds):
-                    runs.setdefault("off", []).append(
-                        load(make, args.requests, args.concurrency, off_port, None)
-                    )
-                    for caller, token in issued.items():
-                        runs.setdefault(caller, []).append(
-                            load(make, args.requests, args.concurrency, on_port, token)
-                        )
+            warm = max(200, args.requests // 5)
+            for make in workloads.values():
+                for _, (_, port), token in callers:
+                    load(make, warm, args.concurrency, port, token)
+            for round_no in range(args.rounds):
+                shift = round_no % len(callers)
+                order = callers[shift:] + callers[:shift]
+                for name, make in workloads.items():
+                    runs = results.setdefault(name, {})
+                    for caller, server, token in order:
+                        found, ms = measured(make, args.requests, args.concurrency, server, token)
+                        runs.setdefault(caller, []).append(found)
+                        if ms is not None:
+                            cpu.setdefault(name, {}).setdefault(caller, []).append(ms)
         finally:
             for proc in (on, off):
                 proc.terminate()
                 proc.wait(timeout=30)
-    report(args, results, len(mine))
+    report(args, results, cpu, len(mine))
 
 
 def _merged(runs: list[LoadResult]) -> LoadResult:
-    latencies = [x for r in runs for x in r.latencies_ms]
-    return LoadResult(
-        sum(r.requests for r in runs),
-        sum(r.errors for r in runs),
-        sum(r.seconds for r in runs),
-        latencies,
-    )
+    return LoadResult.merged(runs)
+
+
+def _round_ratios(runs: list[LoadResult], base: list[LoadResult]) -> list[float]:
+    """p95 / off p95 of the same round, in percent over off."""
+    pairs = zip(runs, base, strict=True)
+    return [(r.pct(95) / b.pct(95) - 1) * 100 for r, b in pairs if b.pct(95)]
 
 
 def report(
-    args: argparse.Namespace, results: dict[str, dict[str, list[LoadResult]]], related: int
+    args: argparse.Namespace,
+    results: dict[str, dict[str, list[LoadResult]]],
+    cpu: dict[str, dict[str, list[float]]],
+    related: int,
 ) -> None:
     rows: list[dict[str, Any]] = []
     print(f"\n{args.patients} patients; the clinician cares for {related}; "
-          f"{args.requests} requests x {args.rounds} rounds, concurrency {args.concurrency}\n")  # fmt: skip
-    print("| workload | caller | p50 ms | p95 ms | req/s | errors | p95 vs off |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+          f"{args.requests} requests x {args.rounds} rounds per caller, interleaved, "
+          f"concurrency {args.concurrency}; load average (1, 5, 15 min) "
+          f"before: {args.load_before}, after: {_load()}\n")  # fmt: skip
+    print("| workload | caller | p50 ms | p95 ms | req/s | errors | p95 vs off (pooled) "
+          "| per-round p95 vs off: median [min, max] | server CPU ms/req (median) "
+          "| CPU vs off |")  # fmt: skip
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, runs in results.items():
         base = _merged(runs["off"])
         for caller, caller_runs in runs.items():
             merged = _merged(caller_runs)
             overhead = (merged.pct(95) / base.pct(95) - 1) * 100 if base.pct(95) else 0.0
-            shown = "baseline" if caller == "off" else f"{overhead:+.1f}%"
+            ratios = _round_ratios(caller_runs, runs["off"])
+            median = statistics.median(ratios) if ratios else 0.0
+            cpu_ms = _median(cpu.get(name, {}).get(caller))
+            cpu_off = _median(cpu.get(name, {}).get("off"))
+            cpu_over = (cpu_ms / cpu_off - 1) * 100 if cpu_ms and cpu_off else None
+            if caller == "off":
+                shown, spread, cpu_shown = "baseline", "", "baseline"
+            else:
+                shown = f"{overhead:+.1f}%"
+                spread = f"{median:+.1f}% [{min(ratios):+.1f}%, {max(ratios):+.1f}%]"
+                cpu_shown = f"{cpu_over:+.1f}%" if cpu_over is not None else "-"
             print(
                 f"| {name} | {caller} | {merged.pct(50):.2f} | {merged.pct(95):.2f} | "
-                f"{merged.rate:.0f} | {merged.errors} | {shown} |"
+                f"{merged.rate:.0f} | {merged.errors} | {shown} | {spread} | "
+                f"{cpu_ms or 0:.2f} | {cpu_shown} |"
             )
             rows.append(
                 {
@@ -202,6 +259,14 @@ def report(
                     "rate": round(merged.rate, 1),
                     "errors": merged.errors,
                     "p95_overhead_pct": None if caller == "off" else round(overhead, 1),
+                    "round_p95_overhead_pct": None
+                    if caller == "off"
+                    else [round(r, 1) for r in ratios],
+                    "round_p95_overhead_median_pct": None if caller == "off" else round(median, 1),
+                    "server_cpu_ms_per_request": None if cpu_ms is None else round(cpu_ms, 3),
+                    "server_cpu_overhead_pct": None
+                    if caller == "off" or cpu_over is None
+                    else round(cpu_over, 1),
                 }
             )
     out = BENCH / "results" / "access.json"
@@ -216,6 +281,9 @@ def report(
                 "requests": args.requests,
                 "rounds": args.rounds,
                 "concurrency": args.concurrency,
+                "interleaved": True,
+                "load_average_before": args.load_before,
+                "load_average_after": _load(),
                 "target_p95_overhead_pct": TARGET,
                 "rows": rows,
             },
@@ -223,6 +291,17 @@ def report(
         )
         + "\n"
     )
+
+
+def _median(values: list[float] | None) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 if __name__ == "__main__":

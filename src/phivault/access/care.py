@@ -7,15 +7,18 @@ caller's opener) and cached per patient. The cache is emptied (`forget`) wheneve
 store's care epoch moves (AccessControl.refresh, before every request): a trigger bumps it
 in every transaction that writes an Appointment, CareTeam, Consent or Encounter, so a
 removed membership or a revoked Consent counts no longer from the next request on, in
-every process. `ttl` only bounds how long the appointment window's "now" may lag.
+every process. A practitioner's related patients are kept until the first moment at which
+an Appointment enters or leaves the window (`related_compartments`), so the window is
+exact; `ttl` bounds how long the other facts are kept without a write.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import orjson
@@ -31,6 +34,7 @@ FACT_TYPES = ("Appointment", "CareTeam", "Consent", "Encounter")
 RELATION_TYPES = ("Appointment", "CareTeam", "Encounter")
 _BATCH = 500
 _INACTIVE_APPOINTMENTS = {"cancelled", "noshow", "entered-in-error"}
+EDGE_MARGIN = 0.001  # seconds: a related-patients answer is recomputed this early
 
 Opener = Callable[[VersionRecord], bytes | None]
 
@@ -73,6 +77,20 @@ def facts_from(resources: list[Resource]) -> PatientFacts:
     )
 
 
+def _window_change(starts: Iterable[float], now: float, window: float) -> float:
+    """An instant up to which (exclusive) no appointment starting at one of `starts`
+    enters (at start - window) or leaves (after start + window) the window around the
+    current time: the first such edge after `now`, moved EDGE_MARGIN earlier so that float
+    rounding in PatientFacts.related can never put a change before it; infinity if none."""
+    first = math.inf
+    for start in starts:
+        if now < start - window:
+            first = min(first, start - window - EDGE_MARGIN)
+        elif now <= start + window:
+            first = min(first, start + window - EDGE_MARGIN)
+    return first
+
+
 def _ref(part: object, key: str) -> list[str]:
     if not isinstance(part, dict):
         return []
@@ -102,7 +120,8 @@ class StoreCareFacts:
         self._cache: OrderedDict[str, tuple[float, PatientFacts]] = OrderedDict()
         self._lock = threading.Lock()
         # Search-wide facts, cached for `ttl` like the per-patient ones.
-        self._related: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
+        # who -> (window, valid from, valid until, compartments), times in the caller's `now`
+        self._related: OrderedDict[str, tuple[float, float, float, frozenset[str]]] = OrderedDict()
         self._consented: tuple[float, frozenset[str]] | None = None
         # Bumped by every `forget`: a load that began before it is not cached (it may
         # hold facts older than the write that caused the forget).
@@ -137,12 +156,15 @@ class StoreCareFacts:
     def related_compartments(self, who: str, now: float, window: float) -> frozenset[str]:
         """Every compartment whose patient `who` ("Practitioner/<id>") has a care
         relationship with (the same rule as PatientFacts.related), read through the
-        reference index: only the CareTeams, Encounters and Appointments naming `who`."""
-        tick = self._clock()
+        reference index: only the CareTeams, Encounters and Appointments naming `who`.
+
+        Kept (until a care write empties the cache) for as long as `now` stays before the
+        next instant at which one of those Appointments enters or leaves the window: within
+        that span the answer cannot change, so a cached answer is always the exact one."""
         with self._lock:
             hit = self._related.get(who)
-            if hit is not None and tick - hit[0] < self._ttl:
-                return hit[1]
+            if hit is not None and hit[0] == window and hit[1] <= now < hit[2]:
+                return hit[3]
             generation = self._generation
         rtype, _, rid = who.partition("/")
         by_compartment: dict[str, list[Resource]] = {}
@@ -156,12 +178,14 @@ class StoreCareFacts:
                     parsed = self._parse(record)
                     if parsed is not None:
                         by_compartment.setdefault(record.compartment, []).append(parsed)
-        found = frozenset(
-            c for c, res in by_compartment.items() if facts_from(res).related(who, now, window)
+        facts = [(c, facts_from(res)) for c, res in by_compartment.items()]
+        found = frozenset(c for c, f in facts if f.related(who, now, window))
+        until = _window_change(
+            (start for _, f in facts for p, start in f.appointments if p == who), now, window
         )
         with self._lock:
             if generation == self._generation:
-                self._related[who] = (tick, found)
+                self._related[who] = (window, now, until, found)
                 self._related.move_to_end(who)
                 while len(self._related) > self._max:
                     self._related.popitem(last=False)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol, TypeVar, runtime_checkable
 
+import orjson
+
 from phivault.access import consent
 from phivault.access.care import PatientFacts
 from phivault.access.principal import (
@@ -106,12 +108,27 @@ class Decision(Enum):
 @dataclass(frozen=True, slots=True)
 class Target:
     """What an access touches: a resource (with its body when the caller has it) or a
-    patient compartment as a whole (rid None)."""
+    patient compartment as a whole (rid None).
+
+    The body may be given parsed (`resource`) or as its JSON text (`body`): the policy
+    parses the text only when a decision depends on the data (a Consent restricting data
+    categories), so most decisions never pay for it."""
 
     rtype: str
     rid: str | None = None
     compartment: str | None = None
     resource: Resource | None = None
+    body: bytes | None = None
+
+    def data(self) -> Resource | None:
+        """The resource, parsed from `body` if only that was given (None if unreadable)."""
+        if self.resource is not None or self.body is None:
+            return self.resource
+        try:
+            parsed = orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return None
+        return parsed if isinstance(parsed, dict) else None
 
 
 class HasPrincipal(Protocol):
@@ -159,19 +176,17 @@ class Policy:
 
     # -- the decisions ---------------------------------------------------------------------------
     def decide_type(self, principal: Principal | None, interaction: str, rtype: str) -> Decision:
-        """Type-level: may this caller ever do `interaction` on `rtype`?"""
+        """Type-level: may this caller ever do `interaction` on `rtype`? It depends on the
+        principal's roles and scopes alone, fixed for the principal's lifetime, so each
+        answer is kept on the principal (a request asks several times)."""
         if principal is None:
             return Decision.ALLOW
-        letter = INTERACTIONS.get(interaction)
-        if letter is None or not any(s.allows(rtype, interaction) for s in principal.scopes):
-            return Decision.DENY
-        if principal.kind == SYSTEM:
-            if rtype in AUDIT and not any(s.rtype == rtype for s in principal.scopes):
-                return Decision.DENY  # the audit trail: only a scope that names it
-            return Decision.ALLOW
-        if any(letter in role_permissions(r, rtype) for r in principal.roles):
-            return Decision.ALLOW
-        return Decision.DENY
+        key = (interaction, rtype)
+        found = principal.type_decisions.get(key)
+        if found is None:
+            found = _decide_type(principal, interaction, rtype)
+            principal.type_decisions[key] = found
+        return found
 
     def decide(self, ctx: HasPrincipal, interaction: str, target: Target) -> Decision:
         found = self._decide(ctx, interaction, target, data_known=True)
@@ -242,14 +257,15 @@ class Policy:
             return Decision.ALLOW
         facts = self.care.facts(compartment)
         if facts.consents:
+            resource = target.data()
             access = consent.Access(
                 actors=frozenset(p for p in (principal.practitioner,) if p),
                 purpose=ctx.purpose,
                 rtype=target.rtype,
-                labels=consent.data_labels(target.resource),
+                labels=consent.data_labels(resource),
                 now=now,
             )
-            if target.resource is None and consent.needs_data(facts.consents):
+            if resource is None and consent.needs_data(facts.consents):
                 # Cannot tell the data's category: fail closed, or ask for the data.
                 return Decision.HIDE if data_known else None
             if consent.any_denies(facts.consents, access):
@@ -327,6 +343,19 @@ class Policy:
         return [
             c for c in candidates if self.decide(ctx, interaction, describe(c)) is Decision.ALLOW
         ]
+
+
+def _decide_type(principal: Principal, interaction: str, rtype: str) -> Decision:
+    letter = INTERACTIONS.get(interaction)
+    if letter is None or not any(s.allows(rtype, interaction) for s in principal.scopes):
+        return Decision.DENY
+    if principal.kind == SYSTEM:
+        if rtype in AUDIT and not any(s.rtype == rtype for s in principal.scopes):
+            return Decision.DENY  # the audit trail: only a scope that names it
+        return Decision.ALLOW
+    if any(letter in role_permissions(r, rtype) for r in principal.roles):
+        return Decision.ALLOW
+    return Decision.DENY
 
 
 class AllowAll:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from phivault.access.scopes import Scope
 
@@ -35,6 +36,11 @@ class Principal:
     break_glass_until: float | None = None  # epoch seconds; None: no emergency access
     token_id: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # (interaction, resource type) -> the policy's type-level Decision, kept by the policy
+    # (it depends on roles and scopes only, which never change for one principal).
+    type_decisions: dict[tuple[str, str], Any] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def break_glass_active(self, now: float) -> bool:
         return self.break_glass_until is not None and now < self.break_glass_until

@@ -42,7 +42,7 @@ COMPONENTS = (
         ("--patients", "100", "--requests", "600", "--rounds", "1"), uses_pg=True,
     ),
     Component("access control", "bench_access.py", "access.json",
-              ("--patients", "100", "--requests", "600", "--rounds", "1")),
+              ("--patients", "100", "--requests", "300", "--rounds", "3")),
     Component("search", "bench_search.py", "search.json",
               ("--patients", "300", "--requests", "80"), uses_pg=True),
     Component("backup", "bench_backup.py", "backup.json", ("--patients", "300",)),

@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import orjson
-
 from phivault.access.policy import Decision, Target
 from phivault.errors import Forbidden
 from phivault.fhir.indexing import patient_compartment
@@ -79,7 +77,7 @@ def instance(
     """For one resource: allowed, or audited and refused as if it did not exist."""
     if ctx.principal is None:
         return
-    target = Target(rtype, rid, compartment, _parsed(resource))
+    target = _target(rtype, rid, compartment, resource)
     interaction = interaction_of(action, rtype, rid)
     decision = service.policy.decide(ctx, interaction, target)
     if decision is not Decision.ALLOW:
@@ -100,20 +98,19 @@ def visible(
 
     def describe(v: Version) -> Target:
         record = by_key.get((v.rtype, v.rid, v.version))
-        return Target(v.rtype, v.rid, record.compartment if record else None, _parsed(v.body))
+        return _target(v.rtype, v.rid, record.compartment if record else None, v.body)
 
     interaction = interaction_of(action, None, None) if action == "history" else action
     return service.policy.filter(ctx, interaction, list(versions), describe)
 
 
-def _parsed(resource: Resource | bytes | None) -> Resource | None:
-    if resource is None or isinstance(resource, dict):
-        return resource
-    try:
-        parsed = orjson.loads(resource)
-    except orjson.JSONDecodeError:
-        return None
-    return parsed if isinstance(parsed, dict) else None
+def _target(
+    rtype: str, rid: str | None, compartment: str | None, resource: Resource | bytes | None
+) -> Target:
+    """A JSON body is handed over unparsed: the policy parses it only if it must."""
+    if isinstance(resource, bytes):
+        return Target(rtype, rid, compartment, None, resource)
+    return Target(rtype, rid, compartment, resource)
 
 
 def writable(

@@ -110,9 +110,7 @@ class Searcher:
         policy = self._access()
         kept: list[Entry] = []
         for entry in entries:
-            parsed = fhir_json.loads(entry.body)
-            resource = parsed if isinstance(parsed, dict) else None
-            target = Target(entry.rtype, entry.rid, entry.compartment, resource)
+            target = Target(entry.rtype, entry.rid, entry.compartment, None, entry.body)
             if policy.decide(ctx, "read", target) is Decision.ALLOW:
                 kept.append(entry)
         return kept

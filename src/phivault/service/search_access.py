@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, cast
 from phivault.access.policy import AccessPolicy, Decision, SearchReach, Target
 from phivault.audit.events import AuditSink
 from phivault.errors import Forbidden, Hidden
-from phivault.fhir import json as fhir_json
 from phivault.service.access_guard import reason_of, record_refusal, refusal_event
 from phivault.store.base import VersionRecord
 from phivault.store.search_spec import CompartmentMatch, Term
@@ -81,9 +80,7 @@ def visibility(
         return None
 
     def decide(record: VersionRecord, body: bytes) -> bool:
-        parsed = fhir_json.loads(body)
-        resource = parsed if isinstance(parsed, dict) else None
-        target = Target(rtype, record.rid, record.compartment, resource)
+        target = Target(rtype, record.rid, record.compartment, None, body)
         return policy.decide(ctx, interaction, target) is Decision.ALLOW
 
     reacher = reaches(policy)

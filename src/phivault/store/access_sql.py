@@ -16,6 +16,15 @@ from typing import Any
 from phivault.store.base import Store
 from phivault.store.sqlite import SqliteStore
 
+_EPOCHS = (
+    "SELECT (SELECT value FROM access_epochs WHERE name = 'care'), "
+    "(SELECT value FROM access_epochs WHERE name = 'auth')"
+)
+
+
+def _epoch(value: Any) -> int:
+    return -1 if value is None else int(value)
+
 
 @dataclass(frozen=True, slots=True)
 class UserRow:
@@ -118,6 +127,7 @@ class AccessStore:
         # The SQL stores share SqlReadView: `_conn` reads, `_q.render` sets the paramstyle.
         self._reader: Any = getattr(store, "_conn")  # noqa: B009
         self._render: Any = getattr(store, "_q").render  # noqa: B009
+        self._epochs_sql: str = self._render(_EPOCHS)
 
     # -- generic ------------------------------------------------------------------------------
     def _select(self, row_type: type[Any], where: str, params: Sequence[Any]) -> list[Any]:
@@ -263,9 +273,9 @@ class AccessStore:
     def epochs(self) -> dict[str, int]:
         """{"care": n, "auth": m}: counters that triggers bump in every transaction that
         changes a care relationship or consent ("care") or who a token stands for ("auth").
-        One primary-key read of a two-row table."""
-        rows = self._reader.execute(self._render("SELECT name, value FROM access_epochs"), ())
-        return {str(name): int(value) for name, value in rows.fetchall()}
+        One statement reading both rows of a two-row table by primary key."""
+        care, auth = self._reader.execute(self._epochs_sql, ()).fetchone()
+        return {"care": _epoch(care), "auth": _epoch(auth)}
 
     @property
     def local_reads(self) -> bool:

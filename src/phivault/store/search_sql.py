@@ -18,6 +18,8 @@ renders them for its driver.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +43,8 @@ from phivault.store.search_spec import (
 )
 from phivault.store.sql import INDEX_TABLES
 
+LITERAL_COMPARTMENTS = 16  # compartment lists at least this long are written, not bound
+_SAFE_COMPARTMENT = re.compile(r"Patient/[A-Za-z0-9.\-]{1,64}")
 TEXT_MAX = chr(0x10FFFF)  # sorts after every other text in code point order
 NUM_MAX = 1e308
 _MID = (
@@ -188,11 +192,11 @@ class Compiler:
         """In one of the compartments (a NULL compartment is in none), or unassigned."""
         parts: list[str] = []
         if atom.compartments:
-            self.bind(*atom.compartments)
-            parts.append(
-                f"({alias}.compartment IS NOT NULL AND {alias}.compartment IN "
-                f"({_marks(len(atom.compartments))}))"
-            )
+            listed = _literal_list(atom.compartments)
+            if listed is None:
+                self.bind(*atom.compartments)
+                listed = _marks(len(atom.compartments))
+            parts.append(f"({alias}.compartment IS NOT NULL AND {alias}.compartment IN ({listed}))")
         if atom.unassigned:
             parts.append(f"{alias}.compartment IS NULL")
         return "(" + " OR ".join(parts) + ")" if parts else "1 = 0"
@@ -297,8 +301,10 @@ class Compiler:
         column = self.d.text(f"{i}.{key.column}") if text else f"{i}.{key.column}"
         agg = "MAX" if key.descending else "MIN"
         self.bind(rtype, key.param)
-        missing: Any = ("" if key.descending else TEXT_MAX) if text else (
-            -NUM_MAX if key.descending else NUM_MAX
+        missing: Any = (
+            ("" if key.descending else TEXT_MAX)
+            if text
+            else (-NUM_MAX if key.descending else NUM_MAX)
         )
         sub = (
             f"(SELECT {agg}({column}) FROM {_table(key.kind)} {i} WHERE {i}.rtype = ? "
@@ -324,6 +330,20 @@ class Compiler:
 
 def _marks(n: int) -> str:
     return ", ".join("?" * n)
+
+
+@functools.lru_cache(maxsize=256)
+def _literal_list(compartments: tuple[str, ...]) -> str | None:
+    """A long compartment list written into the statement ('Patient/a', 'Patient/b', ...),
+    or None: bind it. The access policy restricts a clinician's searches to their related
+    patients, hundreds of them, the same list search after search; binding each one again
+    on every statement cost more than the search itself. Only `Patient/<FHIR id>` values
+    are written (no quote or other SQL can occur in them); anything else is bound."""
+    if len(compartments) < LITERAL_COMPARTMENTS or not all(
+        _SAFE_COMPARTMENT.fullmatch(c) for c in compartments
+    ):
+        return None
+    return ", ".join(f"'{c}'" for c in compartments)
 
 
 def _value_list(rows: tuple[Row, ...]) -> list[Any] | None:
