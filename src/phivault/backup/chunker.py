@@ -156,20 +156,19 @@ class Chunker:
         keyed = self._page_hash
         window = min(GEAR_WINDOW, align)
         step = max(align, PAGE_READ // align * align)
-        parts: list[bytes] = []
-        size = 0  # bytes of the current chunk held in `parts`
-        leftover = b""
+        parts: list[memoryview] = []  # the current chunk's pieces, joined once (one copy)
+        size = 0
+        leftover = memoryview(b"")
         while True:
-            piece = leftover or stream.read(step)
-            leftover = b""
+            piece = leftover if leftover else memoryview(stream.read(step))
             if not piece:
                 if parts:
                     yield b"".join(parts)
                 return
             # Boundaries inside `piece` (chunks start page-aligned: at multiples of
             # `align` from the piece's start); a short last page is no boundary.
-            first = max(align, min_size - size)
-            for at in range(first, len(piece) + 1, align):
+            leftover = memoryview(b"")
+            for at in range(max(align, min_size - size), len(piece) + 1, align):
                 total = size + at
                 if total < max_size:
                     hashed = keyed.copy()
@@ -177,9 +176,9 @@ class Chunker:
                     mask = strict if total < avg else loose
                     if int.from_bytes(hashed.digest(), "big") & mask:
                         continue
-                parts.append(piece[:at] if at < len(piece) else piece)
+                parts.append(piece[:at])
                 leftover = piece[at:]
-                yield b"".join(parts) if len(parts) > 1 else parts[0]
+                yield b"".join(parts)
                 parts, size = [], 0
                 break
             else:
