@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import secrets
 import shutil
 import subprocess
@@ -43,10 +44,21 @@ CTX = Context(actor="bench-backup")
 PASSPHRASE = secrets.token_hex(16)
 
 
-def timed(fn: Callable[[], Any]) -> float:
+def _cpu() -> float:
+    """CPU seconds of this process (every thread) and of its finished children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed(row: dict[str, float], name: str, fn: Callable[[], Any]) -> None:
+    """Wall time into row[name_s] and CPU time into row[name_cpu_s]: on a shared machine
+    the wall time follows the load, the CPU time much less."""
+    cpu = _cpu()
     started = time.perf_counter()
     fn()
-    return time.perf_counter() - started
+    row[f"{name}_s"] = time.perf_counter() - started
+    row[f"{name}_cpu_s"] = _cpu() - cpu
 
 
 def du(path: Path) -> int:
@@ -66,8 +78,8 @@ def run(*args: str, env: dict[str, str] | None = None) -> None:
         raise RuntimeError(f"{args[0]} {args[1]} failed: {done.stderr.decode()[-500:]}")
 
 
-def ensure_tools() -> dict[str, bool]:
-    have = {tool: shutil.which(tool) is not None for tool in ("borg", "restic")}
+def ensure_tools(wanted: list[str]) -> dict[str, bool]:
+    have = {tool: shutil.which(tool) is not None for tool in wanted}
     if not all(have.values()) and os.geteuid() == 0 and shutil.which("apt-get"):
         print("installing borgbackup and restic (Debian packages)...", file=sys.stderr)
         subprocess.run(
@@ -75,7 +87,7 @@ def ensure_tools() -> dict[str, bool]:
             check=False,
             stdout=subprocess.DEVNULL,
         )
-        have = {tool: shutil.which(tool) is not None for tool in ("borg", "restic")}
+        have = {tool: shutil.which(tool) is not None for tool in wanted}
     for tool, ok in have.items():
         if not ok:
             print(
@@ -88,11 +100,11 @@ def ensure_tools() -> dict[str, bool]:
 def build_clinic(work: Path, patients: int) -> tuple[Path, Path]:
     data, key = work / "data", work / "kek.key"
     if (data / "keys.json").exists():  # --workdir of an earlier run: reuse its clinic
-        for leftover in ("borg", "restic", "phivault-repo", "backup.key"):
-            path = work / leftover
+        for name in ("borg", "restic", "phivault-repo", "backup.key"):
+            path = work / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        for leftover in work.glob("restore-*"):
-            shutil.rmtree(leftover)
+        for restored in work.glob("restore-*"):
+            shutil.rmtree(restored)
         (data / "backup.json").unlink(missing_ok=True)
         return data, key
     create_key_file(key)
@@ -139,6 +151,11 @@ def main() -> None:
     parser.add_argument("--million", action="store_true", help="~1,000,000 resources")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
+        "--tools",
+        default="borg,restic",
+        help="the tools compared with phivault, comma-separated ('' for phivault alone)",
+    )
+    parser.add_argument(
         "--json",
         type=Path,
         default=Path(__file__).parent / "results" / "backup.json",
@@ -148,7 +165,7 @@ def main() -> None:
     patients = 100_000 if args.million else args.patients
     work = args.workdir or Path(tempfile.mkdtemp(prefix="phivault-bench-backup-"))
     work.mkdir(parents=True, exist_ok=True)
-    tools = ensure_tools()
+    tools = ensure_tools([t for t in args.tools.split(",") if t in ("borg", "restic")])
     data, key = build_clinic(work, patients)
     source = KeyFileKeySource(key)
     env = {
@@ -158,10 +175,10 @@ def main() -> None:
         "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
     }
     rows: dict[str, dict[str, float]] = {"phivault": {}}
-    if tools["borg"]:
+    if tools.get("borg"):
         rows["borg"] = {}
         run("borg", "init", "--encryption=repokey-blake2", str(work / "borg"), env=env)
-    if tools["restic"]:
+    if tools.get("restic"):
         rows["restic"] = {}
         run("restic", "init", "--repo", str(work / "restic"), env=env)
 
@@ -178,46 +195,54 @@ def main() -> None:
     try:
         size = sum(p.stat().st_size for p in data.iterdir() if p.is_file())
         print(f"data directory: {size / 1e6:.1f} MB", file=sys.stderr)
-        rows["phivault"]["full_s"] = timed(lambda: backup_now(vault))
+        timed(rows["phivault"], "full", lambda: backup_now(vault))
         if "borg" in rows:
-            rows["borg"]["full_s"] = timed(lambda: borg_create("full"))
+            timed(rows["borg"], "full", lambda: borg_create("full"))
         if "restic" in rows:
-            rows["restic"]["full_s"] = timed(restic_backup)
+            timed(rows["restic"], "full", restic_backup)
         changed = change_one_percent(vault, patients)
         print(f"changed {changed} patients", file=sys.stderr)
-        rows["phivault"]["incremental_s"] = timed(lambda: backup_now(vault))
+        timed(rows["phivault"], "incremental", lambda: backup_now(vault))
         if "borg" in rows:
-            rows["borg"]["incremental_s"] = timed(lambda: borg_create("incremental"))
+            timed(rows["borg"], "incremental", lambda: borg_create("incremental"))
         if "restic" in rows:
-            rows["restic"]["incremental_s"] = timed(restic_backup)
+            timed(rows["restic"], "incremental", restic_backup)
     finally:
         vault.close()
 
     repo = open_repository(data)
     rows["phivault"]["repo_mb"] = du(work / "phivault-repo") / 1e6
-    rows["phivault"]["restore_s"] = timed(
-        lambda: restore_snapshot(repo, offline_key, work / "restore-phivault")
+    timed(
+        rows["phivault"],
+        "restore",
+        lambda: restore_snapshot(repo, offline_key, work / "restore-phivault"),
     )
-    rows["phivault"]["verify_s"] = timed(lambda: verify_repository(repo, offline_key, full=True))
+    timed(rows["phivault"], "verify", lambda: verify_repository(repo, offline_key, full=True))
     if "borg" in rows:
         rows["borg"]["repo_mb"] = du(work / "borg") / 1e6
         target = work / "restore-borg"
         target.mkdir()
-        rows["borg"]["restore_s"] = timed(
+        timed(
+            rows["borg"],
+            "restore",
             lambda: subprocess.run(
                 ["borg", "extract", f"{work / 'borg'}::incremental"],
                 cwd=target,
                 check=True,
                 env={**os.environ, **env},
                 stdout=subprocess.DEVNULL,
-            )
+            ),
         )
-        rows["borg"]["verify_s"] = timed(
-            lambda: run("borg", "check", "--verify-data", str(work / "borg"), env=env)
+        timed(
+            rows["borg"],
+            "verify",
+            lambda: run("borg", "check", "--verify-data", str(work / "borg"), env=env),
         )
     if "restic" in rows:
         rows["restic"]["repo_mb"] = du(work / "restic") / 1e6
-        rows["restic"]["restore_s"] = timed(
+        timed(
+            rows["restic"],
+            "restore",
             lambda: run(
                 "restic",
                 "--repo",
@@ -227,10 +252,12 @@ def main() -> None:
                 "--target",
                 str(work / "restore-restic"),
                 env=env,
-            )
+            ),
         )
-        rows["restic"]["verify_s"] = timed(
-            lambda: run("restic", "--repo", str(work / "restic"), "check", "--read-data", env=env)
+        timed(
+            rows["restic"],
+            "verify",
+            lambda: run("restic", "--repo", str(work / "restic"), "check", "--read-data", env=env),
         )
 
     print(f"\nphivault backup bench: {patients} patients, data directory {size / 1e6:.1f} MB")
@@ -238,6 +265,12 @@ def main() -> None:
     print(f"{'tool':10}" + "".join(f"{c:>15}" for c in columns))
     for tool, row in rows.items():
         print(f"{tool:10}" + "".join(f"{row.get(c, float('nan')):>15.2f}" for c in columns))
+    cpu_columns = ["full_cpu_s", "incremental_cpu_s", "restore_cpu_s", "verify_cpu_s"]
+    print("CPU seconds (this process's threads, or the tool's process):")
+    print(f"{'tool':10}" + "".join(f"{c:>18}" for c in cpu_columns))
+    for tool, row in rows.items():
+        print(f"{tool:10}" + "".join(f"{row.get(c, float('nan')):>18.2f}" for c in cpu_columns))
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     ratio = rows["phivault"]["incremental_s"] / rows["phivault"]["full_s"]
     print(f"phivault incremental / full: {ratio:.0%}")
     args.json.parent.mkdir(parents=True, exist_ok=True)

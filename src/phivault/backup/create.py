@@ -1,7 +1,7 @@
 """Writing one snapshot: capture, chunk, deduplicate, seal, upload, sign.
 
-Only chunks the repository does not hold yet are compressed, sealed and uploaded (two
-worker threads: zstd and AES-GCM release the GIL while the chunker scans). Chunks reused
+Only chunks the repository does not hold yet are compressed, sealed and uploaded (worker
+threads name, seal and upload while the main thread reads and cuts: see _Uploader). Chunks reused
 from earlier snapshots get their retention extended when the backend has one, before the
 manifest that needs them is written, so a prune running meanwhile cannot take them. The
 manifest goes last; after it, the chunk list is read again and any chunk a concurrent
@@ -44,8 +44,8 @@ from phivault.errors import BackupError
 
 log = logging.getLogger("phivault.backup")
 
-WORKERS = 2
-IN_FLIGHT = 8  # chunks being sealed or uploaded at once (bounds memory to ~8 x 4 MiB)
+WORKERS = 4
+IN_FLIGHT = 12  # chunks being named, sealed or uploaded at once (~12 x 4 MiB at most)
 
 
 class Progress(Protocol):
@@ -91,44 +91,71 @@ def backup_lock(data_dir: Path, *, wait: bool = False) -> Iterator[None]:
 
 
 class _Uploader:
-    """Seals and uploads new chunks on worker threads, a bounded number at a time."""
+    """Names, deduplicates, seals and uploads chunks on worker threads, a bounded number
+    at a time: HMAC, zstd and AES-GCM release the GIL, and a local repository's fsync per
+    chunk waits on the disk, so more threads than cores keep both cores and the disk busy
+    while the main thread reads and cuts the next chunks.
 
-    def __init__(self, repo: Repository, level: int) -> None:
+    `wanted` None: upload every chunk not in the repository yet (`present`); a set: upload
+    only the chunks named there (healing). Each id is claimed once, under a lock."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        chunk_id_key: bytes,
+        level: int,
+        present: set[str],
+        wanted: set[str] | None = None,
+    ) -> None:
         self._repo = repo
+        self._key = chunk_id_key
         self._level = level
+        self._present = present
+        self._wanted = wanted
+        self._claim = threading.Lock()
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="phivault-backup")
         self._slots = threading.BoundedSemaphore(IN_FLIGHT)
-        self._futures: list[Future[int]] = []
+        self._pending: list[Future[str]] = []
         self.stored = 0
         self.submitted = 0
 
-    def _run(self, chunk_id: str, data: bytes) -> int:
+    def _needed(self, chunk_id: str) -> bool:
+        with self._claim:
+            if self._wanted is not None:
+                if chunk_id not in self._wanted:
+                    return False
+                self._wanted.discard(chunk_id)
+            elif chunk_id in self._present:
+                return False
+            self._present.add(chunk_id)
+            self.submitted += 1
+            return True
+
+    def _run(self, data: bytes) -> str:
         try:
-            blob = self._repo.seal_chunk(chunk_id, data, self._level)
-            self._repo.put_chunk(chunk_id, blob)  # False: a concurrent writer added it
-            return len(blob)
+            chunk_id = chunk_id_of(self._key, data)
+            if self._needed(chunk_id):
+                blob = self._repo.seal_chunk(chunk_id, data, self._level)
+                self._repo.put_chunk(chunk_id, blob)  # False: a concurrent writer added it
+                with self._claim:
+                    self.stored += len(blob)
+            return chunk_id
         finally:
             self._slots.release()
 
-    def submit(self, chunk_id: str, data: bytes) -> None:
+    def submit(self, data: bytes) -> None:
+        """Queue the next chunk of the current file."""
         self._slots.acquire()
-        self.submitted += 1
-        self._futures.append(self._pool.submit(self._run, chunk_id, data))
-        if len(self._futures) > 4 * IN_FLIGHT:
-            self._collect(done_only=True)
+        self._pending.append(self._pool.submit(self._run, data))
 
-    def _collect(self, done_only: bool = False) -> None:
-        keep: list[Future[int]] = []
-        for future in self._futures:
-            if done_only and not future.done():
-                keep.append(future)
-            else:
-                self.stored += future.result()  # re-raises a worker's error here
-        self._futures = keep
+    def file_ids(self) -> list[str]:
+        """The chunk ids of the current file, in order (re-raises a worker's error)."""
+        pending, self._pending = self._pending, []
+        return [future.result() for future in pending]
 
     def finish(self) -> None:
         try:
-            self._collect()
+            self.file_ids()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
@@ -140,35 +167,25 @@ def _scan(
     cap: Capture,
     repo: Repository,
     keys: ServerKeys,
-    wanted: set[str] | None,
     uploader: _Uploader,
     progress: Progress,
 ) -> list[dict[str, Any]]:
-    """Chunk every captured file; upload the chunks in `wanted` (None: those not present)."""
+    """Chunk every captured file and hand each chunk to the uploader."""
     chunker = repo.chunker(keys.chunk_id_key)
-    present = repo.chunk_ids() if wanted is None else set()
     files: list[dict[str, Any]] = []
     for item in cap.files:
-        ids: list[str] = []
         size = 0
         with open(item.source, "rb") as handle:
-            for data in chunker.chunks(handle):
-                chunk_id = chunk_id_of(keys.chunk_id_key, data)
-                ids.append(chunk_id)
+            for data in chunker.chunks(handle, item.align):
+                uploader.submit(data)
                 size += len(data)
-                needed = chunk_id in wanted if wanted is not None else chunk_id not in present
-                if needed:
-                    (wanted if wanted is not None else present).discard(chunk_id)
-                    if wanted is None:
-                        present.add(chunk_id)
-                    uploader.submit(chunk_id, data)
                 progress.advance(len(data))
         files.append(
             {
                 "path": item.path,
                 "size": size,
                 "mode": item.mode,
-                "chunks": ids,
+                "chunks": uploader.file_ids(),
             }
         )
     return files
@@ -249,9 +266,9 @@ def create_backup(
         clean_stale_temp(data_dir)
         with _capture(data_dir, db_url, _parent(repo, full)) as (cap, parent):
             progress.start(sum(f.source.stat().st_size for f in cap.files))
-            uploader = _Uploader(repo, level)
+            uploader = _Uploader(repo, keys.chunk_id_key, level, repo.chunk_ids())
             try:
-                files = _scan(cap, repo, keys, None, uploader, progress)
+                files = _scan(cap, repo, keys, uploader, progress)
             finally:
                 uploader.finish()
             own = {c for f in files for c in f["chunks"]}
@@ -316,9 +333,9 @@ def _heal(cap: Capture, repo: Repository, keys: ServerKeys, every: set[str], lev
     if not missing:
         return 0
     count = len(missing)
-    uploader = _Uploader(repo, level)
+    uploader = _Uploader(repo, keys.chunk_id_key, level, set(), set(missing))
     try:
-        _scan(cap, repo, keys, set(missing), uploader, _NoProgress())
+        _scan(cap, repo, keys, uploader, _NoProgress())
     finally:
         uploader.finish()
     repo.backend.flush()

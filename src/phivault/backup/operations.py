@@ -21,7 +21,7 @@ from phivault.backup.keys import (
     write_private_key,
     write_server_config,
 )
-from phivault.backup.repository import RepoConfig, Repository, utc_now
+from phivault.backup.repository import DEFAULT_ZSTD_LEVEL, RepoConfig, Repository, utc_now
 from phivault.config import CONFIG_FILE
 from phivault.crypto import primitives
 from phivault.crypto.keyring import KeyRing
@@ -38,7 +38,7 @@ class BackupSettings:
     interval_minutes: int = 0  # 0: no scheduled backups
     overdue_minutes: int = 0  # 0: twice the interval
     repo: str | None = None  # overrides the repository named by backup.json
-    zstd_level: int = 1
+    zstd_level: int = DEFAULT_ZSTD_LEVEL  # negative: zstd fast levels
 
     @property
     def overdue_after_s(self) -> float:
@@ -55,7 +55,7 @@ def load_backup_settings(data_dir: Path) -> BackupSettings:
             interval_minutes=int(section.get("interval_minutes", 0)),
             overdue_minutes=int(section.get("overdue_minutes", 0)),
             repo=str(section["repo"]) if section.get("repo") else None,
-            zstd_level=int(section.get("zstd_level", 1)),
+            zstd_level=int(section.get("zstd_level", DEFAULT_ZSTD_LEVEL)),
         )
     except (tomllib.TOMLDecodeError, ValueError, TypeError, AttributeError):
         raise ConfigError(f"the [backup] section of {CONFIG_FILE} is not valid") from None

@@ -48,6 +48,7 @@ class SnapshotFile:
     path: str  # name inside the snapshot (posix, relative)
     source: Path  # where to read it while capturing
     mode: int = 0o600
+    align: int = 1  # a SQLite copy: its page size (chunks are cut at page boundaries)
 
 
 @dataclass
@@ -131,7 +132,7 @@ def _capture_sqlite(source: Path, temp: Path, result: Capture) -> None:
         result.facts.update(facts)
     except sqlite3.Error as exc:
         raise BackupError("cannot take a consistent copy of the SQLite database") from exc
-    result.files.append(SnapshotFile(SQLITE_FILE, copy, 0o600))
+    result.files.append(SnapshotFile(SQLITE_FILE, copy, 0o600, page_size(copy)))
 
 
 def _capture_sqlite_delta(source: Path, temp: Path, result: Capture, since: Marks) -> None:
@@ -140,7 +141,17 @@ def _capture_sqlite_delta(source: Path, temp: Path, result: Capture, since: Mark
     result.keys = facts.pop("keys")
     result.facts.update(facts)
     os.chmod(target, 0o600)
-    result.files.append(SnapshotFile(DELTA_FILE, target, 0o600))
+    result.files.append(SnapshotFile(DELTA_FILE, target, 0o600, page_size(target)))
+
+
+def page_size(path: Path) -> int:
+    """The page size a SQLite file's header states (1 when it is not a SQLite file)."""
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        return 1
+    size = int.from_bytes(header[16:18], "big")
+    return 65536 if size == 1 else size if size >= 512 and not size & (size - 1) else 1
 
 
 def _take_keys(copy: Path) -> list[tuple[str, bytes]]:
