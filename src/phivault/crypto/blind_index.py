@@ -7,9 +7,12 @@ Practitioner and Person, and the identifier that a Reference may carry. Everythi
 
 Row shapes after blinding (the query layer mirrors them through the `query_*` methods):
 
-- string: one row per prefix token (`value`); the row of the whole value also carries the
-  `:exact` token in `text`. Prefixes are indexed up to `prefix_len` characters; a longer
-  query matches on its first `prefix_len` characters and must be re-checked.
+- string: one `blind` row per distinct prefix token of the parameter (`value`), which the
+  store keeps in its compact blind table (one B-tree entry per token); and one `string`
+  row per value, whose `value` is the token of its longest indexed prefix and `text` its
+  `:exact` token (`:exact`, `:missing`). Prefixes are indexed up to `prefix_len`
+  characters; a longer query matches on its first `prefix_len` characters and must be
+  re-checked.
 - token: `system` kept in clear (a naming system, not a person), `value` the token of the
   code under "any system"; display texts are dropped.
 - date: becomes a token row (`kind="token"`, `system="date"`) of the date at its own
@@ -23,10 +26,11 @@ from datetime import UTC, datetime
 
 from phivault.crypto.blind import (
     DEFAULT_PREFIX_LEN,
+    BlindKey,
     blind_exact,
     blind_prefix_query,
-    blind_prefixes,
     blind_token,
+    normalize_string,
 )
 from phivault.types import IndexRow
 
@@ -61,9 +65,13 @@ DATE_SYSTEM = "date"
 _DAY = 86_400
 
 
+BLIND = "blind"  # the kind of a prefix-token row (store: the compact blind table)
+
+
 class BlindIndexPolicy:
     def __init__(self, key: bytes, *, prefix_len: int = DEFAULT_PREFIX_LEN) -> None:
         self._key = key
+        self._blind = BlindKey(key)
         self.prefix_len = prefix_len
 
     def is_blinded(self, rtype: str, param: str) -> bool:
@@ -72,6 +80,10 @@ class BlindIndexPolicy:
     def transform(self, rtype: str, rows: list[IndexRow]) -> list[IndexRow]:
         blinded = IDENTIFYING.get(rtype)
         out: list[IndexRow] = []
+        # Per resource: several parameters index the same values (name, family, phonetic;
+        # address, address-city), and a value's prefixes repeat its shorter ones.
+        normalized: dict[str, str] = {}
+        prefixes: dict[str, set[str]] = {}
         for row in rows:
             if row.kind == "reference" and row.text:
                 out.append(
@@ -83,30 +95,42 @@ class BlindIndexPolicy:
                         text=self.query_reference_identifier(row.text),
                     )
                 )
-            elif blinded is not None and row.param in blinded:
-                out.extend(self._blind(row))
-            else:
+            elif blinded is None or row.param not in blinded:
                 out.append(row)
+            elif row.kind == "string":
+                self._blind_string(row, normalized, prefixes, out)
+            else:
+                out.extend(self._blind_other(row))
+        for param, tokens in prefixes.items():
+            out.extend(IndexRow(param, BLIND, value=t) for t in sorted(tokens))
         return out
 
-    def _blind(self, row: IndexRow) -> list[IndexRow]:
-        key, param = self._key, row.param
-        if row.kind == "string":
-            if not row.value:
-                return []
-            tokens = blind_prefixes(key, param, row.value, self.prefix_len)
-            exact = blind_exact(key, param, row.text) if row.text is not None else None
-            rows = [IndexRow(param, "string", value=t) for t in tokens[:-1]]
-            rows.append(IndexRow(param, "string", value=tokens[-1], text=exact))
-            return rows
+    def _blind_string(
+        self,
+        row: IndexRow,
+        normalized: dict[str, str],
+        prefixes: dict[str, set[str]],
+        out: list[IndexRow],
+    ) -> None:
+        if not row.value:
+            return
+        value = normalized.get(row.value)
+        if value is None:
+            value = normalized[row.value] = normalize_string(row.value)
+        if not value:
+            return
+        tokens = self._blind.prefixes(row.param, value, self.prefix_len)
+        prefixes.setdefault(row.param, set()).update(tokens)
+        exact = self._blind.exact(row.param, row.text) if row.text is not None else None
+        out.append(IndexRow(row.param, "string", value=tokens[-1], text=exact))
+
+    def _blind_other(self, row: IndexRow) -> list[IndexRow]:
+        param = row.param
         if row.kind == "token":
             if row.value is None:
                 return []  # a display text alone: not searchable once blinded
-            return [
-                IndexRow(
-                    param, "token", system=row.system, value=self.query_token(param, row.value)
-                )
-            ]
+            value = self._blind.token(param, None, row.value)
+            return [IndexRow(param, "token", system=row.system, value=value)]
         if row.kind == "date":
             day = _date_text(row.lo, row.hi)
             if day is None:

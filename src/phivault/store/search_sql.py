@@ -39,7 +39,7 @@ from phivault.store.search_spec import (
     SortKey,
     Term,
 )
-from phivault.store.sql import INDEX_TABLES
+from phivault.store.sql import BLIND, INDEX_TABLES
 
 TEXT_MAX = chr(0x10FFFF)  # sorts after every other text in code point order
 NUM_MAX = 1e308
@@ -153,6 +153,13 @@ class Compiler:
                 f"SELECT {i}.rid FROM resources {i} WHERE {i}.rtype = ? AND {i}.rid IN "
                 f"({_marks(len(atom.rids))})"
             )
+        if isinstance(atom, IndexMatch) and atom.kind == BLIND:
+            tokens = _blind_tokens(atom.rows)
+            self.bind(*tokens, rtype)
+            return (
+                f"SELECT {i}.rid FROM idx_blind {i} WHERE {i}.token IN ({_marks(len(tokens))}) "
+                f"AND {i}.rtype = ?"
+            )
         if isinstance(atom, IndexMatch):
             table = _table(atom.kind)
             if len(atom.rows) > 1 and not _value_list(atom.rows):
@@ -206,6 +213,14 @@ class Compiler:
                 return "1 = 0"
             self.bind(*atom.rids)
             return f"{alias}.rid IN ({_marks(len(atom.rids))})"
+        if isinstance(atom, IndexMatch) and atom.kind == BLIND:
+            tokens = _blind_tokens(atom.rows)
+            self.bind(*tokens, rtype)
+            return (
+                f"EXISTS (SELECT 1 FROM idx_blind {i} WHERE {i}.token IN "
+                f"({_marks(len(tokens))}) AND {i}.rtype = ? AND {i}.rid = {alias}.rid"
+                f"{self.d.probe})"
+            )
         if isinstance(atom, IndexMatch):
             self.bind(rtype, atom.param)
             sql = (
@@ -297,8 +312,10 @@ class Compiler:
         column = self.d.text(f"{i}.{key.column}") if text else f"{i}.{key.column}"
         agg = "MAX" if key.descending else "MIN"
         self.bind(rtype, key.param)
-        missing: Any = ("" if key.descending else TEXT_MAX) if text else (
-            -NUM_MAX if key.descending else NUM_MAX
+        missing: Any = (
+            ("" if key.descending else TEXT_MAX)
+            if text
+            else (-NUM_MAX if key.descending else NUM_MAX)
         )
         sub = (
             f"(SELECT {agg}({column}) FROM {_table(key.kind)} {i} WHERE {i}.rtype = ? "
@@ -324,6 +341,15 @@ class Compiler:
 
 def _marks(n: int) -> str:
     return ", ".join("?" * n)
+
+
+def _blind_tokens(rows: tuple[Row, ...]) -> list[bytes]:
+    """The 16-byte tokens of a blind prefix match: every row is `value = <hex token>`
+    (the token is keyed by its parameter, so the parameter needs no column)."""
+    values = _value_list(rows)
+    if not values:
+        raise ValueError("a blind index match is one or more tokens")
+    return [bytes.fromhex(v) for v in values]
 
 
 def _value_list(rows: tuple[Row, ...]) -> list[Any] | None:
