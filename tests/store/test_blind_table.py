@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from phivault.crypto.blind import blind_exact, blind_prefixes
 from phivault.service import Context
 from phivault.service.reindex import reindex
 from phivault.vault import Vault
@@ -103,17 +104,23 @@ def test_reindex_rebuilds_the_blind_table(vault: Vault) -> None:
 
 def _to_old_layout(vault: Vault, rid: str) -> None:
     """What a store written before migration 012 held: every prefix token as a hex row
-    of idx_string (the whole value's row carried the :exact token), none in idx_blind."""
-    policy: Any = vault.service.index_policy
+    of idx_string (the whole value's row carried the :exact token), none in idx_blind,
+    and `phonetic` blinded in its own domain."""
+    key = vault.service.index_policy._key  # type: ignore[attr-defined]
     tokens = raw_sql(vault, "SELECT token FROM idx_blind WHERE rid = ?", (rid,))
     raw_sql(vault, "DELETE FROM idx_blind WHERE rid = ?", (rid,))
-    for (token,) in tokens:
+    rows = [("family", bytes(token).hex(), None) for (token,) in tokens]
+    raw_sql(vault, "DELETE FROM idx_string WHERE rid = ? AND param = ?", (rid, "phonetic"))
+    for raw in ("Anderson", "Ann"):
+        prefixes = blind_prefixes(key, "phonetic", raw)
+        rows += [("phonetic", t, None) for t in prefixes[:-1]]
+        rows.append(("phonetic", prefixes[-1], blind_exact(key, "phonetic", raw)))
+    for param, value, text in rows:
         raw_sql(
             vault,
-            "INSERT INTO idx_string (rtype, param, value, text, rid) VALUES (?, ?, ?, NULL, ?)",
-            ("Patient", "family", bytes(token).hex(), rid),
+            "INSERT INTO idx_string (rtype, param, value, text, rid) VALUES (?, ?, ?, ?, ?)",
+            ("Patient", param, value, text, rid),
         )
-    assert policy.prefix_len >= 1
 
 
 def test_migration_012_moves_old_prefix_rows(vault: Vault) -> None:
@@ -129,3 +136,21 @@ def test_migration_012_moves_old_prefix_rows(vault: Vault) -> None:
     assert raw_sql(vault, "SELECT COUNT(*) FROM idx_string WHERE rid = ?", (rid,))[0][0] == strings
     assert found(vault, "name=an") == [rid]
     assert found(vault, "family:exact=Anderson") == [rid]
+    assert found(vault, "phonetic=anders") == [rid]
+    assert found(vault, "phonetic:exact=Ann") == [rid]
+    assert found(vault, "phonetic:missing=true") == []
+
+
+def test_phonetic_shares_the_tokens_of_name(vault: Vault) -> None:
+    """R4 indexes `phonetic` with `name`'s expression on every blinded type, which is
+    what lets the policy store those tokens once."""
+    registry = vault.service.searcher.registry
+    for rtype in ("Patient", "Practitioner", "RelatedPerson", "Person"):
+        params = registry.params_for(rtype)
+        assert params["phonetic"].expression == params["name"].expression == f"{rtype}.name"
+    rid = vault.service.create(CTX, "Patient", dict(PERSON)).version.rid
+    names = {"name=ande", "phonetic=ande", "phonetic=Ann", "phonetic:exact=Anderson"}
+    for query in sorted(names):
+        assert found(vault, query) == [rid], query
+    assert found(vault, "phonetic:exact=anderson") == []
+    assert found(vault, "phonetic=spring") == []

@@ -67,6 +67,13 @@ _DAY = 86_400
 
 BLIND = "blind"  # the kind of a prefix-token row (store: the compact blind table)
 
+# Parameters whose values are another parameter's, for every blinded type: R4 gives
+# `phonetic` the expression of `name` (Patient.name, Practitioner.name, ...; a test holds
+# this against the registry). Their tokens are taken in the other parameter's domain, so
+# a Patient's names are blinded and stored once, not twice; searches give the same
+# results as before. Each value keeps its own `string` row under its own parameter.
+_SAME_TOKENS = {"phonetic": "name"}
+
 
 class BlindIndexPolicy:
     def __init__(self, key: bytes, *, prefix_len: int = DEFAULT_PREFIX_LEN) -> None:
@@ -119,9 +126,10 @@ class BlindIndexPolicy:
             value = normalized[row.value] = normalize_string(row.value)
         if not value:
             return
-        tokens = self._blind.prefixes(row.param, value, self.prefix_len)
-        prefixes.setdefault(row.param, set()).update(tokens)
-        exact = self._blind.exact(row.param, row.text) if row.text is not None else None
+        domain = _SAME_TOKENS.get(row.param, row.param)
+        tokens = self._blind.prefixes(domain, value, self.prefix_len)
+        prefixes.setdefault(domain, set()).update(tokens)
+        exact = self._blind.exact(domain, row.text) if row.text is not None else None
         out.append(IndexRow(row.param, "string", value=tokens[-1], text=exact))
 
     def _blind_other(self, row: IndexRow) -> list[IndexRow]:
@@ -144,11 +152,12 @@ class BlindIndexPolicy:
 
     def query_prefix(self, param: str, text: str) -> tuple[str, bool]:
         """(token, needs_recheck) for a default (starts-with) string search."""
-        found = blind_prefix_query(self._key, param, text, self.prefix_len)
+        domain = _SAME_TOKENS.get(param, param)
+        found = blind_prefix_query(self._key, domain, text, self.prefix_len)
         return found.token, found.needs_recheck
 
     def query_exact(self, param: str, raw: str) -> str:
-        return blind_exact(self._key, param, raw)
+        return blind_exact(self._key, _SAME_TOKENS.get(param, param), raw)
 
     def query_date(self, param: str, date_text: str) -> str:
         """Token of a date given at day, month or year precision (YYYY-MM-DD, YYYY-MM, YYYY)."""

@@ -15,10 +15,12 @@ CREATE INDEX idx_blind_res ON idx_blind (rtype, rid);
 -- An encrypted store kept every prefix token in idx_string (value = 32 hex characters);
 -- the same tokens move here, so that searches keep working without a reindex. The row
 -- of each whole value (it carries the :exact token in text) stays in idx_string.
+-- `phonetic` now shares the tokens of `name` (the same values; crypto/blind_index.py):
+-- its own old tokens are dropped, and its whole-value rows become copies of name's.
 INSERT INTO idx_blind (token, rtype, rid)
 SELECT decode(value, 'hex'), rtype, rid FROM idx_string
 WHERE rtype IN ('Patient', 'RelatedPerson', 'Practitioner', 'Person')
-  AND param IN ('name', 'family', 'given', 'phonetic', 'address', 'address-city',
+  AND param IN ('name', 'family', 'given', 'address', 'address-city',
                 'address-country', 'address-postalcode', 'address-state')
   AND value ~ '^[0-9a-f]{32}$' AND (text IS NULL OR text ~ '^[0-9a-f]{32}$')
 ORDER BY 1
@@ -27,4 +29,8 @@ DELETE FROM idx_string
 WHERE rtype IN ('Patient', 'RelatedPerson', 'Practitioner', 'Person')
   AND param IN ('name', 'family', 'given', 'phonetic', 'address', 'address-city',
                 'address-country', 'address-postalcode', 'address-state')
-  AND value ~ '^[0-9a-f]{32}$' AND text IS NULL;
+  AND value ~ '^[0-9a-f]{32}$' AND (text IS NULL OR param = 'phonetic');
+INSERT INTO idx_string (rtype, param, value, text, rid)
+SELECT rtype, 'phonetic', value, text, rid FROM idx_string
+WHERE rtype IN ('Patient', 'RelatedPerson', 'Practitioner', 'Person') AND param = 'name'
+  AND value ~ '^[0-9a-f]{32}$' AND (text IS NULL OR text ~ '^[0-9a-f]{32}$');
