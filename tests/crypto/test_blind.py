@@ -136,27 +136,49 @@ def test_policy_stores_each_prefix_token_once_in_token_order() -> None:
     rows = [
         IndexRow("name", "string", value="anderson", text="Anderson"),
         IndexRow("name", "string", value="ann", text="Ann"),
-        IndexRow("family", "string", value="anderson", text="Anderson"),
     ]
     out = policy.transform("Patient", rows)
-    blind = [r for r in out if r.kind == BLIND]
-    name = [r.value for r in blind if r.param == "name"]
+    name = [r.value for r in out if r.kind == BLIND and r.param == "name"]
     # "anderson" (8) and "ann" (3) share "a" and "an": 9 distinct tokens, sorted, so the
     # order of rows says nothing about which token is which prefix.
     assert len(name) == len(set(name)) == 9 and name == sorted(name)
     assert set(name) == set(blind_prefixes(KEY, "name", "anderson")) | set(
         blind_prefixes(KEY, "name", "ann")
     )
-    strings = [r for r in out if r.kind == "string"]
-    assert [(r.param, r.value, r.text) for r in strings] == [
+    strings = [(r.param, r.value, r.text) for r in out if r.kind == "string"]
+    assert strings == [
         ("name", blind_prefixes(KEY, "name", "anderson")[-1], blind_exact(KEY, "name", "Anderson")),
         ("name", blind_prefixes(KEY, "name", "ann")[-1], blind_exact(KEY, "name", "Ann")),
-        (
-            "family",
-            blind_prefixes(KEY, "family", "anderson")[-1],
-            blind_exact(KEY, "family", "Anderson"),
-        ),
     ]
     assert all("nders" not in str(r.value) + str(r.text) for r in out)
     # a value that normalizes to nothing is not indexed at all
     assert policy.transform("Patient", [IndexRow("family", "string", value=" ", text=" ")]) == []
+
+
+def test_a_value_of_a_narrower_parameter_is_stored_there_only() -> None:
+    """`name` covers `family` and `given`: the family name's prefixes are stored under
+    `family` alone, a name search looks them up there, and `phonetic` is `name`."""
+    policy = BlindIndexPolicy(KEY)
+    rows = [
+        IndexRow("family", "string", value="anderson", text="Anderson"),
+        IndexRow("name", "string", value="anderson", text="Anderson"),
+        IndexRow("name", "string", value="dr", text="Dr"),
+        IndexRow("phonetic", "string", value="anderson", text="Anderson"),
+    ]
+    out = policy.transform("Patient", rows)
+    blind = {(r.param, r.value) for r in out if r.kind == BLIND}
+    assert blind == {("family", t) for t in blind_prefixes(KEY, "family", "anderson")} | {
+        ("name", t) for t in blind_prefixes(KEY, "name", "dr")
+    }
+    tokens, recheck = policy.query_prefix_tokens("name", "And")
+    assert not recheck and len(tokens) == 3
+    assert blind_prefix_query(KEY, "family", "and").token in tokens
+    assert policy.query_prefix_tokens("phonetic", "And") == (tokens, False)
+    assert policy.query_prefix_tokens("family", "And") == (
+        (blind_prefix_query(KEY, "family", "and").token,),
+        False,
+    )
+    # the whole-value rows are as before, in the parameter's own domain (phonetic: name's)
+    strings = {(r.param, r.value, r.text) for r in out if r.kind == "string"}
+    whole = blind_prefixes(KEY, "name", "anderson")[-1], blind_exact(KEY, "name", "Anderson")
+    assert ("name", *whole) in strings and ("phonetic", *whole) in strings

@@ -166,6 +166,12 @@ class BlindKey:
         rest = _encode(raw)[len(_DOMAIN) :]
         return self._head("exact", param).digest(rest)[:TOKEN_BYTES].hex()
 
+    def longest_prefix(self, param: str, normalized: str, max_len: int = DEFAULT_PREFIX_LEN) -> str:
+        """= blind_prefixes(key, param, normalized, max_len)[-1] for a non-empty value."""
+        data = normalized[:max_len].encode("utf-8")
+        head = self._head("prefix", param)
+        return head.digest(len(data).to_bytes(4, "big") + data)[:TOKEN_BYTES].hex()
+
     def prefixes(self, param: str, normalized: str, max_len: int = DEFAULT_PREFIX_LEN) -> list[str]:
         """= blind_prefixes(key, param, normalized, max_len) for a normalized value."""
         if max_len < 1:

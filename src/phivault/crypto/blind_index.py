@@ -73,6 +73,17 @@ BLIND = "blind"  # the kind of a prefix-token row (store: the compact blind tabl
 # a Patient's names are blinded and stored once, not twice; searches give the same
 # results as before. Each value keeps its own `string` row under its own parameter.
 _SAME_TOKENS = {"phonetic": "name"}
+# Parameters whose values include all of another parameter's: FHIR's `name` matches any
+# part of a HumanName (family and given among them), `address` any part of an Address.
+# A value that the resource indexes under a narrower parameter too gets its prefix tokens
+# there only; a search of the broader parameter looks up the narrower ones' tokens as
+# well (`query_prefix_tokens`). Exact: "this name starts with q" is "that family name
+# starts with q" when the two are the same value. Saves a third of a Patient's tokens.
+_COVERS = {
+    "name": ("family", "given"),
+    "address": ("address-city", "address-state", "address-postalcode", "address-country"),
+}
+_NARROWER = frozenset(p for narrower in _COVERS.values() for p in narrower)
 
 
 class BlindIndexPolicy:
@@ -91,6 +102,11 @@ class BlindIndexPolicy:
         # address, address-city), and a value's prefixes repeat its shorter ones.
         normalized: dict[str, str] = {}
         prefixes: dict[str, set[str]] = {}
+        narrower: dict[str, set[str]] = {}
+        if blinded is not None:
+            for row in rows:
+                if row.kind == "string" and row.param in _NARROWER and row.value:
+                    narrower.setdefault(row.param, set()).add(self._normal(row.value, normalized))
         for row in rows:
             if row.kind == "reference" and row.text:
                 out.append(
@@ -105,32 +121,42 @@ class BlindIndexPolicy:
             elif blinded is None or row.param not in blinded:
                 out.append(row)
             elif row.kind == "string":
-                self._blind_string(row, normalized, prefixes, out)
+                self._blind_string(row, normalized, prefixes, narrower, out)
             else:
                 out.extend(self._blind_other(row))
         for param, tokens in prefixes.items():
             out.extend(IndexRow(param, BLIND, value=t) for t in sorted(tokens))
         return out
 
+    @staticmethod
+    def _normal(raw: str, cache: dict[str, str]) -> str:
+        value = cache.get(raw)
+        if value is None:
+            value = cache[raw] = normalize_string(raw)
+        return value
+
     def _blind_string(
         self,
         row: IndexRow,
         normalized: dict[str, str],
         prefixes: dict[str, set[str]],
+        narrower: dict[str, set[str]],
         out: list[IndexRow],
     ) -> None:
         if not row.value:
             return
-        value = normalized.get(row.value)
-        if value is None:
-            value = normalized[row.value] = normalize_string(row.value)
+        value = self._normal(row.value, normalized)
         if not value:
             return
         domain = _SAME_TOKENS.get(row.param, row.param)
-        tokens = self._blind.prefixes(domain, value, self.prefix_len)
-        prefixes.setdefault(domain, set()).update(tokens)
+        if any(value in narrower.get(p, ()) for p in _COVERS.get(domain, ())):
+            last = self._blind.longest_prefix(domain, value, self.prefix_len)
+        else:
+            tokens = self._blind.prefixes(domain, value, self.prefix_len)
+            prefixes.setdefault(domain, set()).update(tokens)
+            last = tokens[-1]
         exact = self._blind.exact(domain, row.text) if row.text is not None else None
-        out.append(IndexRow(row.param, "string", value=tokens[-1], text=exact))
+        out.append(IndexRow(row.param, "string", value=last, text=exact))
 
     def _blind_other(self, row: IndexRow) -> list[IndexRow]:
         param = row.param
@@ -155,6 +181,16 @@ class BlindIndexPolicy:
         domain = _SAME_TOKENS.get(param, param)
         found = blind_prefix_query(self._key, domain, text, self.prefix_len)
         return found.token, found.needs_recheck
+
+    def query_prefix_tokens(self, param: str, text: str) -> tuple[tuple[str, ...], bool]:
+        """The tokens of a default (starts-with) search, any of which matches: the
+        parameter's own and those of the parameters it covers (_COVERS)."""
+        domain = _SAME_TOKENS.get(param, param)
+        found = [
+            blind_prefix_query(self._key, d, text, self.prefix_len)
+            for d in (domain, *_COVERS.get(domain, ()))
+        ]
+        return tuple(f.token for f in found), found[0].needs_recheck
 
     def query_exact(self, param: str, raw: str) -> str:
         return blind_exact(self._key, _SAME_TOKENS.get(param, param), raw)

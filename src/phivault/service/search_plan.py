@@ -266,9 +266,9 @@ class Planner:
             # Prefix tokens live in the store's blind table (crypto/blind_index.py).
             kind, selectivity = BLIND, EXACT_STRING
             for text in texts:
-                token, needs_recheck = self.policy.query_prefix(code, text)
+                tokens, needs_recheck = self.policy.query_prefix_tokens(code, text)
                 recheck = recheck or needs_recheck
-                rows.append((Cmp("value", "=", token),))
+                rows.extend((Cmp("value", "=", token),) for token in tokens)
         else:
             selectivity = PREFIX
             rows = [(Cmp("value", "prefix", normalize_string(t)),) for t in texts]
