@@ -3,13 +3,19 @@
 1. The store's codec (AES-256-GCM under a patient's data key, with phivault's header, AAD
    and key lookup) against the machine's own AES-GCM (`openssl speed -evp aes-256-gcm
    -seconds 2`, its 1024- and 8192-byte columns), single thread both.
-2. Create / read / search over HTTP with encryption on and off: the same app
+2. The write path in process, encryption on and off (same run, interleaved): CPU
+   milliseconds per Patient create through `service.create` on one thread (process CPU
+   time, so other load on the machine barely moves it), and where they go: the blind
+   transform alone, and the index rows written per Patient. Steadier than HTTP figures
+   on a shared machine; `--write-creates 0` skips it.
+3. Create / read / search over HTTP with encryption on and off: the same app
    (bench/crypto_app.py: `open_vault(encryption=...)` under uvicorn, one worker, the same
    settings as `phivault serve`), the demo clinic loaded, the load generator in a separate
    process (phivault.benchmark.loadgen). Every figure is the best of `--rounds` alternating runs.
 
     .venv/bin/python bench/bench_crypto.py [--patients 200] [--requests 3000]
         [--concurrency 16] [--backends sqlite,postgresql] [--rounds 2]
+        [--write-creates 600] [--skip-http]
 
 Results: markdown on stdout, bench/results/crypto.json.
 """
@@ -39,6 +45,7 @@ from phivault.crypto import primitives
 from phivault.crypto.codec import KeyRingCodec
 from phivault.crypto.kek import KeyFileKeySource, create_key_file
 from phivault.demo.clinic import ClinicSpec, generate_clinic
+from phivault.fhir.indexing import index_rows
 from phivault.service import Context
 from phivault.vault import init_data_dir, open_vault
 
@@ -109,11 +116,67 @@ def codec_speed(work: Path) -> dict[str, dict[int, float]]:
         vault.close()
 
 
-# --- 2. HTTP, encryption on and off ---------------------------------------------------------
+# --- 2. the write path in process ----------------------------------------------------------
 
 
-def prepare_dir(work: Path, backend: str, encryption: bool, patients: int) -> tuple[Path, Path]:
-    tag = f"{backend}-{'on' if encryption else 'off'}"
+def new_patients(count: int) -> list[dict[str, object]]:
+    """Patients of another seed than the loaded clinic's, without ids (server-assigned)."""
+    people = generate_clinic(ClinicSpec(patients=count, seed=7))
+    return [
+        {k: v for k, v in r.items() if k != "id"} for r in people if r["resourceType"] == "Patient"
+    ]
+
+
+def write_path(
+    work: Path, backend: str, creates: int, patients: int, rounds: int = 4
+) -> dict[str, float]:
+    """CPU ms per Patient create, on and off; blind transform ms; index rows per Patient."""
+    people = new_patients(creates)
+    vaults = {}
+    for encryption in (True, False):
+        data, key_file = prepare_dir(work, f"{backend}-write", encryption, patients, backend)
+        vaults[encryption] = open_vault(data, KeyFileKeySource(key_file), encryption=encryption)
+    cpu = {True: 0.0, False: 0.0}
+    done = {True: 0, False: 0}
+    ctx = Context(actor="bench")
+    try:
+        chunk = max(1, len(people) // rounds)
+        for start in range(0, len(people), chunk):
+            batch = people[start : start + chunk]
+            order = (True, False) if (start // chunk) % 2 == 0 else (False, True)
+            for encryption in order:
+                service = vaults[encryption].service
+                began = time.process_time()
+                for person in batch:
+                    service.create(ctx, "Patient", dict(person))
+                cpu[encryption] += time.process_time() - began
+                done[encryption] += len(batch)
+        service = vaults[True].service
+        rows = [index_rows({**p, "id": "x"}) for p in people]
+        began = time.process_time()
+        blinded = [service.index_policy.transform("Patient", r) for r in rows]
+        transform_ms = (time.process_time() - began) * 1000 / len(rows)
+    finally:
+        for vault in vaults.values():
+            vault.close()
+    return {
+        "cpu_ms_on": cpu[True] * 1000 / done[True],
+        "cpu_ms_off": cpu[False] * 1000 / done[False],
+        "transform_ms": transform_ms,
+        "rows_on": sum(map(len, blinded)) / len(blinded),
+        "rows_off": sum(map(len, rows)) / len(rows),
+        "blind_rows": sum(r.kind == "blind" for b in blinded for r in b) / len(blinded),
+    }
+
+
+# --- 3. HTTP, encryption on and off ---------------------------------------------------------
+
+
+def prepare_dir(
+    work: Path, tag: str, encryption: bool, patients: int, backend: str | None = None
+) -> tuple[Path, Path]:
+    backend = backend or tag
+    tag = f"{tag}-{'on' if encryption else 'off'}"
     key_file, data = work / f"{tag}.key", work / f"data-{tag}"
     create_key_file(key_file)
     db = None
@@ -208,6 +271,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--write-creates", type=int, default=600)
+    parser.add_argument("--skip-http", action="store_true")
     args = parser.parse_args()
     report: dict[str, object] = {}
     lines = [
@@ -230,37 +295,63 @@ def main() -> None:
                 f"{opened:,.0f} | {seal / ssl[size]:.2f} | {opened / ssl[size]:.2f} |"
             )
         report["codec_mb_s"] = {"openssl": ssl, **codec}
-        lines += [
-            "",
-            f"## HTTP, encryption on vs off (demo clinic {args.patients} patients, "
-            f"{args.concurrency} connections, one worker, best of {args.rounds})",
-            "",
-            "| backend | op | on req/s | off req/s | on/off | on p50 ms | off p50 ms | on p99 ms | off p99 ms | errors |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        http: dict[str, object] = {}
-        for backend in args.backends.split(","):
-            best = bench_http(args, work, backend)
-            for op, on in best["on"].items():
-                off = best["off"][op]
-                ratio = on.rate / off.rate if off.rate else 0.0
-                flag = "" if op == "search" or ratio >= TARGET else " (below target)"
+        if args.write_creates:
+            lines += [
+                "",
+                f"## Write path in process ({args.write_creates} Patient creates per side, one "
+                "thread, on/off interleaved; CPU time)",
+                "",
+                "| backend | CPU ms/create on | off | on/off (throughput) | blind transform ms | "
+                "index rows on | off | of which blind |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            ]
+            writes: dict[str, object] = {}
+            for backend in args.backends.split(","):
+                w = write_path(work, backend, args.write_creates, args.patients)
+                writes[backend] = w
                 lines.append(
-                    f"| {backend} | {op} | {on.rate:,.0f} | {off.rate:,.0f} | {ratio:.2f}{flag} | "
-                    f"{on.pct(50):.1f} | {off.pct(50):.1f} | {on.pct(99):.1f} | {off.pct(99):.1f} | "
-                    f"{on.errors + off.errors} |"
+                    f"| {backend} | {w['cpu_ms_on']:.2f} | {w['cpu_ms_off']:.2f} | "
+                    f"{w['cpu_ms_off'] / w['cpu_ms_on']:.2f} | {w['transform_ms']:.2f} | "
+                    f"{w['rows_on']:.0f} | {w['rows_off']:.0f} | {w['blind_rows']:.0f} |"
                 )
-                http.setdefault(backend, {})[op] = {  # type: ignore[union-attr]
-                    "on": on.rate,
-                    "off": off.rate,
-                    "ratio": ratio,
-                    "errors": on.errors + off.errors,
-                }
-        report["http"] = http
+            report["write_path"] = writes
+        if not args.skip_http:
+            report["http"] = http_section(args, work, lines)
     print("\n".join(lines))
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     (results / "crypto.json").write_text(json.dumps(report, indent=2))
+
+
+def http_section(args: argparse.Namespace, work: Path, lines: list[str]) -> dict[str, object]:
+    """Section 3: HTTP create/read/search, encryption on and off, per backend."""
+    lines += [
+        "",
+        f"## HTTP, encryption on vs off (demo clinic {args.patients} patients, "
+        f"{args.concurrency} connections, one worker, best of {args.rounds})",
+        "",
+        "| backend | op | on req/s | off req/s | on/off | on p50 ms | off p50 ms | on p99 ms | off p99 ms | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    http: dict[str, object] = {}
+    for backend in args.backends.split(","):
+        best = bench_http(args, work, backend)
+        for op, on in best["on"].items():
+            off = best["off"][op]
+            ratio = on.rate / off.rate if off.rate else 0.0
+            flag = "" if op == "search" or ratio >= TARGET else " (below target)"
+            lines.append(
+                f"| {backend} | {op} | {on.rate:,.0f} | {off.rate:,.0f} | {ratio:.2f}{flag} | "
+                f"{on.pct(50):.1f} | {off.pct(50):.1f} | {on.pct(99):.1f} | {off.pct(99):.1f} | "
+                f"{on.errors + off.errors} |"
+            )
+            http.setdefault(backend, {})[op] = {  # type: ignore[union-attr]
+                "on": on.rate,
+                "off": off.rate,
+                "ratio": ratio,
+                "errors": on.errors + off.errors,
+            }
+    return http
 
 
 if __name__ == "__main__":

@@ -8,12 +8,15 @@ from hypothesis import strategies as st
 
 from phivault.crypto.blind import (
     DEFAULT_PREFIX_LEN,
+    BlindKey,
     blind_exact,
     blind_prefix_query,
     blind_prefixes,
     blind_token,
     normalize_string,
 )
+from phivault.crypto.blind_index import BLIND, BlindIndexPolicy
+from phivault.types import IndexRow
 
 KEY = b"\x01" * 32
 OTHER_KEY = b"\x02" * 32
@@ -105,3 +108,77 @@ def test_tokens_depend_on_key_and_have_fixed_shape() -> None:
     assert token != blind_token(OTHER_KEY, "identifier", None, "123")
     assert len(token) == 32 and int(token, 16) >= 0
     assert _index("family", "Smith").isdisjoint(set(blind_prefixes(OTHER_KEY, "family", "smith")))
+
+
+@given(
+    param=st.sampled_from(["family", "name", "address", "identifier"]),
+    system=st.one_of(st.none(), st.text(max_size=20)),
+    value=st.text(max_size=40),
+    max_len=st.integers(min_value=1, max_value=20),
+)
+def test_blind_key_gives_the_same_tokens(
+    param: str, system: str | None, value: str, max_len: int
+) -> None:
+    """The write path's pre-keyed tokens are the reference functions' tokens: indexes
+    written either way match each other's queries."""
+    fast = BlindKey(KEY)
+    assert fast.token(param, system, value) == blind_token(KEY, param, system, value)
+    assert fast.exact(param, value) == blind_exact(KEY, param, value)
+    normalized = normalize_string(value)
+    assert fast.prefixes(param, normalized, max_len) == blind_prefixes(
+        KEY, param, normalized, max_len
+    )
+    assert fast.token(param, system, value) != BlindKey(OTHER_KEY).token(param, system, value)
+
+
+def test_policy_stores_each_prefix_token_once_in_token_order() -> None:
+    policy = BlindIndexPolicy(KEY)
+    rows = [
+        IndexRow("name", "string", value="anderson", text="Anderson"),
+        IndexRow("name", "string", value="ann", text="Ann"),
+    ]
+    out = policy.transform("Patient", rows)
+    name = [r.value for r in out if r.kind == BLIND and r.param == "name"]
+    # "anderson" (8) and "ann" (3) share "a" and "an": 9 distinct tokens, sorted, so the
+    # order of rows says nothing about which token is which prefix.
+    assert len(name) == len(set(name)) == 9 and name == sorted(name)
+    assert set(name) == set(blind_prefixes(KEY, "name", "anderson")) | set(
+        blind_prefixes(KEY, "name", "ann")
+    )
+    strings = [(r.param, r.value, r.text) for r in out if r.kind == "string"]
+    assert strings == [
+        ("name", blind_prefixes(KEY, "name", "anderson")[-1], blind_exact(KEY, "name", "Anderson")),
+        ("name", blind_prefixes(KEY, "name", "ann")[-1], blind_exact(KEY, "name", "Ann")),
+    ]
+    assert all("nders" not in str(r.value) + str(r.text) for r in out)
+    # a value that normalizes to nothing is not indexed at all
+    assert policy.transform("Patient", [IndexRow("family", "string", value=" ", text=" ")]) == []
+
+
+def test_a_value_of_a_narrower_parameter_is_stored_there_only() -> None:
+    """`name` covers `family` and `given`: the family name's prefixes are stored under
+    `family` alone, a name search looks them up there, and `phonetic` is `name`."""
+    policy = BlindIndexPolicy(KEY)
+    rows = [
+        IndexRow("family", "string", value="anderson", text="Anderson"),
+        IndexRow("name", "string", value="anderson", text="Anderson"),
+        IndexRow("name", "string", value="dr", text="Dr"),
+        IndexRow("phonetic", "string", value="anderson", text="Anderson"),
+    ]
+    out = policy.transform("Patient", rows)
+    blind = {(r.param, r.value) for r in out if r.kind == BLIND}
+    assert blind == {("family", t) for t in blind_prefixes(KEY, "family", "anderson")} | {
+        ("name", t) for t in blind_prefixes(KEY, "name", "dr")
+    }
+    tokens, recheck = policy.query_prefix_tokens("name", "And")
+    assert not recheck and len(tokens) == 3
+    assert blind_prefix_query(KEY, "family", "and").token in tokens
+    assert policy.query_prefix_tokens("phonetic", "And") == (tokens, False)
+    assert policy.query_prefix_tokens("family", "And") == (
+        (blind_prefix_query(KEY, "family", "and").token,),
+        False,
+    )
+    # the whole-value rows are as before, in the parameter's own domain (phonetic: name's)
+    strings = {(r.param, r.value, r.text) for r in out if r.kind == "string"}
+    whole = blind_prefixes(KEY, "name", "anderson")[-1], blind_exact(KEY, "name", "Anderson")
+    assert ("name", *whole) in strings and ("phonetic", *whole) in strings

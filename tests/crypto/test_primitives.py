@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from phivault.crypto import primitives as p
 from phivault.errors import DecryptionError
@@ -173,3 +177,13 @@ def test_sealed_box_refuses_low_order_ephemeral_key() -> None:
     with pytest.raises(DecryptionError) as excinfo:
         p.open_sealed(priv, forged, b"")
     _assert_opaque(excinfo)
+
+
+@given(key=st.binary(max_size=200), head=st.binary(max_size=100), msg=st.binary(max_size=300))
+def test_prekeyed_hmac_is_hmac_sha256(key: bytes, head: bytes, msg: bytes) -> None:
+    """The write path's pre-keyed HMAC equals the standard library's, keys longer than a
+    block (hashed first) and an absorbed head included."""
+    mac = p.PrekeyedHmac(key)
+    assert mac.digest(msg) == hmac.digest(key, msg, "sha256")
+    assert mac.extended(head).digest(msg) == hmac.digest(key, head + msg, "sha256")
+    assert mac.digest(msg) == mac.digest(msg)  # the pre-hashed states are not consumed

@@ -21,6 +21,11 @@ def families(vault: Vault, family: str) -> list[str]:
     return sorted(m.rid for m in result.matches)
 
 
+def prefixed(vault: Vault, start: str) -> list[str]:
+    result = vault.service.search(CTX, "Patient", [("family", start)])
+    return sorted(m.rid for m in result.matches)
+
+
 def test_import_appends_versions_index_rows_and_audit_entries(vault: Vault) -> None:
     vault.service.update(CTX, "Patient", "p5", patient("p5", "Before"))
     audit_before = vault.store.audit_size()
@@ -48,6 +53,10 @@ def test_import_appends_versions_index_rows_and_audit_entries(vault: Vault) -> N
     assert families(vault, "Family0") == []  # the first version's index rows replaced
     assert families(vault, "Before") == []
     assert families(vault, "Family5") == ["p5"]
+    # starts-with search goes through the blind prefix tokens (idx_blind when encrypted)
+    assert prefixed(vault, "renam") == ["p0"]
+    assert prefixed(vault, "family0") == []  # the first version's tokens went too
+    assert prefixed(vault, "family") == ["p1", "p2", "p3", "p4", "p5"]
     assert vault.service.read(CTX, "Observation", "o1").body is not None
     compartment = vault.service.search(CTX, "Observation", [("patient", "Patient/p1")])
     assert [m.rid for m in compartment.matches] == ["o1"]

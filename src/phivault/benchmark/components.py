@@ -39,7 +39,8 @@ COMPONENTS = (
     ),
     Component(
         "encryption", "bench_crypto.py", "crypto.json",
-        ("--patients", "100", "--requests", "600", "--rounds", "1"), uses_pg=True,
+        ("--patients", "100", "--requests", "600", "--rounds", "1", "--write-creates", "200"),
+        uses_pg=True,
     ),
     Component("access control", "bench_access.py", "access.json",
               ("--patients", "100", "--requests", "300", "--rounds", "3")),

@@ -7,9 +7,12 @@ Practitioner and Person, and the identifier that a Reference may carry. Everythi
 
 Row shapes after blinding (the query layer mirrors them through the `query_*` methods):
 
-- string: one row per prefix token (`value`); the row of the whole value also carries the
-  `:exact` token in `text`. Prefixes are indexed up to `prefix_len` characters; a longer
-  query matches on its first `prefix_len` characters and must be re-checked.
+- string: one `blind` row per distinct prefix token of the parameter (`value`), which the
+  store keeps in its compact blind table (one B-tree entry per token); and one `string`
+  row per value, whose `value` is the token of its longest indexed prefix and `text` its
+  `:exact` token (`:exact`, `:missing`). Prefixes are indexed up to `prefix_len`
+  characters; a longer query matches on its first `prefix_len` characters and must be
+  re-checked.
 - token: `system` kept in clear (a naming system, not a person), `value` the token of the
   code under "any system"; display texts are dropped.
 - date: becomes a token row (`kind="token"`, `system="date"`) of the date at its own
@@ -23,10 +26,11 @@ from datetime import UTC, datetime
 
 from phivault.crypto.blind import (
     DEFAULT_PREFIX_LEN,
+    BlindKey,
     blind_exact,
     blind_prefix_query,
-    blind_prefixes,
     blind_token,
+    normalize_string,
 )
 from phivault.types import IndexRow
 
@@ -61,9 +65,31 @@ DATE_SYSTEM = "date"
 _DAY = 86_400
 
 
+BLIND = "blind"  # the kind of a prefix-token row (store: the compact blind table)
+
+# Parameters whose values are another parameter's, for every blinded type: R4 gives
+# `phonetic` the expression of `name` (Patient.name, Practitioner.name, ...; a test holds
+# this against the registry). Their tokens are taken in the other parameter's domain, so
+# a Patient's names are blinded and stored once, not twice; searches give the same
+# results as before. Each value keeps its own `string` row under its own parameter.
+_SAME_TOKENS = {"phonetic": "name"}
+# Parameters whose values include all of another parameter's: FHIR's `name` matches any
+# part of a HumanName (family and given among them), `address` any part of an Address.
+# A value that the resource indexes under a narrower parameter too gets its prefix tokens
+# there only; a search of the broader parameter looks up the narrower ones' tokens as
+# well (`query_prefix_tokens`). Exact: "this name starts with q" is "that family name
+# starts with q" when the two are the same value. Saves a third of a Patient's tokens.
+_COVERS = {
+    "name": ("family", "given"),
+    "address": ("address-city", "address-state", "address-postalcode", "address-country"),
+}
+_NARROWER = frozenset(p for narrower in _COVERS.values() for p in narrower)
+
+
 class BlindIndexPolicy:
     def __init__(self, key: bytes, *, prefix_len: int = DEFAULT_PREFIX_LEN) -> None:
         self._key = key
+        self._blind = BlindKey(key)
         self.prefix_len = prefix_len
 
     def is_blinded(self, rtype: str, param: str) -> bool:
@@ -72,6 +98,15 @@ class BlindIndexPolicy:
     def transform(self, rtype: str, rows: list[IndexRow]) -> list[IndexRow]:
         blinded = IDENTIFYING.get(rtype)
         out: list[IndexRow] = []
+        # Per resource: several parameters index the same values (name, family, phonetic;
+        # address, address-city), and a value's prefixes repeat its shorter ones.
+        normalized: dict[str, str] = {}
+        prefixes: dict[str, set[str]] = {}
+        narrower: dict[str, set[str]] = {}
+        if blinded is not None:
+            for row in rows:
+                if row.kind == "string" and row.param in _NARROWER and row.value:
+                    narrower.setdefault(row.param, set()).add(self._normal(row.value, normalized))
         for row in rows:
             if row.kind == "reference" and row.text:
                 out.append(
@@ -83,30 +118,53 @@ class BlindIndexPolicy:
                         text=self.query_reference_identifier(row.text),
                     )
                 )
-            elif blinded is not None and row.param in blinded:
-                out.extend(self._blind(row))
-            else:
+            elif blinded is None or row.param not in blinded:
                 out.append(row)
+            elif row.kind == "string":
+                self._blind_string(row, normalized, prefixes, narrower, out)
+            else:
+                out.extend(self._blind_other(row))
+        for param, tokens in prefixes.items():
+            out.extend(IndexRow(param, BLIND, value=t) for t in sorted(tokens))
         return out
 
-    def _blind(self, row: IndexRow) -> list[IndexRow]:
-        key, param = self._key, row.param
-        if row.kind == "string":
-            if not row.value:
-                return []
-            tokens = blind_prefixes(key, param, row.value, self.prefix_len)
-            exact = blind_exact(key, param, row.text) if row.text is not None else None
-            rows = [IndexRow(param, "string", value=t) for t in tokens[:-1]]
-            rows.append(IndexRow(param, "string", value=tokens[-1], text=exact))
-            return rows
+    @staticmethod
+    def _normal(raw: str, cache: dict[str, str]) -> str:
+        value = cache.get(raw)
+        if value is None:
+            value = cache[raw] = normalize_string(raw)
+        return value
+
+    def _blind_string(
+        self,
+        row: IndexRow,
+        normalized: dict[str, str],
+        prefixes: dict[str, set[str]],
+        narrower: dict[str, set[str]],
+        out: list[IndexRow],
+    ) -> None:
+        if not row.value:
+            return
+        value = self._normal(row.value, normalized)
+        if not value:
+            return
+        domain = _SAME_TOKENS.get(row.param, row.param)
+        if any(value in narrower.get(p, ()) for p in _COVERS.get(domain, ())):
+            last = self._blind.longest_prefix(domain, value, self.prefix_len)
+        else:
+            tokens = self._blind.prefixes(domain, value, self.prefix_len)
+            prefixes.setdefault(domain, set()).update(tokens)
+            last = tokens[-1]
+        exact = self._blind.exact(domain, row.text) if row.text is not None else None
+        out.append(IndexRow(row.param, "string", value=last, text=exact))
+
+    def _blind_other(self, row: IndexRow) -> list[IndexRow]:
+        param = row.param
         if row.kind == "token":
             if row.value is None:
                 return []  # a display text alone: not searchable once blinded
-            return [
-                IndexRow(
-                    param, "token", system=row.system, value=self.query_token(param, row.value)
-                )
-            ]
+            value = self._blind.token(param, None, row.value)
+            return [IndexRow(param, "token", system=row.system, value=value)]
         if row.kind == "date":
             day = _date_text(row.lo, row.hi)
             if day is None:
@@ -120,11 +178,22 @@ class BlindIndexPolicy:
 
     def query_prefix(self, param: str, text: str) -> tuple[str, bool]:
         """(token, needs_recheck) for a default (starts-with) string search."""
-        found = blind_prefix_query(self._key, param, text, self.prefix_len)
+        domain = _SAME_TOKENS.get(param, param)
+        found = blind_prefix_query(self._key, domain, text, self.prefix_len)
         return found.token, found.needs_recheck
 
+    def query_prefix_tokens(self, param: str, text: str) -> tuple[tuple[str, ...], bool]:
+        """The tokens of a default (starts-with) search, any of which matches: the
+        parameter's own and those of the parameters it covers (_COVERS)."""
+        domain = _SAME_TOKENS.get(param, param)
+        found = [
+            blind_prefix_query(self._key, d, text, self.prefix_len)
+            for d in (domain, *_COVERS.get(domain, ()))
+        ]
+        return tuple(f.token for f in found), found[0].needs_recheck
+
     def query_exact(self, param: str, raw: str) -> str:
-        return blind_exact(self._key, param, raw)
+        return blind_exact(self._key, _SAME_TOKENS.get(param, param), raw)
 
     def query_date(self, param: str, date_text: str) -> str:
         """Token of a date given at day, month or year precision (YYYY-MM-DD, YYYY-MM, YYYY)."""

@@ -52,6 +52,7 @@ from phivault.store.search_spec import (
     SortKey,
     Term,
 )
+from phivault.store.sql import BLIND
 
 # A chained or _has search whose inner part needs re-checking is resolved to ids first;
 # past this many the request is refused rather than decrypting without bound.
@@ -246,6 +247,7 @@ class Planner:
         texts = [v.text for v in clause.values if isinstance(v, StringValue)]
         rows: list[Row] = []
         recheck = False
+        kind = "string"
         if modifier == "contains":
             if blinded:
                 raise encrypted(code, ":contains")
@@ -261,15 +263,16 @@ class Planner:
                 else:
                     rows.append((Cmp("value", "=", normalize_string(text)), Cmp("text", "=", text)))
         elif blinded:
-            selectivity = EXACT_STRING
+            # Prefix tokens live in the store's blind table (crypto/blind_index.py).
+            kind, selectivity = BLIND, EXACT_STRING
             for text in texts:
-                token, needs_recheck = self.policy.query_prefix(code, text)
+                tokens, needs_recheck = self.policy.query_prefix_tokens(code, text)
                 recheck = recheck or needs_recheck
-                rows.append((Cmp("value", "=", token),))
+                rows.extend((Cmp("value", "=", token),) for token in tokens)
         else:
             selectivity = PREFIX
             rows = [(Cmp("value", "prefix", normalize_string(t)),) for t in texts]
-        term = Term((IndexMatch("string", code, tuple(rows), selectivity),))
+        term = Term((IndexMatch(kind, code, tuple(rows), selectivity),))
         if not recheck:
             return term, None
         return term, Recheck(code, tuple(normalize_string(t) for t in texts))

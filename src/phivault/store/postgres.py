@@ -25,6 +25,7 @@ from phivault.store.audit_sql import AuditIndexRow
 from phivault.store.base import NewVersion, VersionRecord
 from phivault.store.common import SqlReadView, SqlWriteTx
 from phivault.store.sql import (
+    BLIND,
     INDEX_TABLES,
     VERSION_COLUMNS,
     Queries,
@@ -333,7 +334,11 @@ class _PgWriteTx(SqlWriteTx):
                     index.setdefault(kind, []).extend(rows)
         for kind, rows in index.items():
             table, columns = INDEX_TABLES[kind]
-            self.insert_rows(table, ("rtype", "param", "rid", *columns), rows)
+            if kind == BLIND:
+                # (token, rtype, rid), in token order per resource (store/sql.py)
+                self.insert_rows(table, ("token", "rtype", "rid"), rows)
+            else:
+                self.insert_rows(table, ("rtype", "param", "rid", *columns), rows)
         return [
             VersionRecord(
                 rtype=new.rtype,

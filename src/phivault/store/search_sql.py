@@ -41,7 +41,7 @@ from phivault.store.search_spec import (
     SortKey,
     Term,
 )
-from phivault.store.sql import INDEX_TABLES
+from phivault.store.sql import BLIND, INDEX_TABLES
 
 LITERAL_COMPARTMENTS = 16  # compartment lists at least this long are written, not bound
 _SAFE_COMPARTMENT = re.compile(r"Patient/[A-Za-z0-9.\-]{1,64}")
@@ -157,6 +157,13 @@ class Compiler:
                 f"SELECT {i}.rid FROM resources {i} WHERE {i}.rtype = ? AND {i}.rid IN "
                 f"({_marks(len(atom.rids))})"
             )
+        if isinstance(atom, IndexMatch) and atom.kind == BLIND:
+            tokens = _blind_tokens(atom.rows)
+            self.bind(*tokens, rtype)
+            return (
+                f"SELECT {i}.rid FROM idx_blind {i} WHERE {i}.token IN ({_marks(len(tokens))}) "
+                f"AND {i}.rtype = ?"
+            )
         if isinstance(atom, IndexMatch):
             table = _table(atom.kind)
             if len(atom.rows) > 1 and not _value_list(atom.rows):
@@ -210,6 +217,14 @@ class Compiler:
                 return "1 = 0"
             self.bind(*atom.rids)
             return f"{alias}.rid IN ({_marks(len(atom.rids))})"
+        if isinstance(atom, IndexMatch) and atom.kind == BLIND:
+            tokens = _blind_tokens(atom.rows)
+            self.bind(*tokens, rtype)
+            return (
+                f"EXISTS (SELECT 1 FROM idx_blind {i} WHERE {i}.token IN "
+                f"({_marks(len(tokens))}) AND {i}.rtype = ? AND {i}.rid = {alias}.rid"
+                f"{self.d.probe})"
+            )
         if isinstance(atom, IndexMatch):
             self.bind(rtype, atom.param)
             sql = (
@@ -344,6 +359,15 @@ def _literal_list(compartments: tuple[str, ...]) -> str | None:
     ):
         return None
     return ", ".join(f"'{c}'" for c in compartments)
+
+
+def _blind_tokens(rows: tuple[Row, ...]) -> list[bytes]:
+    """The 16-byte tokens of a blind prefix match: every row is `value = <hex token>`
+    (the token is keyed by its parameter, so the parameter needs no column)."""
+    values = _value_list(rows)
+    if not values:
+        raise ValueError("a blind index match is one or more tokens")
+    return [bytes.fromhex(v) for v in values]
 
 
 def _value_list(rows: tuple[Row, ...]) -> list[Any] | None:

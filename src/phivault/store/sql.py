@@ -23,7 +23,11 @@ INDEX_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "number": ("idx_number", ("lo", "hi")),
     "uri": ("idx_uri", ("value",)),
     "composite": ("idx_composite", ("value", "lo", "hi")),
+    # Blind prefix tokens of an encrypted store (crypto/blind_index.py): the token (the
+    # row's value, in hex) stored as 16 bytes, keyed by itself; no param column.
+    "blind": ("idx_blind", ("token",)),
 }
+BLIND = "blind"
 
 VERSION_COLUMNS = "seq, rtype, rid, version, last_updated, deleted, body, compartment, method"
 
@@ -96,7 +100,11 @@ class Queries:
                 f"(?, ?, ?, {', '.join('?' for _ in cols)})"
             )
             for kind, (table, cols) in INDEX_TABLES.items()
+            if kind != BLIND
         }
+        self.insert_index[BLIND] = r(
+            "INSERT INTO idx_blind (token, rtype, rid) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+        )
         self.find_token_any = r(
             "SELECT DISTINCT t.rid FROM idx_token t JOIN resources r "
             "ON r.rtype = t.rtype AND r.rid = t.rid AND r.deleted = ? "
@@ -172,12 +180,22 @@ def index_params(
 ) -> dict[str, list[tuple[Any, ...]]]:
     """Group index rows by kind into parameter tuples for executemany."""
     grouped: dict[str, list[tuple[Any, ...]]] = {}
+    tokens: set[bytes] = set()
     for row in rows:
+        if row.kind == BLIND:
+            if row.value is None:
+                raise ValueError("a blind index row without its token")
+            tokens.add(bytes.fromhex(row.value))
+            continue
         spec = INDEX_TABLES.get(row.kind)
         if spec is None:
             raise ValueError(f"unknown index kind {row.kind!r}")
         values = tuple(getattr(row, col) for col in spec[1])
         grouped.setdefault(row.kind, []).append((rtype, row.param, rid, *values))
+    if tokens:
+        # In token order, never in the order of their prefixes: on PostgreSQL the heap
+        # keeps insertion order, which would tell the 1-character prefix from the others.
+        grouped[BLIND] = [(t, rtype, rid) for t in sorted(tokens)]
     return grouped
 
 

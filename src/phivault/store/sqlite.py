@@ -83,6 +83,8 @@ class SqliteStore(SqlReadView):
             # Deleted pages are zeroed so that removed index rows (e.g. after crypto-shredding)
             # do not linger in free pages of the file.
             conn.execute("PRAGMA secure_delete=ON")
+            # Migration 012 decodes hex tokens; SQLite's own unhex() came in 3.41.
+            conn.create_function("phivault_unhex", 1, _unhex, deterministic=True)
         except sqlite3.Error as exc:
             raise StoreError("cannot open the SQLite database") from exc
         with self._conns_lock:
@@ -294,6 +296,10 @@ class _ThreadLocalConn:
             return self._store.reader().execute(sql, params)
         except sqlite3.Error as exc:
             raise _translate(exc) from None
+
+
+def _unhex(text: str | None) -> bytes | None:
+    return bytes.fromhex(text) if text is not None else None
 
 
 def _executemany(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:

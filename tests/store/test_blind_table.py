@@ -1,0 +1,180 @@
+"""The compact blind table (idx_blind, migration 012) on both backends: a Patient's
+prefix tokens go there as distinct 16-byte keys, follow updates, deletes and reindexing,
+and a store migrated from the old layout (prefix tokens in idx_string) keeps searching
+without a reindex."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from phivault.crypto.blind import blind_exact, blind_prefixes
+from phivault.service import Context
+from phivault.service.reindex import reindex
+from phivault.vault import Vault
+from tests.keys_support import raw_sql
+
+CTX = Context(actor="test")
+PERSON = {
+    "resourceType": "Patient",
+    "name": [{"family": "Anderson", "given": ["Ann"]}],
+    "address": [{"line": ["12 Elm Road"], "city": "Springfield"}],
+}
+
+
+def blind_rows(vault: Vault, rid: str) -> list[bytes]:
+    rows = raw_sql(
+        vault, "SELECT token FROM idx_blind WHERE rtype = ? AND rid = ?", ("Patient", rid)
+    )
+    return [bytes(r[0]) for r in rows]
+
+
+def found(vault: Vault, query: str) -> list[str]:
+    params = [tuple(p.split("=", 1)) for p in query.split("&")]
+    result = vault.service.search(CTX, "Patient", params)  # type: ignore[arg-type]
+    return sorted(e.rid for e in result.matches)
+
+
+def test_prefix_tokens_are_distinct_16_byte_keys(vault: Vault) -> None:
+    rid = vault.service.create(CTX, "Patient", dict(PERSON)).version.rid
+    tokens = blind_rows(vault, rid)
+    assert tokens and all(len(t) == 16 for t in tokens)
+    assert len(set(tokens)) == len(tokens)
+    # idx_string keeps one row per blinded value (the :exact and :missing row), not one
+    # per prefix: "anderson" alone would have given 8 prefix rows for `family`.
+    family = raw_sql(
+        vault,
+        "SELECT COUNT(*) FROM idx_string WHERE rtype = ? AND rid = ? AND param = ?",
+        ("Patient", rid, "family"),
+    )
+    assert family[0][0] == 1
+    for query in ("family=and", "name=an", "name=ANN", "address=spring", "address-city=Springf"):
+        assert found(vault, query) == [rid], query
+    assert found(vault, "family=ann") == []
+    assert found(vault, "family:exact=Anderson") == [rid]
+    assert found(vault, "family:exact=anderson") == []
+    assert found(vault, "family:missing=false") == [rid]
+
+
+def test_tokens_follow_update_and_delete(vault: Vault) -> None:
+    rid = vault.service.create(CTX, "Patient", dict(PERSON)).version.rid
+    before = set(blind_rows(vault, rid))
+    moved = {**PERSON, "id": rid, "name": [{"family": "Brown", "given": ["Ann"]}]}
+    vault.service.update(CTX, "Patient", rid, moved)
+    after = set(blind_rows(vault, rid))
+    assert after and after != before
+    assert found(vault, "family=and") == []
+    assert found(vault, "family=bro&given=an") == [rid]
+    vault.service.delete(CTX, "Patient", rid)
+    assert blind_rows(vault, rid) == []
+    assert found(vault, "family=bro") == []
+
+
+def test_a_longer_query_is_rechecked_after_decryption(vault: Vault) -> None:
+    """Prefixes are indexed up to the policy's prefix length: a longer query matches a
+    superset by its first characters, and the decrypted values decide (page and total)."""
+    length = vault.service.index_policy.prefix_len  # type: ignore[attr-defined]
+    stem = "x" * length
+    ids = {}
+    for tail in ("alpha", "beta", "alpine"):
+        body = {**PERSON, "name": [{"family": stem + tail}]}
+        ids[tail] = vault.service.create(CTX, "Patient", body).version.rid
+    assert found(vault, f"family={stem}al") == sorted([ids["alpha"], ids["alpine"]])
+    query = [("family", stem + "alp"), ("_count", "1"), ("_total", "accurate")]
+    first = vault.service.search(CTX, "Patient", query)
+    assert first.total == 2 and len(first.matches) == 1 and first.next_cursor
+    seen, page = [first.matches[0].rid], first
+    while page.next_cursor:  # a page may end early, at a candidate not yet examined
+        page = vault.service.search(CTX, "Patient", [*query, ("_cursor", page.next_cursor)])
+        assert len(page.matches) <= 1
+        seen.extend(e.rid for e in page.matches)
+    assert sorted(seen) == sorted([ids["alpha"], ids["alpine"]])
+    assert found(vault, f"family={stem}b") == [ids["beta"]]
+
+
+def test_reindex_rebuilds_the_blind_table(vault: Vault) -> None:
+    rid = vault.service.create(CTX, "Patient", dict(PERSON)).version.rid
+    tokens = set(blind_rows(vault, rid))
+    raw_sql(vault, "DELETE FROM idx_blind WHERE rid = ?", (rid,))
+    assert found(vault, "family=and") == []
+    for _ in reindex(vault.service, CTX, "Patient"):
+        pass
+    assert set(blind_rows(vault, rid)) == tokens
+    assert found(vault, "family=and") == [rid]
+
+
+def _to_old_layout(vault: Vault, rid: str) -> None:
+    """What a store written before migration 012 held: every prefix token as a hex row
+    of idx_string (the whole value's row carried the :exact token), none in idx_blind,
+    and `phonetic` blinded in its own domain."""
+    key = vault.service.index_policy._key  # type: ignore[attr-defined]
+    tokens = raw_sql(vault, "SELECT token FROM idx_blind WHERE rid = ?", (rid,))
+    raw_sql(vault, "DELETE FROM idx_blind WHERE rid = ?", (rid,))
+    rows = [("family", bytes(token).hex(), None) for (token,) in tokens]
+    raw_sql(vault, "DELETE FROM idx_string WHERE rid = ? AND param = ?", (rid, "phonetic"))
+    for raw in ("Anderson", "Ann"):
+        prefixes = blind_prefixes(key, "phonetic", raw)
+        rows += [("phonetic", t, None) for t in prefixes[:-1]]
+        rows.append(("phonetic", prefixes[-1], blind_exact(key, "phonetic", raw)))
+    for param, value, text in rows:
+        raw_sql(
+            vault,
+            "INSERT INTO idx_string (rtype, param, value, text, rid) VALUES (?, ?, ?, ?, ?)",
+            ("Patient", param, value, text, rid),
+        )
+
+
+def test_migration_012_moves_old_prefix_rows(vault: Vault) -> None:
+    rid = vault.service.create(CTX, "Patient", dict(PERSON)).version.rid
+    tokens = set(blind_rows(vault, rid))
+    strings = raw_sql(vault, "SELECT COUNT(*) FROM idx_string WHERE rid = ?", (rid,))[0][0]
+    _to_old_layout(vault, rid)
+    raw_sql(vault, "DROP TABLE idx_blind")
+    raw_sql(vault, "DELETE FROM schema_migrations WHERE version = ?", (12,))
+    store: Any = vault.store
+    store.migrate()
+    # every old prefix token moves (the whole-value rows' tokens too, which a value
+    # covered by a narrower parameter no longer needs: harmless, gone at its next write)
+    assert tokens <= set(blind_rows(vault, rid))
+    assert raw_sql(vault, "SELECT COUNT(*) FROM idx_string WHERE rid = ?", (rid,))[0][0] == strings
+    assert found(vault, "name=an") == [rid]
+    assert found(vault, "family:exact=Anderson") == [rid]
+    assert found(vault, "phonetic=anders") == [rid]
+    assert found(vault, "phonetic:exact=Ann") == [rid]
+    assert found(vault, "phonetic:missing=true") == []
+
+
+def test_phonetic_shares_the_tokens_of_name(vault: Vault) -> None:
+    """R4 indexes `phonetic` with `name`'s expression on every blinded type, which is
+    what lets the policy store those tokens once."""
+    registry = vault.service.searcher.registry
+    for rtype in ("Patient", "Practitioner", "RelatedPerson", "Person"):
+        params = registry.params_for(rtype)
+        assert params["phonetic"].expression == params["name"].expression == f"{rtype}.name"
+    rid = vault.service.create(CTX, "Patient", dict(PERSON)).version.rid
+    names = {"name=ande", "phonetic=ande", "phonetic=Ann", "phonetic:exact=Anderson"}
+    for query in sorted(names):
+        assert found(vault, query) == [rid], query
+    assert found(vault, "phonetic:exact=anderson") == []
+    assert found(vault, "phonetic=spring") == []
+
+
+def test_broader_parameters_find_what_narrower_ones_store(vault: Vault) -> None:
+    """`name` and `address` keep prefix tokens only for the values no narrower parameter
+    (family, given; city, state, postal code, country) holds, and their searches look up
+    those parameters' tokens too: the same matches as before, and no more."""
+    body = {
+        **PERSON,
+        "name": [{"family": "Anderson", "given": ["Ann"], "prefix": ["Dr"]}],
+        "address": [{"line": ["12 Elm Road"], "city": "Springfield", "state": "OR"}],
+    }
+    rid = vault.service.create(CTX, "Patient", body).version.rid
+    other = vault.service.create(CTX, "Patient", {**PERSON, "name": [{"family": "Drake"}]})
+    for query in ("name=ande", "name=ann", "name=dr", "phonetic=dr", "address=12 e", "address=spr"):
+        assert rid in found(vault, query), query
+    assert found(vault, "name=dr") == sorted([rid, other.version.rid])
+    assert found(vault, "address=or") == [rid]
+    assert found(vault, "address-state=or") == [rid]
+    assert found(vault, "family=dr") == [other.version.rid]  # a prefix is not a family name
+    assert found(vault, "given=ande") == []
+    assert found(vault, "address-city=12") == []
+    assert found(vault, "name:exact=Ann") == [rid]
