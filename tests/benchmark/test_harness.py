@@ -86,3 +86,16 @@ def test_component_figures_are_read_and_summarised(tmp_path: Path) -> None:
     lines = component_markdown(found)
     assert any("phivault: full_s 1.50" in line for line in lines)
     assert any("**audit**" in line and "no results" in line for line in lines)
+
+
+def test_audit_summary_names_its_callers(tmp_path: Path) -> None:
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    audit = {
+        "append_sqlite_sealed": {"threads": 64, "per_s": 12_000.0},
+        "append_sqlite_async_sealed": {"threads": 64, "per_s": 13_000.0},
+    }
+    (results / "audit.json").write_text(json.dumps(audit))
+    lines = component_markdown(collect("read", tmp_path / "bench", ("sqlite",), None, print))
+    assert any("sqlite_sealed, 64 threads: 12,000" in line for line in lines)
+    assert any("sqlite_async_sealed, 64 coroutines: 13,000" in line for line in lines)

@@ -206,7 +206,8 @@ def _summary(name: str, f: Any) -> list[str]:
     if name == "audit":
         for key, v in f.items():
             if key.startswith("append_"):
-                out.append(f"durable audit appends/s, {key[7:]}, {v['threads']} threads: "
+                callers = "coroutines" if key.endswith("async_sealed") else "threads"
+                out.append(f"durable audit appends/s, {key[7:]}, {v['threads']} {callers}: "
                            f"{v['per_s']:,.0f}")  # fmt: skip
             elif key.startswith("verify_"):
                 out.append(f"verify {v['entries']:,} entries, {key[7:]}: {v['verify_s']:.2f} s")
