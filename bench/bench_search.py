@@ -189,10 +189,22 @@ def bench_backend(
         for name, make in QUERIES.items():
             sample = [rng.choice(people) for _ in range(args.requests)]
             results[name] = measure(client, [make(s) for s in sample])
+        print(f"[{backend}] server peak RSS {peak_rss_mib(server.pid)} MiB", flush=True)
     finally:
         server.terminate()
         server.wait(timeout=30)
     return results
+
+
+def peak_rss_mib(pid: int) -> str:
+    """The server process's peak resident set (VmHWM), as the issue's memory target counts it."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return f"{int(line.split()[1]) / 1024:,.0f}"
+    except OSError:
+        pass
+    return "unknown"
 
 
 def stored_size(backend: str, data: Path, schemas: list[str]) -> str:
