@@ -25,13 +25,13 @@ from phivault.store.audit_sql import AuditIndexRow
 from phivault.store.base import NewVersion, VersionRecord
 from phivault.store.common import SqlReadView, SqlWriteTx
 from phivault.store.sql import (
-    BLIND,
     INDEX_TABLES,
     VERSION_COLUMNS,
     Queries,
     index_params,
     load_migrations,
     new_version_params,
+    row_columns,
     row_to_version,
 )
 
@@ -333,12 +333,7 @@ class _PgWriteTx(SqlWriteTx):
                 for kind, rows in index_params(new.rtype, new.rid, new.index).items():
                     index.setdefault(kind, []).extend(rows)
         for kind, rows in index.items():
-            table, columns = INDEX_TABLES[kind]
-            if kind == BLIND:
-                # (token, rtype, rid), in token order per resource (store/sql.py)
-                self.insert_rows(table, ("token", "rtype", "rid"), rows)
-            else:
-                self.insert_rows(table, ("rtype", "param", "rid", *columns), rows)
+            self.insert_rows(INDEX_TABLES[kind][0], row_columns(kind), rows)
         return [
             VersionRecord(
                 rtype=new.rtype,

@@ -29,6 +29,14 @@ INDEX_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 BLIND = "blind"
 
+
+def row_columns(kind: str) -> tuple[str, ...]:
+    """The columns of an index row of `kind`, in the order `index_params` gives them."""
+    if kind == BLIND:
+        return ("token", "rtype", "rid")
+    return ("rtype", "param", "rid", *INDEX_TABLES[kind][1])
+
+
 VERSION_COLUMNS = "seq, rtype, rid, version, last_updated, deleted, body, compartment, method"
 
 
@@ -96,15 +104,12 @@ class Queries:
         }
         self.insert_index = {
             kind: r(
-                f"INSERT INTO {table} (rtype, param, rid, {', '.join(cols)}) VALUES "
-                f"(?, ?, ?, {', '.join('?' for _ in cols)})"
+                f"INSERT INTO {table} ({', '.join(row_columns(kind))}) VALUES "
+                f"({', '.join('?' for _ in row_columns(kind))})"
+                + (" ON CONFLICT DO NOTHING" if kind == BLIND else "")
             )
-            for kind, (table, cols) in INDEX_TABLES.items()
-            if kind != BLIND
+            for kind, (table, _) in INDEX_TABLES.items()
         }
-        self.insert_index[BLIND] = r(
-            "INSERT INTO idx_blind (token, rtype, rid) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
-        )
         self.find_token_any = r(
             "SELECT DISTINCT t.rid FROM idx_token t JOIN resources r "
             "ON r.rtype = t.rtype AND r.rid = t.rid AND r.deleted = ? "
