@@ -43,8 +43,10 @@ class Server:
         *,
         extra_env: dict[str, str] | None = None,
         workers: int = 1,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.data = data
+        self.args = args
         self.key = key
         self.extra_env = extra_env or {}
         self.workers = workers
@@ -58,7 +60,10 @@ class Server:
     def start(self) -> Server:
         args = ["serve", "--data", str(self.data), "--key-file", str(self.key)]
         self.process = subprocess.Popen(
-            [str(PHIVAULT), *args, "--port", str(self.port), "--workers", str(self.workers)],
+            [
+                *(str(PHIVAULT), *args, *self.args),
+                *("--port", str(self.port), "--workers", str(self.workers)),
+            ],
             env={**subprocess_env(), **self.extra_env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

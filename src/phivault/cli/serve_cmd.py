@@ -33,6 +33,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _proxy_addresses(values: tuple[str, ...]) -> list[str]:
+    """The --trusted-proxy values, each an IP address or network (no wildcards)."""
+    found = []
+    for value in values:
+        try:
+            found.append(str(ipaddress.ip_network(value.strip(), strict=False)))
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r} is not an IP address or network", param_hint="--trusted-proxy"
+            ) from None
+    return found
+
+
 @click.command("serve")
 @data_option
 @key_file_option
@@ -47,6 +60,17 @@ def _is_loopback(host: str) -> bool:
     is_flag=True,
     help="Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).",
 )
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="ADDRESS",
+    help=(
+        "Address of a reverse proxy whose X-Forwarded-For / X-Forwarded-Proto headers are "
+        "believed (repeatable). Without it no such header is believed: the audit log and the "
+        "per-address rate limits see the connection's own peer address."
+    ),
+)
 @handle_errors
 def serve(
     data: Path | None,
@@ -58,6 +82,7 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     insecure_http: bool,
+    trusted_proxies: tuple[str, ...],
 ) -> None:
     """Serve the FHIR API at http(s)://HOST:PORT/fhir."""
     import uvicorn
@@ -78,6 +103,7 @@ def serve(
                 "refusing plain HTTP on a network address: give --tls-cert and --tls-key "
                 "(or --insecure-http behind a TLS proxy)"
             )
+    proxies = _proxy_addresses(trusted_proxies)
     data_dir = resolve_data_dir(data)
     # Unlock once here so a wrong key stops us before any worker starts.
     vault = open_from_cli(data_dir, key_file, db_url=db)
@@ -108,5 +134,9 @@ def serve(
         http="phivault.api.connection_limits:GuardedHttpToolsProtocol",
         timeout_keep_alive=settings.keep_alive_timeout_s,
         limit_concurrency=settings.max_connections,
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: any local
+        # process could then pick the address that the audit log and the rate limits see.
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=",".join(proxies) if proxies else "",
         **tls_options,
     )
