@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from phivault.errors import ConfigError, StorageFull, StoreError, VersionConflict
 from phivault.store import audit_sql
+from phivault.store.audit_scan import AuditScanSource
 from phivault.store.audit_sql import AuditIndexRow
 from phivault.store.base import NewVersion, VersionRecord
 from phivault.store.common import SqlReadView, SqlWriteTx
@@ -249,6 +250,9 @@ class PostgresStore(SqlReadView):
     def audit_nodes_range(self, level: int, start: int, stop: int) -> list[tuple[int, bytes]]:
         rows = self._binary_rows(audit_sql.SELECT_NODE_RANGE, (level, start, stop))
         return [(int(r[0]), r[1]) for r in rows]
+
+    def audit_scan_source(self) -> AuditScanSource:
+        return AuditScanSource("postgresql", self.url, self.schema)
 
     def iter_current(self, rtype: str | None = None) -> Iterator[VersionRecord]:
         cols = ", ".join("v." + c.strip() for c in VERSION_COLUMNS.split(","))
