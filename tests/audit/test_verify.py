@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from phivault.audit.verify import VerifyReport, verify_log
+from phivault.errors import StoreError
+from phivault.store.audit_scan import AuditScanSource
 from phivault.vault import Vault
 from tests.audit.support import (
     CTX,
@@ -298,3 +300,17 @@ def test_parallel_verify_opens_its_own_connections(vault: Vault) -> None:
         assert scan.audit_nodes_range(0, 0, size) == vault.store.audit_nodes_range(0, 0, size)
     finally:
         scan.close()
+
+
+def test_verify_without_its_worker_connections_gives_no_verdict(
+    audited: tuple[Vault, dict[str, Any]], workers: int, tmp_path: Path
+) -> None:
+    """Workers that cannot open their connection fail the run (no partial verdict)."""
+    vault, _ = audited
+    store: Any = vault.store
+    nowhere = AuditScanSource(store.backend, str(tmp_path / "missing" / "phivault.db"), "x")
+    if store.backend == "postgresql":
+        nowhere = AuditScanSource(store.backend, "postgresql://nobody@127.0.0.1:1/none", "x")
+    store.audit_scan_source = lambda: nowhere  # this store's pages, read from nowhere
+    with pytest.raises(StoreError):
+        check(vault, workers)

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -46,7 +47,7 @@ from phivault.audit.verify_page import (
     worker_check,
     worker_open,
 )
-from phivault.errors import CheckpointError
+from phivault.errors import CheckpointError, StoreError
 from phivault.store.base import HistoryQuery, Store
 
 PAGE = 1 << 15  # entries per page (a power of two)
@@ -345,7 +346,11 @@ def _page_results(
             initializer=worker_open,
             initargs=(source,),
         ) as pool:
-            yield from _in_order(pool, worker_check, jobs, 2 * workers)
+            try:
+                yield from _in_order(pool, worker_check, jobs, 2 * workers)
+            except BrokenProcessPool:
+                # A worker died (killed, out of memory): no verdict rather than a partial one.
+                raise StoreError("audit verify lost a worker process") from None
         return
     # The scan connection returns rows as the driver gives them, without the store's
     # per-row conversions; it is used by the reading thread only.
