@@ -4,13 +4,14 @@ the first bad entry is named."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from phivault.audit.verify import VerifyReport, verify_log
+from phivault.audit.verify import VerifyReport, _idle_cpus, verify_log
 from phivault.errors import StoreError
 from phivault.store.audit_scan import AuditScanSource
 from phivault.vault import Vault
@@ -314,3 +315,13 @@ def test_verify_without_its_worker_connections_gives_no_verdict(
     store.audit_scan_source = lambda: nowhere  # this store's pages, read from nowhere
     with pytest.raises(StoreError):
         check(vault, workers)
+
+
+def test_the_default_uses_only_idle_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert _idle_cpus() == 4
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.7, 0.0, 0.0))
+    assert _idle_cpus() == 1  # workers would cost more CPU than they save
+    monkeypatch.setattr(os, "getloadavg", lambda: (15.0, 0.0, 0.0))
+    assert _idle_cpus() == 1

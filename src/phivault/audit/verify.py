@@ -286,8 +286,8 @@ def verify_log(
     With `seal` (needs the key), entries nobody sealed are found too (6. above).
 
     The log is checked in pages of `page` entries (rounded down to a power of two), by
-    `workers` processes (default: one per CPU for a log of PARALLEL_FROM entries or
-    more, else this process alone); the result is the same either way."""
+    `workers` processes (default: one per idle CPU for a log of PARALLEL_FROM entries
+    or more, else this process alone); the result is the same either way."""
     started = time.perf_counter()
     report = VerifyReport()
     newest = store.history(HistoryQuery(count=1))
@@ -307,7 +307,7 @@ def verify_log(
     cuts = sorted({c.size for c in checkpoints if 0 < c.size <= size})
     roots = {c.size: c.root for c in checkpoints}
     if workers is None:
-        workers = (os.cpu_count() or 1) if size >= PARALLEL_FROM else 1
+        workers = _idle_cpus() if size >= PARALLEL_FROM else 1
     for result in _page_results(store, size, level, cuts, workers):
         merge.add(result)
         if progress is not None:
@@ -323,6 +323,18 @@ def verify_log(
     report.findings.sort(key=lambda f: (f.data, f.index is None, f.index or 0))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _idle_cpus() -> int:
+    """CPUs nobody else is using (1-minute load average). Worker processes cost about
+    half as much CPU again as checking here (start-up, pickling each page's facts), so
+    they only pay where cores are idle; on a busy machine they made verify slower."""
+    cpus = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        busy = 0.0
+    return max(1, min(cpus, int(cpus - busy + 0.5)))
 
 
 def _page_results(
