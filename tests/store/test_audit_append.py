@@ -4,6 +4,8 @@ seal, whatever the row count (PostgreSQL: one statement of column arrays)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from phivault.audit.merkle import leaf_hash, new_nodes_for_append
@@ -56,3 +58,44 @@ def test_an_append_over_taken_indexes_writes_nothing(vault: Vault) -> None:
         tx.audit_append(3, entries, {}, index, (8, b"b" * 32))
     assert store.audit_size() == 5
     assert store.audit_seal() == (5, b"a" * 32)
+
+
+def test_node_reads_answer_any_batch_of_keys(vault: Vault) -> None:
+    vault.audit.close()
+    store = vault.store
+    entries, index = rows(0, 300)
+    nodes = new_nodes_for_append(0, [leaf_hash(e) for e in entries], lambda keys: {})
+    with store.write() as tx:
+        tx.audit_append(tx.audit_claim(), entries, nodes, index)
+    keys = sorted(nodes, reverse=True)  # more than one batch of the OR form (64 keys)
+    asked = [*keys, keys[0], (8, 1), (40, 1 << 40)]  # a repeat; absent keys, one above 2**32
+    assert store.audit_nodes(asked) == nodes
+    assert store.audit_nodes([]) == {}
+    assert store.audit_nodes([(2, 74)]) == {(2, 74): nodes[(2, 74)]}
+
+
+@pytest.mark.postgres
+def test_postgres_reads_a_proof_s_nodes_by_index_in_one_statement(pg_schema_url: str) -> None:
+    """The statement behind proofs probes the primary key once per key (no scan of the
+    node table), with statistics as autovacuum keeps them."""
+    import psycopg
+
+    from phivault.store.audit_sql import PG_SELECT_NODES
+    from phivault.store.factory import open_store
+    from phivault.store.postgres import split_schema
+
+    url, schema = split_schema(pg_schema_url)
+    open_store(Path("."), pg_schema_url).close()  # the schema and its tables
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
+        conn.execute(
+            "INSERT INTO audit_nodes (level, idx, hash) SELECT l, i, sha256(int8send(i)) "
+            "FROM generate_series(0, 3) AS l, generate_series(0, 50000) AS i"
+        )
+        conn.execute("ANALYZE audit_nodes")
+        keys = ([0, 1, 2, 3], [17, 30000, 2, 40000])
+        plan = conn.execute(("EXPLAIN " + PG_SELECT_NODES).encode(), keys).fetchall()
+        found = conn.cursor(binary=True).execute(PG_SELECT_NODES.encode(), keys).fetchall()
+    text = "\n".join(row[0] for row in plan)
+    assert "audit_nodes_pkey" in text and "Seq Scan" not in text
+    assert sorted((lv, ix) for lv, ix, _ in found) == [(0, 17), (1, 30000), (2, 2), (3, 40000)]

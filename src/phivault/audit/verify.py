@@ -1,6 +1,7 @@
 """`phivault audit verify`: recompute the tree from every entry and compare everything.
 
-What is checked, streaming over the log in pages (memory stays O(log n) for the tree):
+What is checked, over the log in pages of a power-of-two size checked independently
+(audit/verify_page.py; in worker processes for a large log) and merged in log order:
 
 1. every entry is present (no gap in the indexes) and well formed;
 2. every stored Merkle node equals the node recomputed from the entries, and no node
@@ -23,25 +24,39 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import multiprocessing
+import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any
-
-import orjson
+from typing import Any, TypeVar
 
 from phivault.audit.checkpoint import Checkpoint, verify_checkpoint
-from phivault.audit.entry import ENTRY_FORMAT, REKEY, WRITE_ACTIONS, decode_entry
-from phivault.audit.merkle import NodeKey, fold, leaf_hash, perfect_subtrees
+from phivault.audit.entry import REKEY, WRITE_ACTIONS, decode_entry
+from phivault.audit.merkle import NodeKey, fold, perfect_subtrees
 from phivault.audit.seal import LogSeal, seal_findings
-from phivault.errors import CheckpointError
+from phivault.audit.verify_page import (
+    Fact,
+    PageResult,
+    PageSource,
+    check_page,
+    read_page,
+    worker_check,
+    worker_open,
+)
+from phivault.errors import CheckpointError, StoreError
 from phivault.store.base import HistoryQuery, Store
 
-PAGE = 50_000
+PAGE = 1 << 15  # entries per page (a power of two)
+PARALLEL_FROM = 200_000  # entries from which worker processes pay for their start
 MAX_KEPT = 10_000  # findings kept in full; all are counted
-_READS = frozenset({"read", "vread"})
 _BEYOND = 1 << 62  # an index no tree reaches
+
+_T = TypeVar("_T")
+_Job = tuple[int, int, tuple[int, ...]]  # start, stop, checkpoint sizes inside
 
 VersionKey = tuple[str, str, int]
 
@@ -93,21 +108,12 @@ class _Writes:
     latest: dict[tuple[str, str], tuple[int, int, str]] = field(default_factory=dict)
     former: dict[VersionKey, set[str]] = field(default_factory=dict)  # before re-encryption
 
-    def see(self, report: VerifyReport, index: int, entry: dict[str, Any]) -> None:
-        action = entry["action"]
-        if entry["outcome"] != "0" or not (
-            action in WRITE_ACTIONS or action in _READS or action == REKEY
-        ):
-            return
-        rtype, rid, version = entry.get("type"), entry.get("id"), entry["version"]
-        if type(rtype) is not str or type(rid) is not str or type(version) is not int:
-            return
+    def see(self, report: VerifyReport, fact: Fact) -> None:
+        """One entry's fact, in log order (verify_page.check_page extracts them)."""
+        index, action, rtype, rid, version, digest, before = fact
         key = (rtype, rid, version)
-        digest = entry.get("data_sha256")
-        if type(digest) is not str:
-            digest = None
         if action == REKEY:
-            self._rekeyed(report, index, key, digest, entry.get("extra"))
+            self._rekeyed(report, index, key, digest, before)
         elif action in WRITE_ACTIONS:
             known = self.hashes.get(key)
             if known is None:
@@ -124,98 +130,129 @@ class _Writes:
                 )
 
     def _rekeyed(
-        self, report: VerifyReport, index: int, key: VersionKey, digest: str | None, extra: Any
+        self,
+        report: VerifyReport,
+        index: int,
+        key: VersionKey,
+        digest: str | None,
+        before: str | None,
     ) -> None:
         """A re-encryption: the version's hash moves on, from exactly the one recorded."""
         known = self.hashes.get(key)
-        before = extra.get("from") if isinstance(extra, dict) else None
-        if known is None or digest is None or not isinstance(before, str) or known[1] != before:
+        if known is None or digest is None or before is None or known[1] != before:
             report.add(index, f"entry {index} re-encrypts a version it does not match")
             return
         self.former.setdefault(key, set()).add(before)
         self.hashes[key] = (index, digest)
 
 
-class _Tree:
-    """The recomputed tree: its right edge and a check of each stored node."""
+class _Merge:
+    """Page results, merged in log order: their findings and facts, and the tree above
+    the pages (recomputed from the pages' roots once every page is in)."""
 
-    def __init__(self, store: Store, report: VerifyReport) -> None:
-        self.store = store
-        self.report = report
-        self.size = 0
-        self.edge: dict[NodeKey, bytes] = {}
+    def __init__(self, store: Store, report: VerifyReport, writes: _Writes, level: int) -> None:
+        self.store, self.report, self.writes = store, report, writes
+        self.level = level  # of a whole page's subtree
         self.broken_at: int | None = None  # first missing entry: positions after it are lost
         self.bad_leaves: list[int] = []  # ascending
-        # The stored nodes of the current page, per level: (first index, rows), read ahead.
-        self.prefetched: dict[int, tuple[int, list[tuple[int, bytes]]]] = {}
+        self.page_roots: list[bytes] = []  # of the whole pages before any gap
+        self.tail: list[bytes] = []  # perfect subtrees of the last page (or up to the gap)
+        self.cut_edges: dict[int, list[bytes]] = {}
+        self.upper: dict[NodeKey, bytes] = {}
 
-    def root(self) -> bytes:
-        keys = perfect_subtrees(0, self.size)
-        return fold([self.edge[k] for k in keys]) if keys else hashlib.sha256(b"").digest()
-
-    def extend(self, entries: list[bytes]) -> None:
-        """Recompute, level by level, every node these entries complete (as
-        merkle.new_nodes_for_append does) and compare each level with one range read."""
-        edge = self.edge
-        first, end = self.size, self.size + len(entries)
-        row = [leaf_hash(e) for e in entries]
-        rows: dict[int, tuple[int, list[bytes]]] = {}
-        sha256, prefix = hashlib.sha256, b"\x01"
-        level = 0
-        while first < end:
-            rows[level] = (first, row)
-            self._compare(level, first, row)
-            if first & 1:
-                row = [edge[(level, first - 1)], *row]
-                first -= 1
-            row = [sha256(prefix + row[i] + row[i + 1]).digest() for i in range(0, len(row) - 1, 2)]
-            level, first, end = level + 1, first >> 1, end >> 1
-        self.size += len(entries)
-        new_edge: dict[NodeKey, bytes] = {}
-        for key in perfect_subtrees(0, self.size):
-            start, made = rows.get(key[0], (0, []))
-            inside = start <= key[1] < start + len(made)
-            new_edge[key] = made[key[1] - start] if inside else edge[key]
-        self.edge = new_edge
-
-    def _stored(self, level: int, first: int, count: int) -> list[tuple[int, bytes]]:
-        lo, rows = self.prefetched.get(level, (0, []))
-        at = first - lo
-        if 0 <= at and at + count <= len(rows) and rows[at][0] == first:
-            if rows[at + count - 1][0] == first + count - 1:  # no gap in between
-                return rows[at : at + count]
-        return self.store.audit_nodes_range(level, first, first + count)
-
-    def _compare(self, level: int, first: int, computed: list[bytes]) -> None:
-        stored = self._stored(level, first, len(computed))
-        self.report.nodes_checked += len(computed)
-        if len(stored) == len(computed) and [h for _, h in stored] == computed:
-            return  # the common case, compared at C speed
-        found = dict(stored)
-        bad_leaves = self.bad_leaves
-        for offset, value in enumerate(computed):
-            idx = first + offset
-            if found.get(idx) == value:
-                continue
-            start = idx << level
-            if level == 0:
-                bad_leaves.append(idx)
-                what = "missing" if idx not in found else "different"
-                self.report.add(
+    def add(self, page: PageResult) -> None:
+        report, see = self.report, self.writes.see
+        for idx, message in page.entry_findings:
+            report.add(idx, message)
+        for fact in page.facts:
+            see(report, fact)
+        intact = self.broken_at is None  # the tree is recomputed up to the first gap only
+        if intact and page.gap is not None:
+            self.broken_at = page.gap
+            report.add(page.gap, f"entry {page.gap} is missing (deleted from the log)")
+        broken_at = self.broken_at
+        report.nodes_checked += page.leaves_checked
+        for idx, stored in page.bad_leaves:
+            self.bad_leaves.append(idx)
+            if broken_at is not None and idx >= broken_at:
+                report.add(idx, f"entry {idx}: its leaf hash is missing or different in the tree")
+            else:
+                what = "different" if stored else "missing"
+                report.add(
                     idx,
                     f"entry {idx}: its leaf hash is {what} in the tree "
                     "(entry edited, reordered or inserted)",
                 )
+        if not intact:
+            return
+        report.nodes_checked += page.nodes_checked
+        for level, idx in page.bad_nodes:
+            self._bad_node(level, idx)
+        self.cut_edges.update(page.cut_edges)
+        if page.gap is None and page.stop - page.start == 1 << self.level:
+            self.page_roots.append(page.edge[0])
+        else:
+            self.tail = page.edge
+
+    def _bad_node(self, level: int, idx: int) -> None:
+        start = idx << level
+        self.report.add(
+            start,
+            f"Merkle node ({level}, {idx}) over entries {start}.."
+            f"{start + (1 << level) - 1} does not match them",
+        )
+
+    def finish(self, cuts: list[int], roots: dict[int, bytes]) -> bytes | None:
+        """The tree above the pages, compared level by level; each checkpoint's root; the
+        root of the whole log (None when an entry is missing)."""
+        row, level = self.page_roots, self.level
+        upper = self.upper
+        upper.update(((level, i), h) for i, h in enumerate(row))
+        sha256 = hashlib.sha256
+        while len(row) > 1:
+            row = [
+                sha256(b"\x01" + row[i] + row[i + 1]).digest() for i in range(0, len(row) - 1, 2)
+            ]
+            level += 1
+            upper.update(((level, i), h) for i, h in enumerate(row))
+            self._compare(level, row)
+        whole = len(self.page_roots) << self.level  # entries under whole intact pages
+        limit = self.broken_at if self.broken_at is not None else self.report.size
+        for pos, cut in enumerate(cuts):
+            if cut > limit:
+                break
+            base = min(whole, (cut - 1) >> self.level << self.level)
+            left = [upper[key] for key in perfect_subtrees(0, base)]
+            if fold([*left, *self.cut_edges[cut]]) == roots[cut]:
                 continue
-            # A node above a bad leaf differs too; only report nodes changed on their own.
+            since = cuts[pos - 1] if pos else 0
+            if any(f.index is not None and since <= f.index < cut for f in self.report.findings):
+                continue  # a changed entry or node there is named already, more precisely
+            self.report.add(
+                since,
+                f"the signed checkpoint at size {cut} does not match the entries: history "
+                f"from entry {since} to {cut - 1} was rewritten",
+            )
+        if self.broken_at is not None:
+            return None
+        hashes = [upper[key] for key in perfect_subtrees(0, whole)] + self.tail
+        return fold(hashes) if hashes else hashlib.sha256(b"").digest()
+
+    def _compare(self, level: int, computed: list[bytes]) -> None:
+        stored = self.store.audit_nodes_range(level, 0, len(computed))
+        self.report.nodes_checked += len(computed)
+        if len(stored) == len(computed) and [h for _, h in stored] == computed:
+            return
+        found = dict(stored)
+        bad_leaves = self.bad_leaves
+        for idx, value in enumerate(computed):
+            if found.get(idx) == value:
+                continue
+            start = idx << level
             pos = bisect.bisect_left(bad_leaves, start)
             if pos < len(bad_leaves) and bad_leaves[pos] < start + (1 << level):
-                continue
-            self.report.add(
-                start,
-                f"Merkle node ({level}, {idx}) over entries {start}.."
-                f"{start + (1 << level) - 1} does not match them",
-            )
+                continue  # a node above a bad leaf differs too
+            self._bad_node(level, idx)
 
 
 def _checkpoints(store: Store, public_key: bytes, report: VerifyReport) -> list[Checkpoint]:
@@ -243,9 +280,14 @@ def verify_log(
     page: int = PAGE,
     progress: Callable[[int, int], None] | None = None,
     seal: LogSeal | None = None,
+    workers: int | None = None,
 ) -> VerifyReport:
     """Verify the whole log (and the data it vouches for); see the module docstring.
-    With `seal` (needs the key), entries nobody sealed are found too (6. above)."""
+    With `seal` (needs the key), entries nobody sealed are found too (6. above).
+
+    The log is checked in pages of `page` entries (rounded down to a power of two), by
+    `workers` processes (default: one per idle CPU for a log of PARALLEL_FROM entries
+    or more, else this process alone); the result is the same either way."""
     started = time.perf_counter()
     report = VerifyReport()
     newest = store.history(HistoryQuery(count=1))
@@ -259,36 +301,20 @@ def verify_log(
                 f"a checkpoint covers {checkpoint.size} entries but the log ends at {size}: "
                 "entries were removed from its end",
             )
-    tree = _Tree(store, report)
+    level = max(page, 1).bit_length() - 1
     writes = _Writes()
-    cuts = sorted({c.size for c in checkpoints if c.size <= size})
+    merge = _Merge(store, report, writes, level)
+    cuts = sorted({c.size for c in checkpoints if 0 < c.size <= size})
     roots = {c.size: c.root for c in checkpoints}
-    for start, stop, rows, nodes in _pages(store, size, page):
-        tree.prefetched = nodes
-        _check_entries(report, writes, rows)
-        run: list[bytes] = []
-        expected = start
-        for row in rows:
-            idx, raw = row[0], row[1]
-            if idx != expected and tree.broken_at is None:
-                _flush(tree, run, cuts, roots, report)
-                run = []
-                tree.broken_at = expected
-                report.add(expected, f"entry {expected} is missing (deleted from the log)")
-            expected = idx + 1
-            if tree.broken_at is None:
-                run.append(raw)
-            else:
-                _check_leaf(store, report, idx, raw)
-        if expected != stop and tree.broken_at is None:
-            tree.broken_at = expected
-            report.add(expected, f"entry {expected} is missing (deleted from the log)")
-        if tree.broken_at is None or run:
-            _flush(tree, run, cuts, roots, report)
+    if workers is None:
+        workers = _idle_cpus() if size >= PARALLEL_FROM else 1
+    for result in _page_results(store, size, level, cuts, workers):
+        merge.add(result)
         if progress is not None:
-            progress(stop, size)
-    if tree.broken_at is None:
-        report.root = tree.root()
+            progress(result.stop, size)
+    root = merge.finish(cuts, roots)
+    if root is not None:
+        report.root = root
         _check_beyond(store, report, size)
         if seal is not None:
             _check_seal(store, report, seal, size)
@@ -299,93 +325,70 @@ def verify_log(
     return report
 
 
-_Page = tuple[int, int, list[Any], dict[int, tuple[int, list[tuple[int, bytes]]]]]
+def _idle_cpus() -> int:
+    """CPUs nobody else is using (1-minute load average). Worker processes cost about
+    half as much CPU again as checking here (start-up, pickling each page's facts), so
+    they only pay where cores are idle; on a busy machine they made verify slower."""
+    cpus = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        busy = 0.0
+    return max(1, min(cpus, int(cpus - busy + 0.5)))
 
 
-def _read_page(store: Store, start: int, stop: int) -> _Page:
-    """The entries of [start, stop) and the stored nodes they complete: at level L,
-    indexes [start >> L, stop >> L) (as merkle.new_nodes_for_append walks up)."""
-    nodes = {}
-    level = 0
-    while (stop >> level) > (start >> level):
-        lo = start >> level
-        nodes[level] = (lo, store.audit_nodes_range(level, lo, stop >> level))
-        level += 1
-    return start, stop, store.audit_rows(start, stop), nodes
-
-
-def _pages(store: Store, size: int, page: int) -> Iterator[_Page]:
-    """The log in pages, the next one read in the background while this one is checked
-    (reading waits on the database with the GIL released: about half the time)."""
-    bounds = [(start, min(start + page, size)) for start in range(0, size, page)]
-    if not bounds:
+def _page_results(
+    store: Store, size: int, level: int, cuts: list[int], workers: int
+) -> Iterator[PageResult]:
+    """Every page checked, in log order: by worker processes, each with its own read
+    connection, or here, with the next page read in the background (reading waits on the
+    database with the GIL released)."""
+    page = 1 << level
+    jobs = [
+        (start, stop, tuple(c for c in cuts if start < c <= stop))
+        for start in range(0, size, page)
+        for stop in [min(start + page, size)]
+    ]
+    source = store.audit_scan_source()
+    if source is not None and workers > 1 and len(jobs) > 1:
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded process
+        with ProcessPoolExecutor(
+            min(workers, len(jobs)),
+            mp_context=context,
+            initializer=worker_open,
+            initargs=(source,),
+        ) as pool:
+            try:
+                yield from _in_order(pool, worker_check, jobs, 2 * workers)
+            except BrokenProcessPool:
+                # A worker died (killed, out of memory): no verdict rather than a partial one.
+                raise StoreError("audit verify lost a worker process") from None
         return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="phivault-verify") as pool:
-        ahead = pool.submit(_read_page, store, *bounds[0])
-        for number in range(len(bounds)):
-            current = ahead.result()
-            if number + 1 < len(bounds):
-                ahead = pool.submit(_read_page, store, *bounds[number + 1])
-            yield current
+    # The scan connection returns rows as the driver gives them, without the store's
+    # per-row conversions; it is used by the reading thread only.
+    scan = source.open() if source is not None else None
+    reader: PageSource = scan if scan is not None else store
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="phivault-verify") as pool:
+            reads = _in_order(pool, lambda a, b, _c: read_page(reader, a, b), jobs, 1)
+            for (start, stop, page_cuts), (rows, stored) in zip(jobs, reads, strict=True):
+                yield check_page(start, stop, rows, stored, page_cuts)
+    finally:
+        if scan is not None:
+            scan.close()
 
 
-def _flush(
-    tree: _Tree, run: list[bytes], cuts: list[int], roots: dict[int, bytes], report: VerifyReport
-) -> None:
-    """Extend the recomputed tree with `run`, checking each checkpoint root on the way."""
-    at = 0
-    while at < len(run):
-        pos = bisect.bisect_right(cuts, tree.size)
-        cut = cuts[pos] if pos < len(cuts) else None
-        take = len(run) - at if cut is None else min(len(run) - at, cut - tree.size)
-        tree.extend(run[at : at + take])
-        at += take
-        if cut is not None and tree.size == cut and tree.root() != roots[cut]:
-            earlier = [c for c in cuts if c < cut]
-            since = earlier[-1] if earlier else 0
-            if any(f.index is not None and since <= f.index < cut for f in report.findings):
-                continue  # a changed entry or node there is named already, more precisely
-            report.add(
-                since,
-                f"the signed checkpoint at size {cut} does not match the entries: history "
-                f"from entry {since} to {cut - 1} was rewritten",
-            )
-
-
-def _check_entries(report: VerifyReport, writes: _Writes, rows: list[tuple[Any, ...]]) -> None:
-    """Each entry is well formed, its search columns are derived from it, and what it says
-    about data versions is noted. The hot loop of `verify`: kept to plain tuple work (it
-    is what index_row_of and decode_entry compute, without building objects)."""
-    loads, see = orjson.loads, writes.see
-    for row in rows:
-        idx = row[0]
-        try:
-            entry = loads(row[1])
-            derived = (
-                entry["time"],
-                entry["action"],
-                entry["outcome"],
-                entry["actor"],
-                entry.get("type"),
-                entry.get("id"),
-                entry.get("patient"),
-            )
-            well_formed = (
-                entry["v"] == ENTRY_FORMAT
-                and type(derived[0]) is str
-                and type(derived[1]) is str
-                and type(derived[2]) is str
-                and type(derived[3]) is str
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            well_formed = False
-        if not well_formed:
-            report.add(idx, f"entry {idx} is not a well-formed audit entry")
-            continue
-        if derived != row[2:]:
-            report.add(idx, f"entry {idx}: its search index row does not match it")
-        if "version" in entry:
-            see(report, idx, entry)
+def _in_order(
+    pool: Executor, fn: Callable[[int, int, tuple[int, ...]], _T], jobs: list[_Job], ahead: int
+) -> Iterator[_T]:
+    """fn over `jobs` in `pool`, results in order, at most `ahead` + 1 pending at once."""
+    pending: deque[Future[_T]] = deque()
+    for job in jobs:
+        pending.append(pool.submit(fn, *job))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _check_seal(store: Store, report: VerifyReport, seal: LogSeal, size: int) -> None:
@@ -398,13 +401,6 @@ def _check_seal(store: Store, report: VerifyReport, seal: LogSeal, size: int) ->
         ):
             continue  # a changed entry or node there is named already, more precisely
         report.add(index, message)
-
-
-def _check_leaf(store: Store, report: VerifyReport, idx: int, raw: bytes) -> None:
-    stored = store.audit_nodes([(0, idx)]).get((0, idx))
-    report.nodes_checked += 1
-    if stored != leaf_hash(raw):
-        report.add(idx, f"entry {idx}: its leaf hash is missing or different in the tree")
 
 
 def _check_beyond(store: Store, report: VerifyReport, size: int) -> None:

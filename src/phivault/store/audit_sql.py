@@ -181,6 +181,15 @@ PG_APPEND_SEALED = (
 )
 
 
+# PostgreSQL: any number of nodes (a whole proof) in one statement of one text, so that
+# it is prepared once per connection: the keys as two arrays, joined to the primary key
+# (a nested loop of index probes; an OR of keys is planned anew for each key count).
+PG_SELECT_NODES = (
+    "SELECT n.level, n.idx, n.hash FROM unnest(%b::integer[], %b::bigint[]) AS k (level, idx) "
+    "JOIN audit_nodes n ON n.level = k.level AND n.idx = k.idx"
+)
+
+
 SELECT_TERMS_UPTO = "SELECT upto FROM audit_terms_state WHERE id = 1"
 UPDATE_TERMS_UPTO = "UPDATE audit_terms_state SET upto = ? WHERE id = 1 AND upto = ?"
 TERM_COLUMNS = ("term", "idx")

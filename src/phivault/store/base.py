@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from phivault.store.audit_scan import AuditScanSource
 from phivault.store.audit_sql import AuditIndexRow, AuditQuery
 from phivault.store.compartment_sql import CompartmentQuery
 from phivault.store.export_jobs import ExportJobRecord
@@ -296,5 +297,10 @@ class Store(ReadView, Protocol):
     def count_current(self, rtype: str | None = None) -> int: ...
 
     def iter_current(self, rtype: str | None = None) -> Iterator[VersionRecord]: ...
+
+    def audit_scan_source(self) -> AuditScanSource | None:
+        """How another process opens its own read connection to the audit tables
+        (`audit verify` checks pages of the log in parallel); None if it cannot."""
+        ...
 
     def close(self) -> None: ...

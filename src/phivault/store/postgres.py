@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from phivault.errors import ConfigError, StorageFull, StoreError, VersionConflict
 from phivault.store import audit_sql
+from phivault.store.audit_scan import AuditScanSource
 from phivault.store.audit_sql import AuditIndexRow
 from phivault.store.base import NewVersion, VersionRecord
 from phivault.store.common import SqlReadView, SqlWriteTx
@@ -246,9 +247,33 @@ class PostgresStore(SqlReadView):
     def audit_rows(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         return self._binary_rows(audit_sql.SELECT_ROWS, (start, stop))
 
+    def audit_nodes(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        # Proofs and roots: one prepared statement on a read connection, binary results.
+        if not keys:
+            return {}
+        params = ([level for level, _ in keys], [idx for _, idx in keys])
+        for attempt in (1, 2):
+            used: psycopg.Connection[Any] | None = None
+            try:
+                with self._read_pool.connection() as conn:
+                    used = conn
+                    cur = conn.cursor(binary=True)
+                    cur.execute(_SELECT_NODES, params, prepare=True)
+                    return {(int(lv), int(ix)): h for lv, ix, h in cur.fetchall()}
+            except psycopg.OperationalError as exc:
+                # As _PoolExec: a connection broken while pooled is replaced, once.
+                if attempt == 2 or used is None or not used.broken:
+                    raise _translate(exc) from None
+            except psycopg.Error as exc:
+                raise _translate(exc) from None
+        raise StoreError()  # not reached: the second attempt returns or raises
+
     def audit_nodes_range(self, level: int, start: int, stop: int) -> list[tuple[int, bytes]]:
         rows = self._binary_rows(audit_sql.SELECT_NODE_RANGE, (level, start, stop))
         return [(int(r[0]), r[1]) for r in rows]
+
+    def audit_scan_source(self) -> AuditScanSource:
+        return AuditScanSource("postgresql", self.url, self.schema)
 
     def iter_current(self, rtype: str | None = None) -> Iterator[VersionRecord]:
         cols = ", ".join("v." + c.strip() for c in VERSION_COLUMNS.split(","))
@@ -420,6 +445,7 @@ class _PgWriteTx(SqlWriteTx):
         )
 
 
+_SELECT_NODES = audit_sql.PG_SELECT_NODES.encode()
 _VERSION_COPY_COLUMNS = (
     "seq", "rtype", "rid", "version", "last_updated", "deleted", "body", "compartment", "method",
 )  # fmt: skip

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from phivault.errors import StorageFull, StoreError, VersionConflict
+from phivault.store.audit_scan import AuditScanSource
 from phivault.store.base import VersionRecord
 from phivault.store.common import SqlReadView, SqlWriteTx
 from phivault.store.sql import VERSION_COLUMNS, Queries, load_migrations, row_to_version
@@ -242,6 +243,9 @@ class SqliteStore(SqlReadView):
         if rtype is None:
             return int(self.reader().execute(q.count_all, (False,)).fetchone()[0])
         return int(self.reader().execute(q.count_type, (False, rtype)).fetchone()[0])
+
+    def audit_scan_source(self) -> AuditScanSource:
+        return AuditScanSource("sqlite", str(self.path))
 
     def iter_current(self, rtype: str | None = None) -> Iterator[VersionRecord]:
         sql = (
