@@ -35,9 +35,17 @@ def audit(data_dir: Path, *args: str, key_file: Path | None = None) -> tuple[int
 
 
 def test_verify_passes_and_prints_a_summary(logged: Path, key_file: Path) -> None:
+    # The appender signs a checkpoint at most once a second, so a slow machine may have
+    # signed more than the one made at close: the summary must count what is stored.
+    vault = open_vault(logged, KeyFileKeySource(key_file))
+    try:
+        stored = len(vault.store.audit_all_checkpoints())
+    finally:
+        vault.close()
+    assert stored >= 1
     code, out = audit(logged, "verify", key_file=key_file)
     assert code == 0, out
-    assert "OK (" in out and "entries: 11" in out and "checkpoints: 1" in out
+    assert "OK (" in out and "entries: 11" in out and f"checkpoints: {stored} " in out
 
 
 def test_verify_names_the_first_bad_entry(logged: Path, key_file: Path) -> None:
