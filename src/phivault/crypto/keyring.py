@@ -20,6 +20,21 @@ ever hands it wrapped blobs, and unwrapped keys are kept in a small bounded LRU 
 dropped whenever the shared state record's epoch moves (a shred or rotation by another
 process); the ring re-reads that one row at most every `refresh_interval` seconds.
 
+Only committed keys enter that cache. A key created (or read) inside a caller's write
+transaction is remembered for that transaction alone: if it rolls back, its key row goes
+with it, and a cached copy would let a later write seal data under a key that no store
+holds (unreadable after a restart and by every other process).
+
+A compartment's first data key is made ahead of its write transaction: `check_writable`
+(called before the transaction opens) finds the key absent, draws a fresh key and wraps
+it for that key id, outside every lock (the KEK may be a KMS round trip). The write
+transaction then only inserts the wrapped blob. Such a pending key is bound to its row id
+by the wrap's AAD, handed out at most once (taken from the pending table under the lock),
+used only if the shared state and the wrapping KEK are still those it was wrapped under,
+and never stored anywhere but in the caller's transaction: a rollback or a crash loses
+nothing but an unused random key. If the row exists by then (another process was first)
+or is a tombstone, the stored key wins or the write is refused, as without it.
+
 A shredded key id is replaced by a tombstone, not just deleted, so that reading its old
 ciphertext reports `KeyShredded` (410) instead of a missing key (an integrity alarm),
 and so that a later write cannot silently create a new key under the same id.
@@ -32,8 +47,10 @@ from __future__ import annotations
 import functools
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import NamedTuple
 
 from phivault.crypto import primitives
 from phivault.crypto.body import BODY_V1, body_aad, parse_body, seal_body
@@ -71,6 +88,20 @@ _BLIND_INDEX_INFO = b"phivault/blind-index/v1"
 _AUDIT_PSEUDONYM_INFO = b"phivault/audit-pseudonym/v1"
 _AUDIT_SIGNING_INFO = b"phivault/audit-signing/v1"
 
+# Keys made ahead for compartments about to be written (check_writable), at most. Each is
+# plaintext key material in memory until its write takes it, like a cached key.
+PENDING_KEYS = 64
+
+
+class _Pending(NamedTuple):
+    """A fresh data key wrapped for one row id, waiting for the write that inserts it."""
+
+    key: bytes
+    blob: bytes
+    state_raw: bytes | None  # the shared state it was wrapped under
+    kek: Kek
+
+
 ROTATED_MESSAGE = (
     "the key-encryption key of this data directory was rotated: "
     "restart with the new passphrase or key file"
@@ -103,6 +134,12 @@ class KeyRing:
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cache_size = cache_size
         self._derived: dict[bytes, bytes] = {}
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        # Keys seen inside one write transaction (created there, or read through it), for
+        # that transaction only: dropped with it, never shared before it commits.
+        self._tx_keys: weakref.WeakKeyDictionary[object, dict[str, bytes]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.RLock()
         # How stale a shred or rotation done by another process may look here, at most.
         self.refresh_interval = refresh_interval
@@ -164,6 +201,7 @@ class KeyRing:
                 return self._state  # a concurrent refresh already applied a newer state
             if not self._loaded or state.epoch != self._state.epoch:
                 self._cache.clear()
+                self._pending.clear()
             self._state, self._state_raw, self._loaded = state, raw, True
             self._keks, self._stale = keks, stale
             return state
@@ -244,28 +282,48 @@ class KeyRing:
             if cached is not None:
                 self._cache.move_to_end(row_id)
                 return cached
-        blob: bytes | None
+            if within is not None:
+                cached = self._tx_cache(within).get(row_id)
+                if cached is not None:
+                    return cached
         if within is not None:
             # Inside the caller's transaction: read (or make) the row there, never through
-            # a second connection (a pool of them could be exhausted by such waits).
-            blob = self._create(key_id, row_id, within)
+            # a second connection (a pool of them could be exhausted by such waits). Not
+            # cached beyond that transaction: it may still roll back (module docstring).
+            stored, made = self._create(key_id, row_id, within)
+            key = made if made is not None else self._unwrap(row_id, stored)
+            with self._lock:
+                self._tx_cache(within)[row_id] = key
+            return key
+        blob = self._store.get_wrapped(row_id)
+        if blob is None and row_id != key_id and self._is_tombstone(key_id):
+            raise KeyShredded()
+        if blob is None:
+            if not create:
+                raise KeyMaterialError("a data key is missing from the key store")
+            # A transaction of its own, committed when this returns: safe to cache.
+            blob, made = self._create(key_id, row_id, None)
         else:
-            blob = self._store.get_wrapped(row_id)
-            if blob is None and row_id != key_id and self._is_tombstone(key_id):
-                raise KeyShredded()
-            if blob is None:
-                if not create:
-                    raise KeyMaterialError("a data key is missing from the key store")
-                blob = self._create(key_id, row_id, None)
+            made = None
         if blob == TOMBSTONE:
             raise KeyShredded()
-        key = self._unwrap(row_id, blob)
+        key = made if made is not None else self._unwrap(row_id, blob)
         with self._lock:
             self._cache[row_id] = key
             self._cache.move_to_end(row_id)
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return key
+
+    def _tx_cache(self, within: object) -> dict[str, bytes]:
+        """The keys of one open write transaction (call with the lock held)."""
+        try:
+            found = self._tx_keys.get(within)
+            if found is None:
+                found = self._tx_keys[within] = {}
+        except TypeError:  # a transaction object that takes no weak reference
+            return {}
+        return found
 
     def _is_tombstone(self, key_id: str) -> bool:
         return self._store.get_wrapped(key_id) == TOMBSTONE
@@ -283,11 +341,14 @@ class KeyRing:
             raise KeyMaterialError(ROTATED_MESSAGE)
         raise DecryptionError()
 
-    def _create(self, key_id: str, row_id: str, within: object | None) -> bytes:
-        """The stored blob of `row_id`, created if absent, in a key transaction (joining
-        `within` if given) that holds the state row's shared lock: a key must never be
-        wrapped under a KEK that a rotation is replacing, or a restart with the new KEK
-        could not open it."""
+    def _create(
+        self, key_id: str, row_id: str, within: object | None
+    ) -> tuple[bytes, bytes | None]:
+        """The stored blob of `row_id`, created if absent, and the plain key when this call
+        made it (None: read back, unwrap it). In a key transaction (joining `within` if
+        given) that holds the state row's shared lock: a key must never be wrapped under
+        a KEK that a rotation is replacing, or a restart with the new KEK could not open
+        it."""
         insert = functools.partial(self._insert_key, key_id, row_id)
         for _ in range(8):
             stored = self._store.transact(insert, exclusive=False, within=within)
@@ -295,7 +356,7 @@ class KeyRing:
                 return stored
         raise KeyMaterialError("the key ring's state keeps changing; try again")
 
-    def _insert_key(self, key_id: str, row_id: str, tx: KeyTx) -> bytes | None:
+    def _insert_key(self, key_id: str, row_id: str, tx: KeyTx) -> tuple[bytes, bytes | None] | None:
         """Runs inside the key transaction. None: the state changed under us, try again."""
         raw = tx.get(STATE_ID)
         self._apply(raw, tx.get)  # follow a rotation that began, as this transaction sees it
@@ -305,14 +366,41 @@ class KeyRing:
             if raw != self._state_raw:
                 return None  # a concurrent refresh applied another state meanwhile
             wrapping = self._keks[0]
-        existing = tx.get(row_id)
-        bare = existing if row_id == key_id else tx.get(key_id)
-        if bare == TOMBSTONE:
+            pending = self._pending.pop(row_id, None)  # handed out once, used or not
+        if row_id != key_id and tx.get(key_id) == TOMBSTONE:
             raise KeyShredded()
-        if existing is not None:
-            return existing
-        fresh = wrapping.wrap(primitives.random_key(), wrap_aad(row_id))
-        return tx.add(row_id, fresh)  # another process may have created it first: use theirs
+        if pending is not None and pending.state_raw == raw and pending.kek is wrapping:
+            key, fresh = pending.key, pending.blob  # made ahead, for this row id only
+        else:
+            existing = tx.get(row_id)
+            if existing == TOMBSTONE:
+                raise KeyShredded()
+            if existing is not None:
+                return existing, None
+            key = primitives.random_key()
+            fresh = wrapping.wrap(key, wrap_aad(row_id))
+        stored = tx.add(row_id, fresh)  # another process may have created it first: use theirs
+        if stored == TOMBSTONE:
+            raise KeyShredded()
+        return (stored, key) if stored == fresh else (stored, None)
+
+    def _make_ahead(self, key_id: str, generation: int) -> None:
+        """Draw and wrap the absent key of `key_id` now, before its write transaction
+        opens, for that transaction to insert (module docstring, "made ahead")."""
+        row_id = key_row_id(key_id, generation)
+        with self._lock:
+            if self._stale or row_id in self._pending:
+                return
+            state_raw, wrapping = self._state_raw, self._keks[0]
+        key = primitives.random_key()
+        blob = wrapping.wrap(key, wrap_aad(row_id))  # outside the lock: may be a KMS call
+        with self._lock:
+            if self._state_raw != state_raw or self._keks[0] is not wrapping:
+                return  # the state moved meanwhile: the transaction wraps its own
+            self._pending[row_id] = _Pending(key, blob, state_raw, wrapping)
+            self._pending.move_to_end(row_id)
+            while len(self._pending) > PENDING_KEYS:
+                self._pending.popitem(last=False)
 
     def has_key(self, key_id: str) -> bool:
         if self.is_shredded(key_id):
@@ -384,6 +472,7 @@ class KeyRing:
         with self._lock:
             self._cache.clear()
             self._derived.clear()
+            self._pending.clear()
 
     # --- bodies ---------------------------------------------------------------------------
 
@@ -424,13 +513,15 @@ class KeyRing:
     def check_writable(self, key_id: str) -> None:
         """Before a write transaction opens: raise `KeyShredded` for a shredded id (and
         `KeyMaterialError` for a rotated-out KEK). A missing key is fine: the write
-        creates it inside its own transaction."""
+        creates it inside its own transaction, from a key made ahead here."""
         check_key_id(key_id)
+        generation = self.refresh().generation
         try:
-            self._key(key_id, self.refresh().generation, create=False)
+            self._key(key_id, generation, create=False)
         except KeyMaterialError:
             if self._stale:
                 raise
+            self._make_ahead(key_id, generation)
 
     def decrypt_body(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
         """Raises `KeyShredded` for a shredded key id, `DecryptionError` for any other

@@ -301,18 +301,23 @@ class SqlWriteTx(SqlReadView):
         for sql, params in audit_sql.insert_chunks(table, columns, rows):
             self._conn.execute(self._q.render(sql), params)
 
-    def key_put(self, key_id: str, blob: bytes, *, replace: bool) -> None:
-        self._conn.execute(self._q.key_put if replace else self._q.key_add, (key_id, blob))
+    def key_put(self, key_id: str, blob: bytes, *, replace: bool) -> bool:
+        if replace:
+            self._conn.execute(self._q.key_put, (key_id, blob))
+            return True
+        return self._conn.execute(self._q.key_add, (key_id, blob)).fetchone() is not None
 
     def key_delete(self, key_id: str) -> None:
         self._conn.execute(self._q.key_delete, (key_id,))
 
-    def key_lock(self, key_id: str, *, exclusive: bool) -> None:
+    def key_lock(self, key_id: str, *, exclusive: bool) -> bytes | None:
         if self._q.render("?") == "?":
-            return  # SQLite: this write transaction already excludes every other writer
+            # SQLite: this write transaction already excludes every other writer.
+            return self.key_get(key_id)
         mode = "UPDATE" if exclusive else "SHARE"
-        sql = f"SELECT key_id FROM wrapped_keys WHERE key_id = ? FOR {mode}"
-        self._conn.execute(self._q.render(sql), (key_id,))
+        sql = f"SELECT blob FROM wrapped_keys WHERE key_id = ? FOR {mode}"
+        row = self._conn.execute(self._q.render(sql), (key_id,)).fetchone()
+        return bytes(row[0]) if row else None
 
     def export_job_insert(self, job: ExportJobRecord) -> None:
         self._conn.execute(self._q.render(export_jobs.INSERT), export_jobs.insert_params(job))
