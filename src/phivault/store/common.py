@@ -329,11 +329,16 @@ class SqlWriteTx(SqlReadView):
     def export_job_delete(self, job_id: str) -> None:
         self._conn.execute(self._q.render(export_jobs.DELETE), (job_id,))
 
+    def insert_index(self, kind: str, rows: list[tuple[Any, ...]]) -> None:
+        """Insert one resource's index rows of one kind (parameter tuples of
+        `index_params`). A backend may do better than executemany (PostgreSQL: COPY)."""
+        self._executemany(self._q.insert_index[kind], rows)
+
     def replace_index(self, rtype: str, rid: str, rows: Sequence[IndexRow]) -> None:
         for stmt in self._q.delete_index.values():
             self._conn.execute(stmt, (rtype, rid))
         for kind, params in index_params(rtype, rid, rows).items():
-            self._executemany(self._q.insert_index[kind], params)
+            self.insert_index(kind, params)
 
     def replace_body(self, seq: int, old: bytes, new: bytes) -> bool:
         sql = "UPDATE versions SET body = ? WHERE seq = ? AND body = ? RETURNING seq"
@@ -381,7 +386,7 @@ class SqlWriteTx(SqlReadView):
                 self._conn.execute(stmt, (new.rtype, new.rid))
         if not new.deleted:
             for kind, rows in index_params(new.rtype, new.rid, new.index).items():
-                self._executemany(q.insert_index[kind], rows)
+                self.insert_index(kind, rows)
         return VersionRecord(
             rtype=new.rtype,
             rid=new.rid,
