@@ -1,7 +1,7 @@
 """A compartment's first data key, created with the data that needs it, on a real store:
-a rolled-back write leaves no key behind (in the store or in memory), and a key made
-ahead of its transaction (crypto/keyring.py, "pending keys") is bound to one key id and
-used at most once."""
+a rolled-back write leaves no key that a later write would seal under, and a key made
+ahead of its transaction (crypto/keyring.py) is bound to one key id and used at most
+once."""
 
 from __future__ import annotations
 
@@ -41,11 +41,14 @@ def test_rolled_back_first_write_leaves_no_key_in_memory(vault: Vault) -> None:
     assert fresh_ring(vault).decrypt_body(key_id, blob, b"Patient/rolled-back/1") == b"second"
 
 
-def test_key_made_inside_a_transaction_is_cached_only_once_committed(vault: Vault) -> None:
+def test_key_made_inside_a_transaction_opens_its_data_before_the_commit(vault: Vault) -> None:
+    """Data written in a transaction is read back before it commits (a bundle's matched
+    entry, another writer of SQLite's group commit): the key made with it must open it."""
     ring, key_id = vault.keyring, patient_key_id("in-tx")
     with vault.store.write() as tx:
         blob = ring.encrypt_body(key_id, b"body", b"aad", within=tx)
         again = ring.encrypt_body(key_id, b"more", b"aad", within=tx)  # the same key
+        assert ring.decrypt_body(key_id, blob, b"aad") == b"body"
     assert ring.decrypt_body(key_id, again, b"aad") == b"more"
     assert fresh_ring(vault).decrypt_body(key_id, blob, b"aad") == b"body"
 
@@ -154,3 +157,16 @@ def test_first_key_is_wrapped_before_the_transaction_opens(vault: Vault) -> None
         blob = ring.encrypt_body(other, b"y", b"aad", within=tx)
     assert kek.calls == 3  # the rolled-back key was not reused: a new one was wrapped
     assert fresh_ring(vault).decrypt_body(other, blob, b"aad") == b"y"
+
+
+def test_seal_outside_a_transaction_never_uses_a_rolled_back_key(vault: Vault) -> None:
+    """A body sealed with no transaction at hand (the data-key rotation's sweep) after a
+    rolled-back first write: sealed under a key that the store holds."""
+    ring, key_id = vault.keyring, patient_key_id("sweep")
+    with pytest.raises(Boom):
+        with vault.store.write() as tx:
+            ring.encrypt_body(key_id, b"first", b"aad", within=tx)
+            raise Boom()
+    blob = ring.encrypt_body(key_id, b"swept", b"aad")
+    assert fresh_ring(vault).decrypt_body(key_id, blob, b"aad") == b"swept"
+    assert ring.data_key(key_id, create=False) == fresh_ring(vault).data_key(key_id, create=False)

@@ -20,10 +20,15 @@ ever hands it wrapped blobs, and unwrapped keys are kept in a small bounded LRU 
 dropped whenever the shared state record's epoch moves (a shred or rotation by another
 process); the ring re-reads that one row at most every `refresh_interval` seconds.
 
-Only committed keys enter that cache. A key created (or read) inside a caller's write
-transaction is remembered for that transaction alone: if it rolls back, its key row goes
-with it, and a cached copy would let a later write seal data under a key that no store
-holds (unreadable after a restart and by every other process).
+A key created (or read) inside a caller's write transaction is cached *unconfirmed*: that
+transaction may still roll back, and its key row with it. Reads may use it (data under it
+exists only if the key does; on SQLite other writers of the same group commit see both
+before they commit), but a write seals under it only after seeing, in its own
+transaction, the very row it was made from; otherwise it is dropped and the key made
+again. Without that check a write after a rollback (a retried bundle, a PUT with a client
+id) would seal data under a key that no store holds: unreadable after a restart and by
+every other process. `check_writable` confirms such a key against the committed store
+before the next write, so the check costs one read per new compartment, not per write.
 
 A compartment's first data key is made ahead of its write transaction: `check_writable`
 (called before the transaction opens) finds the key absent, draws a fresh key and wraps
@@ -132,11 +137,14 @@ class KeyRing:
         # Bounded: every cached key is plaintext key material in memory (Python cannot
         # wipe bytes); an unbounded cache would hold every patient's key after a scan.
         self._cache: OrderedDict[str, bytes] = OrderedDict()
+        # Cached keys made or read inside a transaction not yet known to have committed:
+        # row id -> the wrapped blob they came from (module docstring).
+        self._unconfirmed: dict[str, bytes] = {}
         self._cache_size = cache_size
         self._derived: dict[bytes, bytes] = {}
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
-        # Keys seen inside one write transaction (created there, or read through it), for
-        # that transaction only: dropped with it, never shared before it commits.
+        # Keys seen inside one write transaction (made there, or their row seen through
+        # it): that transaction may seal under them without checking again.
         self._tx_keys: weakref.WeakKeyDictionary[object, dict[str, bytes]] = (
             weakref.WeakKeyDictionary()
         )
@@ -201,6 +209,7 @@ class KeyRing:
                 return self._state  # a concurrent refresh already applied a newer state
             if not self._loaded or state.epoch != self._state.epoch:
                 self._cache.clear()
+                self._unconfirmed.clear()
                 self._pending.clear()
             self._state, self._state_raw, self._loaded = state, raw, True
             self._keks, self._stale = keks, stale
@@ -271,7 +280,9 @@ class KeyRing:
         and `create` is false, `DecryptionError` if the stored blob does not unwrap.
         """
         check_key_id(key_id)
-        return self._key(key_id, self.refresh().generation, create)
+        generation = self.refresh().generation
+        self._settle(key_row_id(key_id, generation))  # callers may seal under it
+        return self._key(key_id, generation, create)
 
     def _key(
         self, key_id: str, generation: int, create: bool, within: object | None = None
@@ -279,19 +290,29 @@ class KeyRing:
         row_id = key_row_id(key_id, generation) if key_id != INDEX_KEY_ID else key_id
         with self._lock:
             cached = self._cache.get(row_id)
+            unconfirmed = self._unconfirmed.get(row_id)
             if cached is not None:
                 self._cache.move_to_end(row_id)
-                return cached
-            if within is not None:
-                cached = self._tx_cache(within).get(row_id)
-                if cached is not None:
+                if within is None or unconfirmed is None:
                     return cached
+            if within is not None:
+                seen = self._tx_cache(within).get(row_id)
+                if seen is not None:
+                    return seen
         if within is not None:
             # Inside the caller's transaction: read (or make) the row there, never through
-            # a second connection (a pool of them could be exhausted by such waits). Not
-            # cached beyond that transaction: it may still roll back (module docstring).
+            # a second connection (a pool of them could be exhausted by such waits).
+            if cached is not None and unconfirmed is not None:
+                # Made in a transaction that may have rolled back: seal under it only if
+                # this transaction sees its row (module docstring).
+                if self._store.get_wrapped(row_id, within=within) == unconfirmed:
+                    with self._lock:
+                        self._tx_cache(within)[row_id] = cached
+                    return cached
+                self._forget(row_id)
             stored, made = self._create(key_id, row_id, within)
             key = made if made is not None else self._unwrap(row_id, stored)
+            self._remember(row_id, key, unconfirmed=stored)
             with self._lock:
                 self._tx_cache(within)[row_id] = key
             return key
@@ -308,12 +329,50 @@ class KeyRing:
         if blob == TOMBSTONE:
             raise KeyShredded()
         key = made if made is not None else self._unwrap(row_id, blob)
+        self._remember(row_id, key, unconfirmed=None)
+        return key
+
+    def _remember(self, row_id: str, key: bytes, *, unconfirmed: bytes | None) -> None:
+        """Cache a key; `unconfirmed`: the blob it came from, if not known committed."""
         with self._lock:
             self._cache[row_id] = key
             self._cache.move_to_end(row_id)
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return key
+            if unconfirmed is None:
+                self._unconfirmed.pop(row_id, None)
+            else:
+                self._unconfirmed[row_id] = unconfirmed
+            while len(self._cache) > self._cache_size:
+                evicted, _ = self._cache.popitem(last=False)
+                self._unconfirmed.pop(evicted, None)
+
+    def _settle(self, row_id: str) -> None:
+        """Before sealing outside a transaction: keep a cached key only if it is known
+        committed (else the committed store is read again)."""
+        self._confirm(row_id)
+        with self._lock:
+            if row_id in self._unconfirmed:
+                self._forget(row_id)
+
+    def _forget(self, row_id: str) -> None:
+        with self._lock:
+            self._cache.pop(row_id, None)
+            self._unconfirmed.pop(row_id, None)
+
+    def _confirm(self, row_id: str) -> None:
+        """Mark an unconfirmed cached key committed if the store (outside any transaction)
+        holds the blob it came from; drop it if the store holds a tombstone."""
+        with self._lock:
+            blob = self._unconfirmed.get(row_id)
+        if blob is None:
+            return
+        committed = self._store.get_wrapped(row_id)
+        with self._lock:
+            if self._unconfirmed.get(row_id) != blob:
+                return  # changed meanwhile
+            if committed == blob:
+                del self._unconfirmed[row_id]
+            elif committed == TOMBSTONE:
+                self._forget(row_id)
 
     def _tx_cache(self, within: object) -> dict[str, bytes]:
         """The keys of one open write transaction (call with the lock held)."""
@@ -435,7 +494,7 @@ class KeyRing:
             for row in list(self._cache):
                 parsed = parse_row_id(row)
                 if parsed is not None and parsed[0] == key_id:
-                    del self._cache[row]
+                    self._forget(row)
 
     def rewrap_all(self, new_kek: Kek) -> int:
         """Rewrap every wrapped key (every generation of every data key, and the index
@@ -471,6 +530,7 @@ class KeyRing:
         """Drop every cached key (e.g. on lock or idle timeout)."""
         with self._lock:
             self._cache.clear()
+            self._unconfirmed.clear()
             self._derived.clear()
             self._pending.clear()
 
@@ -494,6 +554,7 @@ class KeyRing:
         current = self.refresh(within=within).generation
         if within is not None:
             return current, self._key(key_id, current, create=True, within=within)
+        self._settle(key_row_id(key_id, current))  # no transaction to check the row in
         try:
             return current, self._key(key_id, current, create=False)
         except KeyMaterialError:
@@ -516,6 +577,7 @@ class KeyRing:
         creates it inside its own transaction, from a key made ahead here."""
         check_key_id(key_id)
         generation = self.refresh().generation
+        self._confirm(key_row_id(key_id, generation))
         try:
             self._key(key_id, generation, create=False)
         except KeyMaterialError:
