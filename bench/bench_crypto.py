@@ -56,6 +56,7 @@ BIN = Path(sys.executable).parent
 PG_URL = os.environ.get("PHIVAULT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 SIZES = (1024, 8192)
 TARGET = 0.85
+SCHEMAS: list[str] = []  # PostgreSQL schemas this run made, dropped at its end
 
 
 # --- 1. codec against openssl ---------------------------------------------------------------
@@ -184,7 +185,9 @@ def prepare_dir(
     create_key_file(key_file)
     db = None
     if backend == "postgresql":
-        db = f"{PG_URL}?schema=bench_crypto_{uuid.uuid4().hex[:8]}"
+        schema = f"bench_crypto_{uuid.uuid4().hex[:8]}"
+        SCHEMAS.append(schema)
+        db = f"{PG_URL}?schema={schema}"
     init_data_dir(data, KeyFileKeySource(key_file), db_url=db, encryption=encryption)
     vault = open_vault(data, KeyFileKeySource(key_file), encryption=encryption)
     try:
@@ -284,7 +287,24 @@ def bench_http(
     return best, per_request
 
 
+def drop_schemas() -> None:
+    if not SCHEMAS:
+        return
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        for schema in SCHEMAS:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+
+
 def main() -> None:
+    try:
+        run()
+    finally:
+        drop_schemas()
+
+
+def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--patients", type=int, default=200)
     parser.add_argument("--requests", type=int, default=3000)
