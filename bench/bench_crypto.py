@@ -11,7 +11,10 @@
 3. Create / read / search over HTTP with encryption on and off: the same app
    (bench/crypto_app.py: `open_vault(encryption=...)` under uvicorn, one worker, the same
    settings as `phivault serve`), the demo clinic loaded, the load generator in a separate
-   process (phivault.benchmark.loadgen). Every figure is the best of `--rounds` alternating runs.
+   process (phivault.benchmark.loadgen). Every figure is the best of `--rounds` alternating runs,
+   except the server's CPU time per request (user + system of the server process, all its
+   threads, from /proc), summed over every round: the work a request costs, which other
+   load on a shared machine moves much less than requests/s.
 
     .venv/bin/python bench/bench_crypto.py [--patients 200] [--requests 3000]
         [--concurrency 16] [--backends sqlite,postgresql] [--rounds 2]
@@ -53,6 +56,7 @@ BIN = Path(sys.executable).parent
 PG_URL = os.environ.get("PHIVAULT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 SIZES = (1024, 8192)
 TARGET = 0.85
+SCHEMAS: list[str] = []  # PostgreSQL schemas this run made, dropped at its end
 
 
 # --- 1. codec against openssl ---------------------------------------------------------------
@@ -181,7 +185,9 @@ def prepare_dir(
     create_key_file(key_file)
     db = None
     if backend == "postgresql":
-        db = f"{PG_URL}?schema=bench_crypto_{uuid.uuid4().hex[:8]}"
+        schema = f"bench_crypto_{uuid.uuid4().hex[:8]}"
+        SCHEMAS.append(schema)
+        db = f"{PG_URL}?schema={schema}"
     init_data_dir(data, KeyFileKeySource(key_file), db_url=db, encryption=encryption)
     vault = open_vault(data, KeyFileKeySource(key_file), encryption=encryption)
     try:
@@ -237,11 +243,20 @@ def workloads(patients: int, requests: int) -> dict[str, tuple[Cycle, int]]:
     }
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_http(
     args: argparse.Namespace, work: Path, backend: str
-) -> dict[str, dict[str, LoadResult]]:
+) -> tuple[dict[str, dict[str, LoadResult]], dict[str, dict[str, float]]]:
+    """Best result per side and op, and the server's CPU µs per request (all rounds)."""
     servers: dict[bool, tuple[subprocess.Popen[bytes], int]] = {}
     best: dict[str, dict[str, LoadResult]] = {"on": {}, "off": {}}
+    cpu: dict[str, dict[str, float]] = {"on": {}, "off": {}}
+    done: dict[str, dict[str, int]] = {"on": {}, "off": {}}
     try:
         for encryption in (True, False):
             data, key_file = prepare_dir(work, backend, encryption, args.patients)
@@ -251,20 +266,45 @@ def bench_http(
             for op, (make, total) in jobs.items():
                 order = (True, False) if round_no % 2 == 0 else (False, True)
                 for encryption in order:
-                    result = run_load_in_process(
-                        servers[encryption][1], make, total, args.concurrency
-                    )
-                    side = best["on" if encryption else "off"]
+                    server, port = servers[encryption]
+                    name = "on" if encryption else "off"
+                    began = server_cpu_seconds(server.pid)
+                    result = run_load_in_process(port, make, total, args.concurrency)
+                    used = server_cpu_seconds(server.pid) - began
+                    cpu[name][op] = cpu[name].get(op, 0.0) + used
+                    done[name][op] = done[name].get(op, 0) + result.requests
+                    side = best[name]
                     if op not in side or result.rate > side[op].rate:
                         side[op] = result
     finally:
         for server, _ in servers.values():
             server.terminate()
             server.wait(timeout=30)
-    return best
+    per_request = {
+        name: {op: used * 1e6 / max(1, done[name][op]) for op, used in ops.items()}
+        for name, ops in cpu.items()
+    }
+    return best, per_request
+
+
+def drop_schemas() -> None:
+    if not SCHEMAS:
+        return
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        for schema in SCHEMAS:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
 
 
 def main() -> None:
+    try:
+        run()
+    finally:
+        drop_schemas()
+
+
+def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--patients", type=int, default=200)
     parser.add_argument("--requests", type=int, default=3000)
@@ -323,32 +363,43 @@ def main() -> None:
     (results / "crypto.json").write_text(json.dumps(report, indent=2))
 
 
-def http_section(args: argparse.Namespace, work: Path, lines: list[str]) -> dict[str, object]:
+def http_section(
+    args: argparse.Namespace, work: Path, lines: list[str]
+) -> dict[str, dict[str, dict[str, float]]]:
     """Section 3: HTTP create/read/search, encryption on and off, per backend."""
     lines += [
         "",
         f"## HTTP, encryption on vs off (demo clinic {args.patients} patients, "
         f"{args.concurrency} connections, one worker, best of {args.rounds})",
         "",
-        "| backend | op | on req/s | off req/s | on/off | on p50 ms | off p50 ms | on p99 ms | off p99 ms | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "server CPU: µs per request of the server process (all rounds); CPU off/on is the "
+        "throughput ratio the CPU cost alone allows.",
+        "",
+        "| backend | op | on req/s | off req/s | on/off | on CPU µs | off CPU µs | CPU off/on "
+        "| on p50 ms | off p50 ms | on p99 ms | off p99 ms | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    http: dict[str, object] = {}
+    http: dict[str, dict[str, dict[str, float]]] = {}
     for backend in args.backends.split(","):
-        best = bench_http(args, work, backend)
+        best, cpu = bench_http(args, work, backend)
         for op, on in best["on"].items():
             off = best["off"][op]
             ratio = on.rate / off.rate if off.rate else 0.0
             flag = "" if op == "search" or ratio >= TARGET else " (below target)"
+            cpu_on, cpu_off = cpu["on"][op], cpu["off"][op]
+            cpu_ratio = cpu_off / cpu_on if cpu_on else 0.0
             lines.append(
                 f"| {backend} | {op} | {on.rate:,.0f} | {off.rate:,.0f} | {ratio:.2f}{flag} | "
+                f"{cpu_on:,.0f} | {cpu_off:,.0f} | {cpu_ratio:.2f} | "
                 f"{on.pct(50):.1f} | {off.pct(50):.1f} | {on.pct(99):.1f} | {off.pct(99):.1f} | "
                 f"{on.errors + off.errors} |"
             )
-            http.setdefault(backend, {})[op] = {  # type: ignore[union-attr]
+            http.setdefault(backend, {})[op] = {
                 "on": on.rate,
                 "off": off.rate,
                 "ratio": ratio,
+                "cpu_us_on": cpu_on,
+                "cpu_us_off": cpu_off,
                 "errors": on.errors + off.errors,
             }
     return http

@@ -1,7 +1,7 @@
 """Server CPU per request of `phivault serve` (every safeguard on), for one or more source
 trees side by side: what a change to the request path saves, on a shared machine.
 
-    .venv/bin/python bench/bench_serve_cpu.py --trees OLD/src,NEW/src [--rows read,search]
+    .venv/bin/python bench/bench_serve_cpu.py --trees OLD/src,NEW/src [--rows read,search,create]
         [--backend sqlite|postgresql] [--pg-url URL] [--requests 3000] [--rounds 4]
 
 Make the old tree with e.g. `git archive <commit> src | tar -x -C <dir>`. One guarded data
@@ -28,7 +28,12 @@ from phivault.benchmark.datadirs import TokenSource, drop_schema, prepare
 from phivault.benchmark.loadgen import run_load_in_process
 from phivault.benchmark.servers import ServerProcess, start_phivault
 
-ROWS = {"read": w.read, "search": w.search_identifier, "everything": w.everything}
+ROWS = {
+    "read": w.read,
+    "search": w.search_identifier,
+    "everything": w.everything,
+    "create": lambda _clinic: w.create(500),  # new Patients: a new data key and index each
+}
 
 
 def cpu_seconds(pid: int) -> float:

@@ -20,6 +20,26 @@ ever hands it wrapped blobs, and unwrapped keys are kept in a small bounded LRU 
 dropped whenever the shared state record's epoch moves (a shred or rotation by another
 process); the ring re-reads that one row at most every `refresh_interval` seconds.
 
+A key created (or read) inside a caller's write transaction is cached *unconfirmed*: that
+transaction may still roll back, and its key row with it. Reads may use it (data under it
+exists only if the key does; on SQLite other writers of the same group commit see both
+before they commit), but a write seals under it only after seeing, in its own
+transaction, the very row it was made from; otherwise it is dropped and the key made
+again. Without that check a write after a rollback (a retried bundle, a PUT with a client
+id) would seal data under a key that no store holds: unreadable after a restart and by
+every other process. `check_writable` confirms such a key against the committed store
+before the next write, so the check costs one read per new compartment, not per write.
+
+A compartment's first data key is made ahead of its write transaction: `check_writable`
+(called before the transaction opens) finds the key absent, draws a fresh key and wraps
+it for that key id, outside every lock (the KEK may be a KMS round trip). The write
+transaction then only inserts the wrapped blob. Such a pending key is bound to its row id
+by the wrap's AAD, handed out at most once (taken from the pending table under the lock),
+used only if the shared state and the wrapping KEK are still those it was wrapped under,
+and never stored anywhere but in the caller's transaction: a rollback or a crash loses
+nothing but an unused random key. If the row exists by then (another process was first)
+or is a tombstone, the stored key wins or the write is refused, as without it.
+
 A shredded key id is replaced by a tombstone, not just deleted, so that reading its old
 ciphertext reports `KeyShredded` (410) instead of a missing key (an integrity alarm),
 and so that a later write cannot silently create a new key under the same id.
@@ -32,8 +52,10 @@ from __future__ import annotations
 import functools
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import NamedTuple
 
 from phivault.crypto import primitives
 from phivault.crypto.body import BODY_V1, body_aad, parse_body, seal_body
@@ -71,6 +93,20 @@ _BLIND_INDEX_INFO = b"phivault/blind-index/v1"
 _AUDIT_PSEUDONYM_INFO = b"phivault/audit-pseudonym/v1"
 _AUDIT_SIGNING_INFO = b"phivault/audit-signing/v1"
 
+# Keys made ahead for compartments about to be written (check_writable), at most. Each is
+# plaintext key material in memory until its write takes it, like a cached key.
+PENDING_KEYS = 64
+
+
+class _Pending(NamedTuple):
+    """A fresh data key wrapped for one row id, waiting for the write that inserts it."""
+
+    key: bytes
+    blob: bytes
+    state_raw: bytes | None  # the shared state it was wrapped under
+    kek: Kek
+
+
 ROTATED_MESSAGE = (
     "the key-encryption key of this data directory was rotated: "
     "restart with the new passphrase or key file"
@@ -101,8 +137,17 @@ class KeyRing:
         # Bounded: every cached key is plaintext key material in memory (Python cannot
         # wipe bytes); an unbounded cache would hold every patient's key after a scan.
         self._cache: OrderedDict[str, bytes] = OrderedDict()
+        # Cached keys made or read inside a transaction not yet known to have committed:
+        # row id -> the wrapped blob they came from (module docstring).
+        self._unconfirmed: dict[str, bytes] = {}
         self._cache_size = cache_size
         self._derived: dict[bytes, bytes] = {}
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        # Keys seen inside one write transaction (made there, or their row seen through
+        # it): that transaction may seal under them without checking again.
+        self._tx_keys: weakref.WeakKeyDictionary[object, dict[str, bytes]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.RLock()
         # How stale a shred or rotation done by another process may look here, at most.
         self.refresh_interval = refresh_interval
@@ -164,6 +209,8 @@ class KeyRing:
                 return self._state  # a concurrent refresh already applied a newer state
             if not self._loaded or state.epoch != self._state.epoch:
                 self._cache.clear()
+                self._unconfirmed.clear()
+                self._pending.clear()
             self._state, self._state_raw, self._loaded = state, raw, True
             self._keks, self._stale = keks, stale
             return state
@@ -233,7 +280,9 @@ class KeyRing:
         and `create` is false, `DecryptionError` if the stored blob does not unwrap.
         """
         check_key_id(key_id)
-        return self._key(key_id, self.refresh().generation, create)
+        generation = self.refresh().generation
+        self._settle(key_row_id(key_id, generation))  # callers may seal under it
+        return self._key(key_id, generation, create)
 
     def _key(
         self, key_id: str, generation: int, create: bool, within: object | None = None
@@ -241,31 +290,99 @@ class KeyRing:
         row_id = key_row_id(key_id, generation) if key_id != INDEX_KEY_ID else key_id
         with self._lock:
             cached = self._cache.get(row_id)
+            unconfirmed = self._unconfirmed.get(row_id)
             if cached is not None:
                 self._cache.move_to_end(row_id)
-                return cached
-        blob: bytes | None
+                if within is None or unconfirmed is None:
+                    return cached
+            if within is not None:
+                seen = self._tx_cache(within).get(row_id)
+                if seen is not None:
+                    return seen
         if within is not None:
             # Inside the caller's transaction: read (or make) the row there, never through
             # a second connection (a pool of them could be exhausted by such waits).
-            blob = self._create(key_id, row_id, within)
+            if cached is not None and unconfirmed is not None:
+                # Made in a transaction that may have rolled back: seal under it only if
+                # this transaction sees its row (module docstring).
+                if self._store.get_wrapped(row_id, within=within) == unconfirmed:
+                    with self._lock:
+                        self._tx_cache(within)[row_id] = cached
+                    return cached
+                self._forget(row_id)
+            stored, made = self._create(key_id, row_id, within)
+            key = made if made is not None else self._unwrap(row_id, stored)
+            self._remember(row_id, key, unconfirmed=stored)
+            with self._lock:
+                self._tx_cache(within)[row_id] = key
+            return key
+        blob = self._store.get_wrapped(row_id)
+        if blob is None and row_id != key_id and self._is_tombstone(key_id):
+            raise KeyShredded()
+        if blob is None:
+            if not create:
+                raise KeyMaterialError("a data key is missing from the key store")
+            # A transaction of its own, committed when this returns: safe to cache.
+            blob, made = self._create(key_id, row_id, None)
         else:
-            blob = self._store.get_wrapped(row_id)
-            if blob is None and row_id != key_id and self._is_tombstone(key_id):
-                raise KeyShredded()
-            if blob is None:
-                if not create:
-                    raise KeyMaterialError("a data key is missing from the key store")
-                blob = self._create(key_id, row_id, None)
+            made = None
         if blob == TOMBSTONE:
             raise KeyShredded()
-        key = self._unwrap(row_id, blob)
+        key = made if made is not None else self._unwrap(row_id, blob)
+        self._remember(row_id, key, unconfirmed=None)
+        return key
+
+    def _remember(self, row_id: str, key: bytes, *, unconfirmed: bytes | None) -> None:
+        """Cache a key; `unconfirmed`: the blob it came from, if not known committed."""
         with self._lock:
             self._cache[row_id] = key
             self._cache.move_to_end(row_id)
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return key
+            if unconfirmed is None:
+                self._unconfirmed.pop(row_id, None)
+            else:
+                self._unconfirmed[row_id] = unconfirmed
+            while len(self._cache) > self._cache_size:
+                evicted, _ = self._cache.popitem(last=False)
+                self._unconfirmed.pop(evicted, None)
+
+    def _settle(self, row_id: str) -> None:
+        """Before sealing outside a transaction: keep a cached key only if it is known
+        committed (else the committed store is read again)."""
+        self._confirm(row_id)
+        with self._lock:
+            if row_id in self._unconfirmed:
+                self._forget(row_id)
+
+    def _forget(self, row_id: str) -> None:
+        with self._lock:
+            self._cache.pop(row_id, None)
+            self._unconfirmed.pop(row_id, None)
+
+    def _confirm(self, row_id: str) -> None:
+        """Mark an unconfirmed cached key committed if the store (outside any transaction)
+        holds the blob it came from; drop it if the store holds a tombstone."""
+        with self._lock:
+            blob = self._unconfirmed.get(row_id)
+        if blob is None:
+            return
+        committed = self._store.get_wrapped(row_id)
+        with self._lock:
+            if self._unconfirmed.get(row_id) != blob:
+                return  # changed meanwhile
+            if committed == blob:
+                del self._unconfirmed[row_id]
+            elif committed == TOMBSTONE:
+                self._forget(row_id)
+
+    def _tx_cache(self, within: object) -> dict[str, bytes]:
+        """The keys of one open write transaction (call with the lock held)."""
+        try:
+            found = self._tx_keys.get(within)
+            if found is None:
+                found = self._tx_keys[within] = {}
+        except TypeError:  # a transaction object that takes no weak reference
+            return {}
+        return found
 
     def _is_tombstone(self, key_id: str) -> bool:
         return self._store.get_wrapped(key_id) == TOMBSTONE
@@ -283,11 +400,14 @@ class KeyRing:
             raise KeyMaterialError(ROTATED_MESSAGE)
         raise DecryptionError()
 
-    def _create(self, key_id: str, row_id: str, within: object | None) -> bytes:
-        """The stored blob of `row_id`, created if absent, in a key transaction (joining
-        `within` if given) that holds the state row's shared lock: a key must never be
-        wrapped under a KEK that a rotation is replacing, or a restart with the new KEK
-        could not open it."""
+    def _create(
+        self, key_id: str, row_id: str, within: object | None
+    ) -> tuple[bytes, bytes | None]:
+        """The stored blob of `row_id`, created if absent, and the plain key when this call
+        made it (None: read back, unwrap it). In a key transaction (joining `within` if
+        given) that holds the state row's shared lock: a key must never be wrapped under
+        a KEK that a rotation is replacing, or a restart with the new KEK could not open
+        it."""
         insert = functools.partial(self._insert_key, key_id, row_id)
         for _ in range(8):
             stored = self._store.transact(insert, exclusive=False, within=within)
@@ -295,7 +415,7 @@ class KeyRing:
                 return stored
         raise KeyMaterialError("the key ring's state keeps changing; try again")
 
-    def _insert_key(self, key_id: str, row_id: str, tx: KeyTx) -> bytes | None:
+    def _insert_key(self, key_id: str, row_id: str, tx: KeyTx) -> tuple[bytes, bytes | None] | None:
         """Runs inside the key transaction. None: the state changed under us, try again."""
         raw = tx.get(STATE_ID)
         self._apply(raw, tx.get)  # follow a rotation that began, as this transaction sees it
@@ -305,14 +425,41 @@ class KeyRing:
             if raw != self._state_raw:
                 return None  # a concurrent refresh applied another state meanwhile
             wrapping = self._keks[0]
-        existing = tx.get(row_id)
-        bare = existing if row_id == key_id else tx.get(key_id)
-        if bare == TOMBSTONE:
+            pending = self._pending.pop(row_id, None)  # handed out once, used or not
+        if row_id != key_id and tx.get(key_id) == TOMBSTONE:
             raise KeyShredded()
-        if existing is not None:
-            return existing
-        fresh = wrapping.wrap(primitives.random_key(), wrap_aad(row_id))
-        return tx.add(row_id, fresh)  # another process may have created it first: use theirs
+        if pending is not None and pending.state_raw == raw and pending.kek is wrapping:
+            key, fresh = pending.key, pending.blob  # made ahead, for this row id only
+        else:
+            existing = tx.get(row_id)
+            if existing == TOMBSTONE:
+                raise KeyShredded()
+            if existing is not None:
+                return existing, None
+            key = primitives.random_key()
+            fresh = wrapping.wrap(key, wrap_aad(row_id))
+        stored = tx.add(row_id, fresh)  # another process may have created it first: use theirs
+        if stored == TOMBSTONE:
+            raise KeyShredded()
+        return (stored, key) if stored == fresh else (stored, None)
+
+    def _make_ahead(self, key_id: str, generation: int) -> None:
+        """Draw and wrap the absent key of `key_id` now, before its write transaction
+        opens, for that transaction to insert (module docstring, "made ahead")."""
+        row_id = key_row_id(key_id, generation)
+        with self._lock:
+            if self._stale or row_id in self._pending:
+                return
+            state_raw, wrapping = self._state_raw, self._keks[0]
+        key = primitives.random_key()
+        blob = wrapping.wrap(key, wrap_aad(row_id))  # outside the lock: may be a KMS call
+        with self._lock:
+            if self._state_raw != state_raw or self._keks[0] is not wrapping:
+                return  # the state moved meanwhile: the transaction wraps its own
+            self._pending[row_id] = _Pending(key, blob, state_raw, wrapping)
+            self._pending.move_to_end(row_id)
+            while len(self._pending) > PENDING_KEYS:
+                self._pending.popitem(last=False)
 
     def has_key(self, key_id: str) -> bool:
         if self.is_shredded(key_id):
@@ -347,7 +494,7 @@ class KeyRing:
             for row in list(self._cache):
                 parsed = parse_row_id(row)
                 if parsed is not None and parsed[0] == key_id:
-                    del self._cache[row]
+                    self._forget(row)
 
     def rewrap_all(self, new_kek: Kek) -> int:
         """Rewrap every wrapped key (every generation of every data key, and the index
@@ -383,7 +530,9 @@ class KeyRing:
         """Drop every cached key (e.g. on lock or idle timeout)."""
         with self._lock:
             self._cache.clear()
+            self._unconfirmed.clear()
             self._derived.clear()
+            self._pending.clear()
 
     # --- bodies ---------------------------------------------------------------------------
 
@@ -405,6 +554,7 @@ class KeyRing:
         current = self.refresh(within=within).generation
         if within is not None:
             return current, self._key(key_id, current, create=True, within=within)
+        self._settle(key_row_id(key_id, current))  # no transaction to check the row in
         try:
             return current, self._key(key_id, current, create=False)
         except KeyMaterialError:
@@ -424,13 +574,16 @@ class KeyRing:
     def check_writable(self, key_id: str) -> None:
         """Before a write transaction opens: raise `KeyShredded` for a shredded id (and
         `KeyMaterialError` for a rotated-out KEK). A missing key is fine: the write
-        creates it inside its own transaction."""
+        creates it inside its own transaction, from a key made ahead here."""
         check_key_id(key_id)
+        generation = self.refresh().generation
+        self._confirm(key_row_id(key_id, generation))
         try:
-            self._key(key_id, self.refresh().generation, create=False)
+            self._key(key_id, generation, create=False)
         except KeyMaterialError:
             if self._stale:
                 raise
+            self._make_ahead(key_id, generation)
 
     def decrypt_body(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
         """Raises `KeyShredded` for a shredded key id, `DecryptionError` for any other

@@ -242,13 +242,17 @@ class WriteTx(ReadView, Protocol):
         """Insert (term, idx) rows and move the mark from `upto` to `new`."""
         ...
 
-    def key_put(self, key_id: str, blob: bytes, *, replace: bool) -> None: ...
+    def key_put(self, key_id: str, blob: bytes, *, replace: bool) -> bool:
+        """Store a wrapped key. `replace=False` keeps a blob already stored under the id;
+        returns whether this call's blob was stored."""
+        ...
 
     def key_delete(self, key_id: str) -> None: ...
 
-    def key_lock(self, key_id: str, *, exclusive: bool) -> None:
+    def key_lock(self, key_id: str, *, exclusive: bool) -> bytes | None:
         """Lock one wrapped-key row until the transaction ends (PostgreSQL: FOR SHARE or
-        FOR UPDATE; SQLite: nothing, its write transaction excludes every other writer)."""
+        FOR UPDATE; SQLite: nothing more, its write transaction excludes every other
+        writer) and return its blob as locked (None: no such row)."""
         ...
 
     def export_job_insert(self, job: ExportJobRecord) -> None: ...

@@ -301,18 +301,23 @@ class SqlWriteTx(SqlReadView):
         for sql, params in audit_sql.insert_chunks(table, columns, rows):
             self._conn.execute(self._q.render(sql), params)
 
-    def key_put(self, key_id: str, blob: bytes, *, replace: bool) -> None:
-        self._conn.execute(self._q.key_put if replace else self._q.key_add, (key_id, blob))
+    def key_put(self, key_id: str, blob: bytes, *, replace: bool) -> bool:
+        if replace:
+            self._conn.execute(self._q.key_put, (key_id, blob))
+            return True
+        return self._conn.execute(self._q.key_add, (key_id, blob)).fetchone() is not None
 
     def key_delete(self, key_id: str) -> None:
         self._conn.execute(self._q.key_delete, (key_id,))
 
-    def key_lock(self, key_id: str, *, exclusive: bool) -> None:
+    def key_lock(self, key_id: str, *, exclusive: bool) -> bytes | None:
         if self._q.render("?") == "?":
-            return  # SQLite: this write transaction already excludes every other writer
+            # SQLite: this write transaction already excludes every other writer.
+            return self.key_get(key_id)
         mode = "UPDATE" if exclusive else "SHARE"
-        sql = f"SELECT key_id FROM wrapped_keys WHERE key_id = ? FOR {mode}"
-        self._conn.execute(self._q.render(sql), (key_id,))
+        sql = f"SELECT blob FROM wrapped_keys WHERE key_id = ? FOR {mode}"
+        row = self._conn.execute(self._q.render(sql), (key_id,)).fetchone()
+        return bytes(row[0]) if row else None
 
     def export_job_insert(self, job: ExportJobRecord) -> None:
         self._conn.execute(self._q.render(export_jobs.INSERT), export_jobs.insert_params(job))
@@ -324,11 +329,16 @@ class SqlWriteTx(SqlReadView):
     def export_job_delete(self, job_id: str) -> None:
         self._conn.execute(self._q.render(export_jobs.DELETE), (job_id,))
 
+    def insert_index(self, kind: str, rows: list[tuple[Any, ...]]) -> None:
+        """Insert one resource's index rows of one kind (parameter tuples of
+        `index_params`). A backend may do better than executemany (PostgreSQL: COPY)."""
+        self._executemany(self._q.insert_index[kind], rows)
+
     def replace_index(self, rtype: str, rid: str, rows: Sequence[IndexRow]) -> None:
         for stmt in self._q.delete_index.values():
             self._conn.execute(stmt, (rtype, rid))
         for kind, params in index_params(rtype, rid, rows).items():
-            self._executemany(self._q.insert_index[kind], params)
+            self.insert_index(kind, params)
 
     def replace_body(self, seq: int, old: bytes, new: bytes) -> bool:
         sql = "UPDATE versions SET body = ? WHERE seq = ? AND body = ? RETURNING seq"
@@ -376,7 +386,7 @@ class SqlWriteTx(SqlReadView):
                 self._conn.execute(stmt, (new.rtype, new.rid))
         if not new.deleted:
             for kind, rows in index_params(new.rtype, new.rid, new.index).items():
-                self._executemany(q.insert_index[kind], rows)
+                self.insert_index(kind, rows)
         return VersionRecord(
             rtype=new.rtype,
             rid=new.rid,

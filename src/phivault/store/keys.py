@@ -34,34 +34,44 @@ class StoreWrappedKeys:
         if within is not None:
             # The caller's data transaction (a key created with the data that needs it).
             tx = cast(WriteTx, within)
-            tx.key_lock(STATE_ID, exclusive=exclusive)
-            return fn(_KeyTx(tx))
+            return fn(_KeyTx(tx, tx.key_lock(STATE_ID, exclusive=exclusive)))
         with self._store.write() as tx:
             # Locked first: shared by key creation, exclusive by rotations and shreds, so
             # that on PostgreSQL no key is created under the old KEK once a rotation began
             # (SQLite's write transaction excludes every other writer already).
-            tx.key_lock(STATE_ID, exclusive=exclusive)
-            return fn(_KeyTx(tx))
+            return fn(_KeyTx(tx, tx.key_lock(STATE_ID, exclusive=exclusive)))
 
 
 class _KeyTx:
-    def __init__(self, tx: WriteTx) -> None:
+    def __init__(self, tx: WriteTx, state: bytes | None) -> None:
         self._tx = tx
+        # The state row as locked: it cannot change under this transaction but by its own
+        # put or delete, so reading it again would only cost a round trip.
+        self._state = state
 
     def get(self, key_id: str) -> bytes | None:
+        if key_id == STATE_ID:
+            return self._state
         return self._tx.key_get(key_id)
 
     def put(self, key_id: str, blob: bytes) -> None:
         self._tx.key_put(key_id, blob, replace=True)
+        if key_id == STATE_ID:
+            self._state = blob
 
     def add(self, key_id: str, blob: bytes) -> bytes:
-        self._tx.key_put(key_id, blob, replace=False)
-        stored = self._tx.key_get(key_id)
+        if self._tx.key_put(key_id, blob, replace=False):
+            if key_id == STATE_ID:
+                self._state = blob
+            return blob  # one statement when the id is new, the usual case
+        stored = self.get(key_id)
         assert stored is not None  # just written, or there already
         return stored
 
     def delete(self, key_id: str) -> None:
         self._tx.key_delete(key_id)
+        if key_id == STATE_ID:
+            self._state = None
 
     def ids(self) -> list[str]:
         return self._tx.key_ids()

@@ -143,7 +143,8 @@ class Queries:
             "ON CONFLICT (key_id) DO UPDATE SET blob = excluded.blob"
         )
         self.key_add = r(
-            "INSERT INTO wrapped_keys (key_id, blob) VALUES (?, ?) ON CONFLICT (key_id) DO NOTHING"
+            "INSERT INTO wrapped_keys (key_id, blob) VALUES (?, ?) ON CONFLICT (key_id) DO NOTHING "
+            "RETURNING key_id"
         )
         self.key_delete = r("DELETE FROM wrapped_keys WHERE key_id = ?")
         self.key_ids = r("SELECT key_id FROM wrapped_keys ORDER BY key_id")
