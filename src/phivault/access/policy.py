@@ -327,14 +327,13 @@ class Policy:
         compartment = target.compartment
         if compartment is None:
             return Decision.ALLOW  # not patient data (directory, terminology ...)
-        scopes = [s for s in principal.scopes if s.allows(target.rtype, interaction)]
-        if all(s.context == PATIENT for s in scopes):
+        if _plan(principal, interaction, target.rtype).patient_only:
             if principal.patient is None or compartment != f"Patient/{principal.patient}":
                 return Decision.HIDE
         elif interaction == "create" and target.rtype == "Patient":
             return Decision.ALLOW  # registering a new patient: no relationship can exist yet
         now = self.clock()
-        emergency = principal.is_clinical and principal.break_glass_active(now)
+        emergency = _emergency(principal, now)
         if principal.kind != SYSTEM and not emergency:
             rtype = target.rtype
             if not self._role_allows_patient(principal, interaction, rtype, compartment, now):
@@ -388,17 +387,14 @@ class Policy:
     def _role_allows_patient(
         self, principal: Principal, interaction: str, rtype: str, compartment: str, now: float
     ) -> bool:
-        letter = INTERACTIONS[interaction]
-        for role in principal.roles:
-            if letter not in role_permissions(role, rtype):
-                continue
-            if role not in CLINICAL_ROLES:
-                return True  # clerical roles work clinic-wide, within their types
-            who = principal.practitioner
-            window = self.settings.appointment_window
-            if who and compartment in self.care.related_compartments(who, now, window):
-                return True
-        return False
+        plan = _plan(principal, interaction, rtype)
+        if plan.clinic_wide:
+            return True  # clerical roles work clinic-wide, within their types
+        who = principal.practitioner
+        if not plan.clinical or not who:
+            return False
+        window = self.settings.appointment_window
+        return compartment in self.care.related_compartments(who, now, window)
 
     # -- the API other modules call ----------------------------------------------------------------
     def check(self, ctx: HasPrincipal, interaction: str, target: Target) -> None:
@@ -429,6 +425,40 @@ class Policy:
         return [
             c for c in candidates if self.decide(ctx, interaction, describe(c)) is Decision.ALLOW
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a principal's scopes and roles say about one (interaction, type), fixed for
+    the principal's lifetime: whether every scope allowing it is limited to the launch
+    patient, and whether a role allowing it works clinic-wide (clerical) or by care
+    relationship (clinical)."""
+
+    patient_only: bool
+    clinic_wide: bool
+    clinical: bool
+
+
+def _plan(principal: Principal, interaction: str, rtype: str) -> _Plan:
+    key = (interaction, rtype)
+    found = principal.plans.get(key)
+    if found is None:
+        letter = INTERACTIONS.get(interaction, "")
+        scopes = [s for s in principal.scopes if s.allows(rtype, interaction)]
+        roles = [r for r in principal.roles if letter and letter in role_permissions(r, rtype)]
+        found = _Plan(
+            patient_only=all(s.context == PATIENT for s in scopes),
+            clinic_wide=any(r not in CLINICAL_ROLES for r in roles),
+            clinical=any(r in CLINICAL_ROLES for r in roles),
+        )
+        principal.plans[key] = found
+    assert isinstance(found, _Plan)
+    return found
+
+
+def _emergency(principal: Principal, now: float) -> bool:
+    """Break-glass in force: claimed, not yet over, by a clinical user."""
+    return principal.break_glass_active(now) and principal.is_clinical
 
 
 def _launch_patient(patient: str | None) -> frozenset[str]:
