@@ -65,7 +65,11 @@ def test_a_clinician_with_many_patients_sees_exactly_theirs(
             assert access.policy.decide(ctx, "read", target) is Decision.ALLOW
     if vault.store.backend == "sqlite":  # the related patients were joined from a set
         reader: Any = getattr(vault.store, "reader")()  # noqa: B009
-        held = reader.execute(f"SELECT COUNT(*) FROM temp.{SET_TABLE}").fetchone()[0]
+        tables = reader.execute(
+            f"SELECT name FROM sqlite_temp_master WHERE name GLOB '{SET_TABLE}*'"
+        ).fetchall()
+        assert len(tables) == 1
+        held = reader.execute(f"SELECT COUNT(*) FROM temp.{tables[0][0]}").fetchone()[0]
         assert held == RELATED
     paged = vault.service.search(ctx, "Condition", [("_total", "accurate"), ("_count", "7")])
     assert paged.total == RELATED and len(paged.matches) == 7

@@ -48,7 +48,7 @@ from phivault.store.sql import BLIND, INDEX_TABLES
 
 LITERAL_COMPARTMENTS = 16  # compartment lists at least this long are written, not bound
 SET_COMPARTMENTS = 64  # ... and at least this long joined from a compartment set, if any
-SET_TABLE = "phivault_compartment_sets"  # a TEMP table of the reading connection
+SET_TABLE = "phivault_set_"  # + set id: a TEMP table of the reading connection
 _SAFE_COMPARTMENT = re.compile(r"Patient/[A-Za-z0-9.\-]{1,64}")
 TEXT_MAX = chr(0x10FFFF)  # sorts after every other text in code point order
 NUM_MAX = 1e308
@@ -159,11 +159,12 @@ class Compiler:
     """Builds one statement; parameters are collected in the order they appear.
 
     With `sets` (a dict to fill), a long compartment list is not written into the
-    statement: it is joined from the connection's compartment-set table (SET_TABLE), by
-    its id, and added to `sets` (id -> list); the caller loads every set named there into
-    the connection before running the statement (sqlite.py). An IN list of hundreds of
-    values is built into a temporary index on every execution; the set's table is built
-    once per connection, and probed by primary key."""
+    statement: it is tested against a table of the connection's own, named by the list's
+    id (`x IN temp.phivault_set_<id>`), and added to `sets` (id -> list); the caller
+    loads every set named there into the connection before running the statement
+    (sqlite.py). An IN list of hundreds of values is built into a temporary index on
+    every execution; the set's table is built once per connection and probed by its
+    primary key, without a subquery per row."""
 
     def __init__(self, dialect: Dialect, sets: CompartmentSets | None = None) -> None:
         self.d = dialect
@@ -251,13 +252,11 @@ class Compiler:
         """In one of the compartments (a NULL compartment is in none), or unassigned."""
         parts: list[str] = []
         if self.sets is not None and len(atom.compartments) >= SET_COMPARTMENTS:
-            set_id = set_ids.get(atom.compartments)
+            set_id = set_ids.get(atom.compartments)  # an int: safe to write
             self.sets[set_id] = atom.compartments
-            self.bind(set_id)
-            s = self.alias("cs")
             parts.append(
-                f"({alias}.compartment IS NOT NULL AND EXISTS (SELECT 1 FROM temp.{SET_TABLE} "
-                f"{s} WHERE {s}.set_id = ? AND {s}.compartment = {alias}.compartment))"
+                f"({alias}.compartment IS NOT NULL AND "
+                f"{alias}.compartment IN temp.{SET_TABLE}{set_id})"
             )
         elif atom.compartments:
             listed = _literal_list(atom.compartments)

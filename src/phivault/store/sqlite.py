@@ -307,40 +307,57 @@ class _ThreadLocalConn:
 
     def load_sets(self, sets: CompartmentSets) -> None:
         """Load these compartment sets (search_sql.Compiler) into the calling thread's
-        reader, unless it holds them already; the least recently used beyond
-        LOADED_SETS are dropped. A TEMP table is the connection's own: nothing is
-        written to the database, and a set id always names the same list (search_sql
-        never reuses one), so a loaded set never goes stale."""
+        reader, one TEMP table each, unless it holds them already; the least recently
+        used beyond LOADED_SETS are dropped. A TEMP table is the connection's own:
+        nothing is written to the database, and a set id always names the same list
+        (search_sql never reuses one), so a loaded set never goes stale."""
         conn = self._store.reader()
         held: tuple[sqlite3.Connection, OrderedDict[int, None]] | None
         held = getattr(self._sets, "held", None)
-        if held is None or held[0] is not conn:
-            held = (conn, OrderedDict())
-            self._sets.held = held
-        loaded = held[1]
         try:
+            if held is None or held[0] is not conn:
+                held = (conn, OrderedDict())
+                self._sets.held = held
+                _drop_sets(conn)  # whatever an interrupted load left behind
+            loaded = held[1]
             for set_id, compartments in sets.items():
                 if set_id in loaded:
                     loaded.move_to_end(set_id)
                     continue
-                if not loaded:
-                    conn.execute(
-                        f"CREATE TEMP TABLE IF NOT EXISTS {SET_TABLE} (set_id INTEGER NOT NULL, "
-                        "compartment TEXT NOT NULL, PRIMARY KEY (set_id, compartment)) "
-                        "WITHOUT ROWID"
-                    )
-                    conn.execute(f"DELETE FROM temp.{SET_TABLE}")
+                table = f"temp.{SET_TABLE}{int(set_id)}"
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {table} (compartment TEXT PRIMARY KEY) "
+                    "WITHOUT ROWID"
+                )
+                conn.execute(f"DELETE FROM {table}")
                 conn.executemany(
-                    f"INSERT OR IGNORE INTO temp.{SET_TABLE} (set_id, compartment) VALUES (?, ?)",
-                    [(set_id, c) for c in compartments],
+                    f"INSERT OR IGNORE INTO {table} (compartment) VALUES (?)",
+                    [(c,) for c in compartments],
                 )
                 loaded[set_id] = None
             while len(loaded) > LOADED_SETS:
                 old, _ = loaded.popitem(last=False)
-                conn.execute(f"DELETE FROM temp.{SET_TABLE} WHERE set_id = ?", (old,))
+                _drop(conn, f"{SET_TABLE}{int(old)}")
         except sqlite3.Error as exc:
             self._sets.held = None  # unknown state: start over next time
             raise _translate(exc) from None
+
+
+def _drop_sets(conn: sqlite3.Connection) -> None:
+    """Drop every compartment-set table of this connection."""
+    names = conn.execute("SELECT name FROM sqlite_temp_master WHERE type = 'table'").fetchall()
+    for (name,) in names:
+        if name.startswith(SET_TABLE) and name[len(SET_TABLE) :].isdigit():
+            _drop(conn, name)
+
+
+def _drop(conn: sqlite3.Connection, name: str) -> None:
+    """Drop one set's table; if SQLite refuses now (a statement still open on the
+    connection), it stays: a later load of that id empties and refills it anyway."""
+    try:
+        conn.execute(f"DROP TABLE IF EXISTS temp.{name}")
+    except sqlite3.OperationalError:
+        log.debug("a compartment set table stays until later")
 
 
 def _unhex(text: str | None) -> bytes | None:
