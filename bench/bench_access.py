@@ -2,14 +2,16 @@
 measured in the same run on this machine.
 
     .venv/bin/python bench/bench_access.py [--patients 300] [--requests 600] [--rounds 8]
-        [--concurrency 8]
+        [--concurrency 8] [--consents 0]
 
 Two app instances over identical demo clinics (same seed, separate data directories so
 that their audit writes never contend): `create_app` with `access=` (bearer tokens, the
 policy) and without it, each under uvicorn in its own process (bench/access_app.py). The
 load generator runs in a third process (phivault.benchmark.loadgen). Measured with two
 callers: a clinician user token (care-relationship filtering) and a system token (backend
-client).
+client). `--consents N` gives N of the clinician's patients an active Consent that denies
+the mental-health category (both clinics alike): the policy then decides those patients'
+resources one by one, and every search asks which patients have a Consent.
 
 Interleaved, so that drift and the load of other processes hit both sides alike: each
 round runs every workload once per caller (off, clinician, system), the callers' order
@@ -43,6 +45,7 @@ from phivault.benchmark.servers import free_port, wait_ready
 from phivault.benchmark.workloads import Cycle, gets
 from phivault.crypto.kek import KeyFileKeySource
 from phivault.demo.clinic import ClinicSpec, generate_clinic
+from phivault.service import Context
 from phivault.vault import open_vault
 
 BENCH = Path(__file__).resolve().parent
@@ -116,6 +119,31 @@ def prepare(work: Path, name: str, patients: int) -> tuple[Path, Path]:
     return data, key
 
 
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+
+
+def add_consents(data: Path, key: Path, patients: list[str]) -> None:
+    """An active Consent per patient denying mental-health (PSY labelled) data."""
+    vault = open_vault(data, KeyFileKeySource(key))
+    try:
+        for patient in patients:
+            consent = {
+                "resourceType": "Consent",
+                "status": "active",
+                "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                      "code": "patient-privacy"}]},
+                "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+                "patient": {"reference": f"Patient/{patient}"},
+                "policyRule": {"coding": [{"system": ACT_CODE, "code": "OPTIN"}]},
+                "provision": {"type": "permit", "provision": [
+                    {"type": "deny", "securityLabel": [{"system": ACT_CODE, "code": "PSY"}]}
+                ]},
+            }  # fmt: skip
+            vault.service.create(Context(actor="bench-setup"), "Consent", consent)
+    finally:
+        vault.close()
+
+
 def tokens(data: Path, key: Path, practitioner: str) -> dict[str, str]:
     """A clinician user token (a session, as after a login) and a system token."""
     vault = open_vault(data, KeyFileKeySource(key))
@@ -159,6 +187,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=600, help="per run (one caller)")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument(
+        "--consents", type=int, default=0, help="the clinician's patients with a Consent"
+    )
     args = parser.parse_args()
     args.load_before = _load()
     practitioner, mine, observations = clinic_facts(args.patients)
@@ -175,6 +206,8 @@ def main() -> None:
         work = Path(tmp)
         on_data, on_key = prepare(work, "on", args.patients)
         off_data, off_key = prepare(work, "off", args.patients)
+        for data, key in ((on_data, on_key), (off_data, off_key)):
+            add_consents(data, key, mine[: args.consents])
         issued = tokens(on_data, on_key, practitioner)
         on, on_port = serve(on_data, on_key, access=True)
         off, off_port = serve(off_data, off_key, access=False)
@@ -221,7 +254,8 @@ def report(
     related: int,
 ) -> None:
     rows: list[dict[str, Any]] = []
-    print(f"\n{args.patients} patients; the clinician cares for {related}; "
+    print(f"\n{args.patients} patients; the clinician cares for {related}, "
+          f"{min(args.consents, related)} of them with a restricting Consent; "
           f"{args.requests} requests x {args.rounds} rounds per caller, interleaved, "
           f"concurrency {args.concurrency}; load average (1, 5, 15 min) "
           f"before: {args.load_before}, after: {_load()}\n")  # fmt: skip
@@ -281,6 +315,7 @@ def report(
                 "requests": args.requests,
                 "rounds": args.rounds,
                 "concurrency": args.concurrency,
+                "consents": min(args.consents, related),
                 "interleaved": True,
                 "load_average_before": args.load_before,
                 "load_average_after": _load(),

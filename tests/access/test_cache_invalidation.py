@@ -21,6 +21,7 @@ from tests.access.clinic import Clinic, open_clinic
 from tests.conftest import system_token
 
 SETUP = Context(actor="test-setup")
+PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 
 
 @pytest.fixture
@@ -187,3 +188,30 @@ def test_a_cached_token_needs_no_signature_check_until_something_changes(
         assert calls == [token]
     finally:
         signer.verify = real  # type: ignore[method-assign]
+
+
+def test_a_clinician_search_follows_consents_written_by_another_worker(
+    clinic: Clinic, other: Vault
+) -> None:
+    """What a search may see is remembered per token (Policy.visible): a Consent given or
+    revoked in another process still counts from the next search on, totals included."""
+    doctor = clinic.add_user("clinician", practitioner=clinic.clinician_ref)
+    headers = clinic.headers(clinic.token(doctor))
+    url = f"/fhir/Condition?subject=Patient/{clinic.related}&_total=accurate"
+    before = clinic.client.get(url, headers=headers).json()["total"]
+    assert before >= 1
+    role = {"coding": [{"system": PARTICIPATION, "code": "PRCP"}]}
+    deny_me = {
+        "type": "deny",
+        "actor": [{"role": role, "reference": {"reference": clinic.clinician_ref}}],
+    }
+    # A Consent elsewhere first, so that searches decide (and remember) Consents at all.
+    other.service.create(SETUP, "Consent", _consent(clinic.unrelated, deny_me))
+    for _ in range(2):
+        assert clinic.client.get(url, headers=headers).json()["total"] == before
+    consent = other.service.create(SETUP, "Consent", _consent(clinic.related, deny_me))
+    for _ in range(2):
+        assert clinic.client.get(url, headers=headers).json().get("total", 0) == 0
+    revoked = {**_consent(clinic.related, deny_me, "inactive"), "id": consent.version.rid}
+    other.service.update(SETUP, "Consent", consent.version.rid, revoked)
+    assert clinic.client.get(url, headers=headers).json()["total"] == before

@@ -127,6 +127,11 @@ class StoreCareFacts:
         # hold facts older than the write that caused the forget).
         self._generation = 0
 
+    @property
+    def generation(self) -> int:
+        """Moves with every `forget`: what was decided from older facts is stale."""
+        return self._generation
+
     def facts(self, compartment: str) -> PatientFacts:
         now = self._clock()
         with self._lock:

@@ -62,6 +62,28 @@ def needs_data(consents: Iterable[Resource]) -> bool:
     return any(_mentions_data(c.get("provision")) for c in consents if c.get("status") == "active")
 
 
+def period_edges(consents: Iterable[Resource]) -> list[float]:
+    """Every instant at which a provision's period starts or ends: between two of them,
+    whether a provision applies does not change with time."""
+    edges: list[float] = []
+    for c in consents:
+        _collect_edges(c.get("provision"), edges)
+    return edges
+
+
+def _collect_edges(provision: Any, edges: list[float]) -> None:
+    if not isinstance(provision, dict):
+        return
+    period = provision.get("period")
+    if isinstance(period, dict):
+        for bound in (period.get("start"), period.get("end")):
+            instant = instant_seconds(bound)
+            if instant is not None:
+                edges.append(instant)
+    for child in as_list(provision.get("provision")):
+        _collect_edges(child, edges)
+
+
 def _mentions_data(provision: Any) -> bool:
     if not isinstance(provision, dict):
         return False

@@ -15,6 +15,8 @@ import): allowed. The HTTP layer always sets a principal once authentication is 
 
 from __future__ import annotations
 
+import functools
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -140,6 +142,11 @@ class HasPrincipal(Protocol):
 
 
 class CareFacts(Protocol):
+    @property
+    def generation(self) -> int:
+        """Moves whenever cached facts are dropped (a care or Consent write)."""
+        ...
+
     def facts(self, compartment: str) -> PatientFacts: ...
 
     def related_compartments(self, who: str, now: float, window: float) -> frozenset[str]: ...
@@ -155,6 +162,34 @@ class Reach:
 
     only: frozenset[str] | None
     consented: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Visible:
+    """A search's reach, decided: `only` these compartments (None: any) but the `hidden`
+    ones; `uncertain` ones are decided resource by resource (a Consent that restricts
+    data categories); a compartment named in neither is not limited by a Consent."""
+
+    only: frozenset[str] | None
+    hidden: frozenset[str]
+    uncertain: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """A `Visible` remembered on its principal, with what it was decided from (the same
+    candidate and Consent set objects, the care generation) and the instant before which
+    no decision in it can change (a Consent period or the break-glass window ending)."""
+
+    only: frozenset[str] | None
+    consents: frozenset[str]
+    generation: int
+    until: float
+    visible: Visible
+
+
+NOTHING: frozenset[str] = frozenset()
+EDGE_MARGIN = 0.001  # seconds: a remembered decision is made again this early
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,27 +243,78 @@ class Policy:
         (clinic-wide roles, system clients, break-glass) or a set of candidates (the
         launch patient; a clinical user's related patients). Candidates, and every
         compartment with a Consent, are then decided by `decide_compartment`."""
+        only, consents = self._reach(ctx, interaction, rtype)
+        return Reach(only, consents if only is None else consents & only)
+
+    def _reach(
+        self, ctx: HasPrincipal, interaction: str, rtype: str
+    ) -> tuple[frozenset[str] | None, frozenset[str]]:
+        """(the candidates, every compartment with a Consent): `reach` before the two
+        are intersected, each the care cache's own object where it comes from there."""
         principal = ctx.principal
         if principal is None:
-            return Reach(None, frozenset())
+            return None, NOTHING
         consents = self.care.consent_compartments()
         scopes = [s for s in principal.scopes if s.allows(rtype, interaction)]
         if scopes and all(s.context == PATIENT for s in scopes):
-            only = frozenset({f"Patient/{principal.patient}"} if principal.patient else ())
-            return Reach(only, consents & only)
+            return _launch_patient(principal.patient), consents
+        if principal.kind == SYSTEM:
+            return None, consents
         now = self.clock()
-        emergency = principal.is_clinical and principal.break_glass_active(now)
-        if principal.kind == SYSTEM or emergency:
-            return Reach(None, consents)
+        if principal.is_clinical and principal.break_glass_active(now):
+            return None, consents
         letter = INTERACTIONS.get(interaction, "")
         roles = [r for r in principal.roles if letter in role_permissions(r, rtype)]
         if any(r not in CLINICAL_ROLES for r in roles):
-            return Reach(None, consents)
+            return None, consents
         who = principal.practitioner
         if not roles or not who:
-            return Reach(frozenset(), frozenset())
-        related = self.care.related_compartments(who, now, self.settings.appointment_window)
-        return Reach(related, consents & related)
+            return NOTHING, consents
+        window = self.settings.appointment_window
+        return self.care.related_compartments(who, now, window), consents
+
+    def visible(self, ctx: HasPrincipal, interaction: str, rtype: str) -> Visible:
+        """`reach` with every candidate compartment that has a Consent decided
+        (`decide_compartment`): what search turns into store predicates.
+
+        Remembered on the principal per (interaction, type, purpose of use) for as long
+        as it provably holds: while `reach` gives the very same sets (the care cache's
+        objects, which a care or Consent write in any process replaces, moving the care
+        generation too), and until the first instant at which a Consent period starts or
+        ends or the principal's break-glass ends. A search then makes no decision per
+        Consent, however many patients have one."""
+        principal = ctx.principal
+        generation = self.care.generation  # first: facts read after it are at least as new
+        only, consents = self._reach(ctx, interaction, rtype)
+        if principal is None or not consents:
+            return Visible(only, NOTHING, NOTHING)
+        key = (interaction, rtype, ctx.purpose)
+        now = self.clock()
+        seen = principal.visibility.get(key)
+        if (
+            isinstance(seen, _Seen)
+            and seen.only is only
+            and seen.consents is consents
+            and seen.generation == generation
+            and now < seen.until
+        ):
+            return seen.visible
+        hidden: set[str] = set()
+        uncertain: set[str] = set()
+        edges: list[float] = []
+        if principal.break_glass_until is not None:
+            edges.append(principal.break_glass_until)
+        for compartment in sorted(consents if only is None else consents & only):
+            decision = self.decide_compartment(ctx, interaction, rtype, compartment)
+            if decision is None:
+                uncertain.add(compartment)
+            elif decision is not Decision.ALLOW:
+                hidden.add(compartment)
+            edges.extend(consent.period_edges(self.care.facts(compartment).consents))
+        found = Visible(only, frozenset(hidden), frozenset(uncertain))
+        until = min((edge - EDGE_MARGIN for edge in edges if edge >= now), default=math.inf)
+        principal.visibility[key] = _Seen(only, consents, generation, until, found)
+        return found
 
     def _decide(
         self, ctx: HasPrincipal, interaction: str, target: Target, *, data_known: bool
@@ -241,14 +327,13 @@ class Policy:
         compartment = target.compartment
         if compartment is None:
             return Decision.ALLOW  # not patient data (directory, terminology ...)
-        scopes = [s for s in principal.scopes if s.allows(target.rtype, interaction)]
-        if all(s.context == PATIENT for s in scopes):
+        if _plan(principal, interaction, target.rtype).patient_only:
             if principal.patient is None or compartment != f"Patient/{principal.patient}":
                 return Decision.HIDE
         elif interaction == "create" and target.rtype == "Patient":
             return Decision.ALLOW  # registering a new patient: no relationship can exist yet
         now = self.clock()
-        emergency = principal.is_clinical and principal.break_glass_active(now)
+        emergency = _emergency(principal, now)
         if principal.kind != SYSTEM and not emergency:
             rtype = target.rtype
             if not self._role_allows_patient(principal, interaction, rtype, compartment, now):
@@ -302,17 +387,14 @@ class Policy:
     def _role_allows_patient(
         self, principal: Principal, interaction: str, rtype: str, compartment: str, now: float
     ) -> bool:
-        letter = INTERACTIONS[interaction]
-        for role in principal.roles:
-            if letter not in role_permissions(role, rtype):
-                continue
-            if role not in CLINICAL_ROLES:
-                return True  # clerical roles work clinic-wide, within their types
-            who = principal.practitioner
-            window = self.settings.appointment_window
-            if who and compartment in self.care.related_compartments(who, now, window):
-                return True
-        return False
+        plan = _plan(principal, interaction, rtype)
+        if plan.clinic_wide:
+            return True  # clerical roles work clinic-wide, within their types
+        who = principal.practitioner
+        if not plan.clinical or not who:
+            return False
+        window = self.settings.appointment_window
+        return compartment in self.care.related_compartments(who, now, window)
 
     # -- the API other modules call ----------------------------------------------------------------
     def check(self, ctx: HasPrincipal, interaction: str, target: Target) -> None:
@@ -345,6 +427,50 @@ class Policy:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a principal's scopes and roles say about one (interaction, type), fixed for
+    the principal's lifetime: whether every scope allowing it is limited to the launch
+    patient, and whether a role allowing it works clinic-wide (clerical) or by care
+    relationship (clinical)."""
+
+    patient_only: bool
+    clinic_wide: bool
+    clinical: bool
+
+
+def _plan(principal: Principal, interaction: str, rtype: str) -> _Plan:
+    key = (interaction, rtype)
+    found = principal.plans.get(key)
+    if found is None:
+        letter = INTERACTIONS.get(interaction, "")
+        scopes = [s for s in principal.scopes if s.allows(rtype, interaction)]
+        roles = [r for r in principal.roles if letter and letter in role_permissions(r, rtype)]
+        found = _Plan(
+            patient_only=all(s.context == PATIENT for s in scopes),
+            clinic_wide=any(r not in CLINICAL_ROLES for r in roles),
+            clinical=any(r in CLINICAL_ROLES for r in roles),
+        )
+        principal.plans[key] = found
+    assert isinstance(found, _Plan)
+    return found
+
+
+def _emergency(principal: Principal, now: float) -> bool:
+    """Break-glass in force: claimed, not yet over, by a clinical user."""
+    return principal.break_glass_active(now) and principal.is_clinical
+
+
+def _launch_patient(patient: str | None) -> frozenset[str]:
+    return _launch_compartment(patient) if patient else NOTHING
+
+
+@functools.lru_cache(maxsize=1024)
+def _launch_compartment(patient: str) -> frozenset[str]:
+    """One object per launch patient, so that `visible` recognises it."""
+    return frozenset({f"Patient/{patient}"})
+
+
 def _decide_type(principal: Principal, interaction: str, rtype: str) -> Decision:
     letter = INTERACTIONS.get(interaction)
     if letter is None or not any(s.allows(rtype, interaction) for s in principal.scopes):
@@ -374,6 +500,9 @@ class AllowAll:
 
     def reach(self, ctx: HasPrincipal, interaction: str, rtype: str) -> Reach:
         return Reach(None, frozenset())
+
+    def visible(self, ctx: HasPrincipal, interaction: str, rtype: str) -> Visible:
+        return Visible(None, NOTHING, NOTHING)
 
     def check(self, ctx: HasPrincipal, interaction: str, target: Target) -> None:
         return None
@@ -415,6 +544,8 @@ class SearchReach(Protocol):
     AllowAll). Search falls back to deciding every candidate on its own otherwise."""
 
     def reach(self, ctx: HasPrincipal, interaction: str, rtype: str) -> Reach: ...
+
+    def visible(self, ctx: HasPrincipal, interaction: str, rtype: str) -> Visible: ...
 
     def decide_compartment(
         self, ctx: HasPrincipal, interaction: str, rtype: str, compartment: str

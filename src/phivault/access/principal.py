@@ -41,6 +41,16 @@ class Principal:
     type_decisions: dict[tuple[str, str], Any] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
+    # (interaction, resource type) -> what the scopes and roles say about it (the policy's
+    # _Plan), fixed like the type-level decisions.
+    plans: dict[tuple[str, str], Any] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+    # (interaction, resource type, purpose of use) -> what the policy decided a search may
+    # see, with how long that holds (Policy.visible checks it before each use).
+    visibility: dict[tuple[str, str, str | None], Any] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def break_glass_active(self, now: float) -> bool:
         return self.break_glass_until is not None and now < self.break_glass_until

@@ -383,13 +383,17 @@ class Searcher:
         # The store matched a superset (blind prefixes, data-dependent access): read
         # candidates in batches, keep those that pass `keep`, until the page is full. At
         # most RECHECK_PAGE_CAP candidates per page: a page may come back short, with a
-        # next link, rather than decrypting without bound.
+        # next link, rather than decrypting without bound. The first batch is the page's
+        # size (most candidates usually pass: a Consent hides a few resources of a few
+        # patients), so a full page reads no more rows than an exact one would; later
+        # batches take RECHECK_BATCH at a time.
         kept: list[_Found] = []
         edge = spec.after
         examined = 0
+        limit = spec.limit
         while True:
-            limit = max(spec.limit, RECHECK_BATCH)
             batch = source.search(replace(spec, after=edge, limit=limit))
+            limit = max(spec.limit, RECHECK_BATCH)
             rows = list(reversed(batch.rows)) if spec.backward else batch.rows
             for n, row in enumerate(rows):
                 edge = row.key

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-from phivault.access.policy import AccessPolicy, Decision, SearchReach, Target
+from phivault.access.policy import AccessPolicy, Decision, SearchReach, Target, Visible
 from phivault.audit.events import AuditSink
 from phivault.errors import Forbidden, Hidden
 from phivault.service.access_guard import reason_of, record_refusal, refusal_event
@@ -45,7 +45,9 @@ class Visibility:
     keep: Keep | None
 
 
+@functools.lru_cache(maxsize=256)
 def _outside(compartments: frozenset[str]) -> tuple[Term, ...]:
+    """Cached like `_within`: the policy remembers what it hides (Policy.visible)."""
     if not compartments:
         return ()
     return (Term((CompartmentMatch(tuple(sorted(compartments))),), negate=True),)
@@ -56,6 +58,19 @@ def _within(compartments: frozenset[str]) -> tuple[Term, ...]:
     """Cached: a clinician's related patients are one cached frozenset, searched again and
     again (sorting a few hundred ids each time would cost more than the lookup)."""
     return (Term((CompartmentMatch(tuple(sorted(compartments)), unassigned=True),)),)
+
+
+@functools.lru_cache(maxsize=256)
+def _terms(seen: Visible) -> tuple[tuple[Term, ...], tuple[Term, ...]]:
+    """(candidates, sure) predicates of a decided reach. Cached: the policy hands out the
+    same `Visible` search after search (Policy.visible)."""
+    hidden, uncertain = seen.hidden, seen.uncertain
+    if seen.only is None:
+        return _outside(hidden), _outside(hidden | uncertain)
+    if not hidden and not uncertain:
+        return _within(seen.only), _within(seen.only)
+    allowed = seen.only - hidden - uncertain
+    return _within(allowed | uncertain), _within(allowed)
 
 
 # isinstance against a runtime-checkable Protocol inspects every member each time (tens of
@@ -86,22 +101,9 @@ def visibility(
     reacher = reaches(policy)
     if reacher is None:
         return Visibility((), (Term(()),), decide)  # decide every candidate on its own
-    reach = reacher.reach(ctx, interaction, rtype)
-    hidden: set[str] = set()
-    uncertain: set[str] = set()
-    for compartment in sorted(reach.consented):
-        decision = reacher.decide_compartment(ctx, interaction, rtype, compartment)
-        if decision is None:
-            uncertain.add(compartment)
-        elif decision is not Decision.ALLOW:
-            hidden.add(compartment)
-    if reach.only is None:
-        candidates, sure = _outside(frozenset(hidden)), _outside(frozenset(hidden | uncertain))
-    elif not hidden and not uncertain:
-        candidates = sure = _within(reach.only)
-    else:
-        allowed = reach.only - hidden - uncertain
-        candidates, sure = _within(allowed | uncertain), _within(allowed)
+    seen = reacher.visible(ctx, interaction, rtype)
+    candidates, sure = _terms(seen)
+    uncertain = seen.uncertain
     if not uncertain:
         return Visibility(candidates, sure, None)
 

@@ -12,6 +12,7 @@ from phivault.store.compartment_sql import CompartmentQuery, compartment_sql
 from phivault.store.export_jobs import ExportJobRecord
 from phivault.store.search_spec import Reference, SearchPage, SearchRow, SearchSpec
 from phivault.store.search_sql import (
+    CompartmentSets,
     Dialect,
     count_sql,
     page_sql,
@@ -98,8 +99,25 @@ class SqlReadView:
         # The PostgreSQL queries are rendered with %s placeholders, SQLite's keep "?".
         return Dialect(postgres=self._q.render("?") != "?")
 
+    def _set_loader(self) -> Callable[[CompartmentSets], None] | None:
+        """What loads compartment sets into the connection a query is about to run on
+        (search_sql.Compiler), or None: long compartment lists are written into the
+        statement instead (PostgreSQL, and write transactions, whose loads a rollback
+        would undo)."""
+        return None
+
+    def _sets(self) -> CompartmentSets | None:
+        return {} if self._set_loader() is not None else None
+
+    def _load_sets(self, sets: CompartmentSets | None) -> None:
+        loader = self._set_loader()
+        if sets and loader is not None:
+            loader(sets)
+
     def search(self, spec: SearchSpec) -> SearchPage:
-        sql, params = page_sql(spec, self._dialect())
+        sets = self._sets()
+        sql, params = page_sql(spec, self._dialect(), sets)
+        self._load_sets(sets)
         rows = self._conn.execute(self._q.render(sql), params).fetchall()
         more = len(rows) > spec.limit
         rows = rows[: spec.limit]
@@ -112,7 +130,9 @@ class SqlReadView:
         return SearchPage(found, more)
 
     def search_count(self, spec: SearchSpec, cap: int | None = None) -> int:
-        sql, params = count_sql(spec, self._dialect(), cap)
+        sets = self._sets()
+        sql, params = count_sql(spec, self._dialect(), cap, sets)
+        self._load_sets(sets)
         return int(self._conn.execute(self._q.render(sql), params).fetchone()[0])
 
     def references_from(

@@ -19,7 +19,10 @@ renders them for its driver.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +47,8 @@ from phivault.store.search_spec import (
 from phivault.store.sql import BLIND, INDEX_TABLES
 
 LITERAL_COMPARTMENTS = 16  # compartment lists at least this long are written, not bound
+SET_COMPARTMENTS = 64  # ... and at least this long joined from a compartment set, if any
+SET_TABLE = "phivault_set_"  # + set id: a TEMP table of the reading connection
 _SAFE_COMPARTMENT = re.compile(r"Patient/[A-Za-z0-9.\-]{1,64}")
 TEXT_MAX = chr(0x10FFFF)  # sorts after every other text in code point order
 NUM_MAX = 1e308
@@ -111,13 +116,61 @@ def _table(kind: str) -> str:
     return spec[0]
 
 
-class Compiler:
-    """Builds one statement; parameters are collected in the order they appear."""
+CompartmentSets = dict[int, tuple[str, ...]]
 
-    def __init__(self, dialect: Dialect) -> None:
+
+class _SetIds:
+    """Process-wide ids of compartment lists: one id always stands for one list (ids are
+    never reused), so a connection that loaded a set under an id holds exactly that list.
+    The last few hundred lists are remembered; one forgotten gets a new id when next met."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._ids: OrderedDict[tuple[str, ...], int] = OrderedDict()
+        # id(list) -> (list, its set id): the same tuple object, met again and again (the
+        # policy caches its terms), is found without hashing its hundreds of values. The
+        # tuple is held, so its id() cannot be reused while it is in here.
+        self._same: dict[int, tuple[tuple[str, ...], int]] = {}
+        self._next = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def get(self, compartments: tuple[str, ...]) -> int:
+        hit = self._same.get(id(compartments))
+        if hit is not None and hit[0] is compartments:
+            return hit[1]
+        with self._lock:
+            found = self._ids.get(compartments)
+            if found is None:
+                found = self._ids[compartments] = next(self._next)
+                while len(self._ids) > self._size:
+                    self._ids.popitem(last=False)
+            else:
+                self._ids.move_to_end(compartments)
+            if len(self._same) >= self._size:
+                self._same.clear()
+            self._same[id(compartments)] = (compartments, found)
+            return found
+
+
+set_ids = _SetIds()
+
+
+class Compiler:
+    """Builds one statement; parameters are collected in the order they appear.
+
+    With `sets` (a dict to fill), a long compartment list is not written into the
+    statement: it is tested against a table of the connection's own, named by the list's
+    id (`x IN temp.phivault_set_<id>`), and added to `sets` (id -> list); the caller
+    loads every set named there into the connection before running the statement
+    (sqlite.py). An IN list of hundreds of values is built into a temporary index on
+    every execution; the set's table is built once per connection and probed by its
+    primary key, without a subquery per row."""
+
+    def __init__(self, dialect: Dialect, sets: CompartmentSets | None = None) -> None:
         self.d = dialect
         self.params: list[Any] = []
         self._aliases = 0
+        self.sets = sets
 
     def alias(self, base: str) -> str:
         self._aliases += 1
@@ -198,7 +251,14 @@ class Compiler:
     def compartment(self, atom: CompartmentMatch, alias: str) -> str:
         """In one of the compartments (a NULL compartment is in none), or unassigned."""
         parts: list[str] = []
-        if atom.compartments:
+        if self.sets is not None and len(atom.compartments) >= SET_COMPARTMENTS:
+            set_id = set_ids.get(atom.compartments)  # an int: safe to write
+            self.sets[set_id] = atom.compartments
+            parts.append(
+                f"({alias}.compartment IS NOT NULL AND "
+                f"{alias}.compartment IN temp.{SET_TABLE}{set_id})"
+            )
+        elif atom.compartments:
             listed = _literal_list(atom.compartments)
             if listed is None:
                 self.bind(*atom.compartments)
@@ -410,9 +470,12 @@ def _driver(terms: Sequence[Term]) -> Term | None:
     return best
 
 
-def page_sql(spec: SearchSpec, dialect: Dialect) -> tuple[str, list[Any]]:
-    """(sql, params) of one page: rid, seq and the sort keys, limit + 1 rows."""
-    c = Compiler(dialect)
+def page_sql(
+    spec: SearchSpec, dialect: Dialect, sets: CompartmentSets | None = None
+) -> tuple[str, list[Any]]:
+    """(sql, params) of one page: rid, seq and the sort keys, limit + 1 rows. `sets`: see
+    Compiler."""
+    c = Compiler(dialect, sets)
     descending = [k.descending != spec.backward for k in spec.sort]
     rid_desc = spec.backward
     if not spec.sort:
@@ -448,8 +511,10 @@ def page_sql(spec: SearchSpec, dialect: Dialect) -> tuple[str, list[Any]]:
     )
 
 
-def count_sql(spec: SearchSpec, dialect: Dialect, cap: int | None) -> tuple[str, list[Any]]:
-    c = Compiler(dialect)
+def count_sql(
+    spec: SearchSpec, dialect: Dialect, cap: int | None, sets: CompartmentSets | None = None
+) -> tuple[str, list[Any]]:
+    c = Compiler(dialect, sets)
     where = c.where(spec.rtype, spec.terms, "r")
     if cap is None:
         return f"SELECT COUNT(*) FROM resources r WHERE {where}", c.params

@@ -12,7 +12,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from phivault.errors import StorageFull, StoreError, VersionConflict
 from phivault.store.audit_scan import AuditScanSource
 from phivault.store.base import VersionRecord
 from phivault.store.common import SqlReadView, SqlWriteTx
+from phivault.store.search_sql import SET_TABLE, CompartmentSets
 from phivault.store.sql import VERSION_COLUMNS, Queries, load_migrations, row_to_version
 
 log = logging.getLogger("phivault.store")
@@ -39,6 +41,7 @@ WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024  # the WAL file is cut back to this afte
 # reads must still be audited (or they would be refused), so the log's appends get these
 # pages; data writes are refused until the reserve can be put back.
 SPACE_RESERVE_BYTES = 4 * 1024 * 1024
+LOADED_SETS = 64  # compartment sets (search_sql.Compiler) kept per reader connection
 MAX_BATCH = 512  # writes per group commit
 MAX_BATCH_AGE_S = 0.05  # a batch never waits longer than this for more writers
 
@@ -62,7 +65,11 @@ class SqliteStore(SqlReadView):
         self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         self._writer.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
         self._reserve_missing = self._check_reserve()
-        super().__init__(_ThreadLocalConn(self), self._queries)
+        self._readers = _ThreadLocalConn(self)
+        super().__init__(self._readers, self._queries)
+
+    def _set_loader(self) -> Callable[[CompartmentSets], None] | None:
+        return self._readers.load_sets
 
     # -- connections ------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -294,12 +301,67 @@ class _ThreadLocalConn:
 
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
+        self._sets = threading.local()  # the compartment sets loaded in this thread's reader
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         try:
             return self._store.reader().execute(sql, params)
         except sqlite3.Error as exc:
             raise _translate(exc) from None
+
+    def load_sets(self, sets: CompartmentSets) -> None:
+        """Load these compartment sets (search_sql.Compiler) into the calling thread's
+        reader, one TEMP table each, unless it holds them already; the least recently
+        used beyond LOADED_SETS are dropped. A TEMP table is the connection's own:
+        nothing is written to the database, and a set id always names the same list
+        (search_sql never reuses one), so a loaded set never goes stale."""
+        conn = self._store.reader()
+        held: tuple[sqlite3.Connection, OrderedDict[int, None]] | None
+        held = getattr(self._sets, "held", None)
+        try:
+            if held is None or held[0] is not conn:
+                held = (conn, OrderedDict())
+                self._sets.held = held
+                _drop_sets(conn)  # whatever an interrupted load left behind
+            loaded = held[1]
+            for set_id, compartments in sets.items():
+                if set_id in loaded:
+                    loaded.move_to_end(set_id)
+                    continue
+                table = f"temp.{SET_TABLE}{int(set_id)}"
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {table} (compartment TEXT PRIMARY KEY) "
+                    "WITHOUT ROWID"
+                )
+                conn.execute(f"DELETE FROM {table}")
+                conn.executemany(
+                    f"INSERT OR IGNORE INTO {table} (compartment) VALUES (?)",
+                    [(c,) for c in compartments],
+                )
+                loaded[set_id] = None
+            while len(loaded) > LOADED_SETS:
+                old, _ = loaded.popitem(last=False)
+                _drop(conn, f"{SET_TABLE}{int(old)}")
+        except sqlite3.Error as exc:
+            self._sets.held = None  # unknown state: start over next time
+            raise _translate(exc) from None
+
+
+def _drop_sets(conn: sqlite3.Connection) -> None:
+    """Drop every compartment-set table of this connection."""
+    names = conn.execute("SELECT name FROM sqlite_temp_master WHERE type = 'table'").fetchall()
+    for (name,) in names:
+        if name.startswith(SET_TABLE) and name[len(SET_TABLE) :].isdigit():
+            _drop(conn, name)
+
+
+def _drop(conn: sqlite3.Connection, name: str) -> None:
+    """Drop one set's table; if SQLite refuses now (a statement still open on the
+    connection), it stays: a later load of that id empties and refills it anyway."""
+    try:
+        conn.execute(f"DROP TABLE IF EXISTS temp.{name}")
+    except sqlite3.OperationalError:
+        log.debug("a compartment set table stays until later")
 
 
 def _unhex(text: str | None) -> bytes | None:
