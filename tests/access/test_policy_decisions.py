@@ -218,3 +218,13 @@ def test_a_system_client_reach_skips_compartments_without_consent() -> None:
     assert policy.visible(ctx, "search", "Observation") == Visible(None, frozenset(), frozenset())
     assert facts.looked_up == 0
     assert ctx.principal is not None and ctx.principal.visibility == {}
+
+
+def test_an_interaction_the_policy_does_not_know_reaches_no_patient() -> None:
+    scopes, _ = parse_scopes("user/*.cruds")
+    clerk = Principal("u2", roles=frozenset({BILLING}), scopes=scopes)
+    policy = Policy(Facts())
+    # Billing reaches every patient's Coverage for a search, and nobody for an interaction
+    # that has no permission letter (the empty letter must not match every role).
+    assert policy.reach(Ctx(clerk), "search", "Coverage").only is None
+    assert policy.reach(Ctx(clerk), "frobnicate", "Coverage").only == frozenset()

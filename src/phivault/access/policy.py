@@ -263,8 +263,9 @@ class Policy:
         now = self.clock()
         if principal.is_clinical and principal.break_glass_active(now):
             return None, consents
-        letter = INTERACTIONS.get(interaction, "")
-        roles = [r for r in principal.roles if letter in role_permissions(r, rtype)]
+        letter = INTERACTIONS.get(interaction)
+        # An interaction the policy does not know grants nothing ("" is in every string).
+        roles = [r for r in principal.roles if letter and letter in role_permissions(r, rtype)]
         if any(r not in CLINICAL_ROLES for r in roles):
             return None, consents
         who = principal.practitioner
