@@ -33,3 +33,35 @@ def test_no_body_is_released_when_the_audit_commit_fails(client: TestClient, vau
     assert "Quillfeather" not in refused.text
     assert vault.store.audit_size() == size
     assert client.get(f"/fhir/Patient/{rid}").status_code == 200  # and the log goes on
+
+
+def test_searches_and_everything_are_audited_before_the_answer(
+    client: TestClient, vault: Vault
+) -> None:
+    rid = client.post("/fhir/Patient", json=PATIENT).json()["id"]
+    size = vault.store.audit_size()
+    found = client.get("/fhir/Patient?family=Quillfeather")
+    assert found.json()["entry"][0]["resource"]["id"] == rid
+    assert vault.store.audit_size() == size + 1
+    assert client.get("/fhir/?_type=Patient&family=Quillfeather").status_code == 200
+    assert vault.store.audit_size() == size + 2
+    assert client.get(f"/fhir/Patient/{rid}/$everything").json()["total"] == 1
+    assert vault.store.audit_size() == size + 3
+
+
+def test_no_search_result_is_released_when_the_audit_commit_fails(
+    client: TestClient, vault: Vault
+) -> None:
+    rid = client.post("/fhir/Patient", json=PATIENT).json()["id"]
+    size = vault.store.audit_size()
+    for path in (
+        "/fhir/Patient?family=Quillfeather",
+        "/fhir/?_type=Patient&family=Quillfeather",
+        f"/fhir/Patient/{rid}/$everything",
+    ):
+        with failing_writes(vault, 1):
+            refused = client.get(path)
+        assert refused.status_code == 503, path
+        assert "Quillfeather" not in refused.text
+    assert vault.store.audit_size() == size
+    assert client.get("/fhir/Patient?family=Quillfeather").status_code == 200

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -36,7 +35,7 @@ class EverythingRoutes(FhirRoutes):
             types=types,
         )
         ctx = self.context(request)
-        page = await run_in_threadpool(lambda: everything(self.service, ctx, rid, query))
+        page = await self.released(lambda: everything(self.service, ctx, rid, query))
         base = self.base_url(request)
         path = f"{base}/Patient/{rid}/$everything"
         keep: dict[str, str | int] = {"_count": query.count}

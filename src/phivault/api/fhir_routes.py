@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
@@ -30,6 +30,7 @@ from phivault.fhir.resources import small_int
 from phivault.service import Context, Service, Version, WriteResult
 
 _BASE_URLS_KEPT = 256
+T = TypeVar("T")
 
 
 class FhirRoutes:
@@ -94,29 +95,34 @@ class FhirRoutes:
             )
         return fhir_json(v.body or b"", status=status, headers=headers)
 
-    async def _released(self, read: Callable[[], Version]) -> Version:
-        """Run a read, and hand its version over only once every audit entry it made
-        (the access, or the refusal) is durable: fail closed, as `AuditSink.record` is.
+    async def released(self, work: Callable[[], T], *, inline: bool = False) -> T:
+        """Run `work` (a read, a search, `$everything`), and hand its answer over only once
+        every audit entry it made (the access, or the refusal) is durable: fail closed, as
+        `AuditSink.record` is.
 
-        The wait is awaited here instead of blocking a worker thread per request; the
-        audit appender wakes every request of one group commit at once."""
+        The wait is awaited on the event loop instead of blocking a worker thread per
+        request (the audit appender wakes every request of one group commit at once).
+        `inline` runs the work on the event loop itself, for work cheaper than the hop to
+        a worker thread and back."""
         audit = self.service.audit
         if not isinstance(audit, AuditLog):
-            return await run_in_threadpool(read)
+            return work() if inline else await run_in_threadpool(work)
 
-        def run() -> tuple[Deferred, Version | None, Exception | None]:
+        found: list[T] = []
+
+        def run() -> tuple[Deferred, Exception | None]:
             with audit.deferred() as pending:
                 try:
-                    return pending, read(), None
+                    found.append(work())
                 except Exception as exc:  # answered only after its audit entry is durable
-                    return pending, None, exc
+                    return pending, exc
+                return pending, None
 
-        pending, version, error = run() if self._read_inline else await run_in_threadpool(run)
+        pending, error = run() if inline else await run_in_threadpool(run)
         await pending.durable()
         if error is not None:
             raise error
-        assert version is not None
-        return version
+        return found[0]
 
     def capability_statement(self, request: Request) -> dict[str, Any]:
         """The CapabilityStatement as this server's settings make it."""
@@ -134,7 +140,9 @@ class FhirRoutes:
         check_accept(request)
         p = request.path_params
         ctx = self.context(request)
-        version = await self._released(lambda: self.service.read(ctx, p["rtype"], p["rid"]))
+        version = await self.released(
+            lambda: self.service.read(ctx, p["rtype"], p["rid"]), inline=self._read_inline
+        )
         return self._version_response(version)
 
     async def vread(self, request: Request) -> Response:
@@ -145,8 +153,8 @@ class FhirRoutes:
             raise BadRequest("version ids are positive integers")
         ctx = self.context(request)
         number = int(vid)
-        version = await self._released(
-            lambda: self.service.vread(ctx, p["rtype"], p["rid"], number)
+        version = await self.released(
+            lambda: self.service.vread(ctx, p["rtype"], p["rid"], number), inline=self._read_inline
         )
         return self._version_response(version)
 

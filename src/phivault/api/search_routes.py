@@ -124,7 +124,7 @@ class SearchRoutes:
     async def _run_system(self, request: Request, pairs: list[tuple[str, str]]) -> Response:
         base = self.fhir.base_url(request)
         strict = handling_strict(request)
-        result = await run_in_threadpool(
+        result = await self.fhir.released(
             lambda: self.service.search_system(
                 self.fhir.context(request),
                 pairs,
@@ -172,7 +172,7 @@ class SearchRoutes:
     ) -> Response:
         base = self.fhir.base_url(request)
         strict = handling_strict(request)
-        result = await run_in_threadpool(
+        result = await self.fhir.released(
             lambda: self.service.search(
                 self.fhir.context(request),
                 rtype,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from phivault.fhir.search import default_registry, extract
+from phivault.fhir.search.extract import extract_params
 from phivault.fhir.search.index import date_range, normalize_string
 from phivault.types import IndexRow, Resource
 
@@ -81,11 +82,23 @@ def last_updated_rows(instant: str) -> list[IndexRow]:
     return [IndexRow("_lastUpdated", "date", lo=found[0], hi=found[1])]
 
 
+_CODES: dict[str, frozenset[str]] = {}
+
+
+def _compartment_codes(rtype: str, params: list[str]) -> frozenset[str]:
+    found = _CODES.get(rtype)
+    if found is None:
+        found = _CODES[rtype] = frozenset(params)
+    return found
+
+
 def patient_compartment(resource: Resource, rows: list[IndexRow] | None = None) -> str | None:
     """ "Patient/<id>" of the patient whose record this resource belongs to, if any.
 
     Uses the Patient CompartmentDefinition: the first of the type's compartment
-    parameters (in the definition's order) that references a Patient decides.
+    parameters (in the definition's order) that references a Patient decides. Without
+    `rows`, only those parameters are extracted (a download of a Bulk Data file asks
+    this of every line).
     """
     rtype = resource.get("resourceType")
     if rtype == "Patient":
@@ -97,7 +110,7 @@ def patient_compartment(resource: Resource, rows: list[IndexRow] | None = None) 
     if not params:
         return None
     if rows is None:
-        rows = extract(resource)
+        rows = extract_params(resource, _compartment_codes(rtype, params))
     by_param: dict[str, str] = {}
     for row in rows:
         if row.kind == "reference" and row.system == "Patient" and row.value:

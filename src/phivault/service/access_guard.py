@@ -206,11 +206,12 @@ def visible(
     compartment: str | None,
     body: bytes | None,
 ) -> bool:
-    """Whether one resource may be released to `ctx` (left out silently otherwise)."""
+    """Whether one resource may be released to `ctx` (left out silently otherwise). The
+    body goes to the policy as text: it is parsed only when a decision depends on the data
+    (`Target.data`), not for every resource of a page or an export."""
     if ctx.principal is None:
         return True
-    resource = fhir_json.loads(body) if body is not None else None
-    target = Target(rtype, rid, compartment, resource if isinstance(resource, dict) else None)
+    target = Target(rtype, rid, compartment, body=body)
     return service.policy.decide(ctx, interaction, target) is Decision.ALLOW
 
 
