@@ -14,7 +14,7 @@ from phivault.store.search_spec import Reference, SearchPage, SearchRow, SearchS
 from phivault.store.search_sql import (
     Dialect,
     count_sql,
-    page_sql,
+    page_versions_sql,
     references_from_sql,
     references_to_sql,
 )
@@ -99,14 +99,12 @@ class SqlReadView:
         return Dialect(postgres=self._q.render("?") != "?")
 
     def search(self, spec: SearchSpec) -> SearchPage:
-        sql, params = page_sql(spec, self._dialect())
+        sql, params = page_versions_sql(spec, self._dialect())
         rows = self._conn.execute(self._q.render(sql), params).fetchall()
         more = len(rows) > spec.limit
-        rows = rows[: spec.limit]
-        records = self._by_seq([int(r[1]) for r in rows])
-        found = [
-            SearchRow(records[int(r[1])], (*r[2:], r[0])) for r in rows if int(r[1]) in records
-        ]
+        keys = 2 + len(spec.sort)  # rid, seq, the sort keys; then the version's columns
+        found = [SearchRow(row_to_version(r[keys:]), (*r[2:keys], r[0])) for r in rows]
+        found = found[: spec.limit]
         if spec.backward:
             found.reverse()
         return SearchPage(found, more)
@@ -148,17 +146,6 @@ class SqlReadView:
             found.extend(Reference(r[0], r[1], r[2], r[3]) for r in rows)
             if limit is not None and len(found) >= limit:
                 return found[:limit]
-        return found
-
-    def _by_seq(self, seqs: Sequence[int]) -> dict[int, VersionRecord]:
-        found: dict[int, VersionRecord] = {}
-        for chunk in _chunks(list(seqs)):
-            sql = (
-                f"SELECT {VERSION_COLUMNS} FROM versions WHERE seq IN "
-                f"({', '.join('?' for _ in chunk)})"
-            )
-            for row in self._conn.execute(self._q.render(sql), chunk).fetchall():
-                found[int(row[0])] = row_to_version(row)
         return found
 
     # -- key management (data-key rotation) -------------------------------------------------
