@@ -220,10 +220,16 @@ class WriteTx(ReadView, Protocol):
         nodes: dict[tuple[int, int], bytes],
         index: Sequence[AuditIndexRow] = (),
         seal: tuple[int, bytes] | None = None,
+        *,
+        commit: bool = False,
     ) -> int:
         """`audit_claim`, then `audit_append(expected, ...)`, in one round trip where the
         backend can. Returns the size found under the lock (-1 if unknown); unless it is
-        `expected`, the caller must abandon the transaction (it may hold misplaced rows)."""
+        `expected`, the caller must abandon the transaction (it may hold misplaced rows).
+        `commit`: nothing else follows in this transaction; a backend may commit it in the
+        same round trip, and then does so only if the size was `expected` (PostgreSQL).
+        The rows are durable when this returns `expected` on such a backend, else when
+        the write block ends, as always."""
         ...
 
     def audit_put_checkpoint(self, size: int, checkpoint: bytes) -> None: ...

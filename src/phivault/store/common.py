@@ -275,7 +275,11 @@ class SqlWriteTx(SqlReadView):
         nodes: dict[tuple[int, int], bytes],
         index: Sequence[AuditIndexRow] = (),
         seal: tuple[int, bytes] | None = None,
+        *,
+        commit: bool = False,
     ) -> int:
+        # `commit` changes nothing here: the write block's end commits (SQLite's group
+        # commit shares one transaction among writers, so no block commits on its own).
         size = self.audit_claim()
         if size == expected:
             self.audit_append(expected, entries, nodes, index, seal)
