@@ -16,7 +16,8 @@ bench/results/search.json.
 A second run with the same `--keep DIR` reuses the loaded clinic (and its PostgreSQL
 schema). `serve` does start-up work over the whole clinic (the detectors replay the audit
 log) while it already answers; `--idle-wait S` waits up to S seconds, before the first
-row, until the server has used under 5% of a core for 5 s (cold figures: leave it at 0).
+row, until the server has used under 5% of a core for 15 s (longer than the detectors'
+5 s between scans, so the first scan is not missed; cold figures: leave it at 0).
 Each row also gives the server's CPU time per request (from /proc), which a busy machine
 disturbs less than wall time.
 """
@@ -221,7 +222,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_idle(pid: int, limit: float, window: float = 5.0) -> tuple[float, float]:
+def wait_idle(pid: int, limit: float, window: float = 15.0) -> tuple[float, float]:
     """Wait (at most `limit` s) until the process used under 5% of a core over `window`
     seconds; (seconds waited, CPU seconds it used meanwhile)."""
     start, first = time.time(), cpu_seconds(pid)
