@@ -293,6 +293,10 @@ class Store(ReadView, Protocol):
         True if there was any. Data writes are refused until the reserve is back."""
         ...
 
+    def refresh_statistics(self) -> None:
+        """After a bulk import: give the query planner statistics of what was loaded."""
+        ...
+
     def migrate(self) -> int:
         """Apply pending schema migrations; return the schema version."""
         ...

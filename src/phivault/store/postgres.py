@@ -188,6 +188,20 @@ class PostgresStore(SqlReadView):
     def release_space_reserve(self) -> bool:
         return False  # the server's disk: nothing this client can hold back
 
+    def refresh_statistics(self) -> None:
+        # Without statistics (autovacuum off, or not yet run after a large import) the
+        # planner guesses table sizes from their pages, and at 100,000 patients it
+        # walked every Patient in id order for a family-name prefix (probing the
+        # prefix's few hundred matches for each) instead of reading those matches and
+        # sorting them: 346 ms instead of 7 ms. ANALYZE samples each table (seconds).
+        tables = ["resources", *sorted({table for table, _ in INDEX_TABLES.values()})]
+        try:
+            with self._pool.connection() as conn:
+                for table in tables:
+                    conn.execute(f"ANALYZE {table}")
+        except psycopg.Error as exc:
+            raise _translate(exc) from None
+
     @contextmanager
     def write(self, *, spare: bool = False) -> Iterator[SqlWriteTx]:
         # The pool commits when the block ends normally and rolls back on any exception.
