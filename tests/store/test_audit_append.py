@@ -5,7 +5,9 @@ seal, whatever the row count (PostgreSQL: one statement of column arrays)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from phivault.audit.merkle import leaf_hash, new_nodes_for_append
@@ -99,3 +101,53 @@ def test_postgres_reads_a_proof_s_nodes_by_index_in_one_statement(pg_schema_url:
     text = "\n".join(row[0] for row in plan)
     assert "audit_nodes_pkey" in text and "Seq Scan" not in text
     assert sorted((lv, ix) for lv, ix, _ in found) == [(0, 17), (1, 30000), (2, 2), (3, 40000)]
+
+
+class _Abandon(Exception):
+    """Leaves a write block the way the appender leaves a stale attempt."""
+
+
+@pytest.mark.parametrize("expected", [3, 7])  # rows at taken indexes; a gap after the log
+def test_a_committing_append_at_the_wrong_size_commits_nothing(vault: Vault, expected: int) -> None:
+    vault.audit.close()
+    store = vault.store
+    entries, index = rows(0, 5)
+    with store.write() as tx:
+        tx.audit_append(0, entries, {}, index, (5, b"a" * 32))
+    more, more_index = rows(expected, 2)
+    with pytest.raises(_Abandon), store.write() as tx:
+        found = tx.audit_claim_append(
+            expected, more, {}, more_index, (expected + 2, b"b" * 32), commit=True
+        )
+        assert found != expected
+        _assert_transactional(tx)
+        raise _Abandon()
+    assert store.audit_size() == 5
+    assert store.audit_seal() == (5, b"a" * 32)
+
+
+def test_a_committing_append_is_durable_when_it_returns(vault: Vault) -> None:
+    """PostgreSQL commits in the append's own round trip: another connection sees the
+    rows before the write block ends (SQLite commits at the block's end, as always)."""
+    vault.audit.close()
+    store = vault.store
+    entries, index = rows(0, 4)
+    nodes = new_nodes_for_append(0, [leaf_hash(e) for e in entries], lambda keys: {})
+    with store.write() as tx:
+        found = tx.audit_claim_append(0, entries, nodes, index, (4, b"c" * 32), commit=True)
+        assert found == 0
+        _assert_transactional(tx)
+        if store.backend == "postgresql":
+            assert store.audit_size() == 4  # read through another pooled connection
+    assert store.audit_size() == 4
+    assert store.audit_nodes(list(nodes)) == nodes
+    assert store.audit_seal() == (4, b"c" * 32)
+
+
+def _assert_transactional(tx: Any) -> None:
+    """PostgreSQL sends BEGIN and COMMIT itself, on the connection in autocommit for the
+    while: it must go back to the write pool as a transaction connection."""
+    conn = getattr(tx, "_conn", None)
+    if isinstance(conn, psycopg.Connection):
+        assert not conn.autocommit
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE

@@ -4,6 +4,7 @@ what actually lands in the database (ciphertext, blind values)."""
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -13,6 +14,7 @@ from phivault.errors import DecryptionError, VersionConflict
 from phivault.service import Context
 from phivault.store.base import HistoryQuery, IndexRow, NewVersion, VersionRecord
 from phivault.store.factory import SQLITE_FILE
+from phivault.store.search_spec import Cmp, IndexMatch, SearchPage, SearchSpec, SortKey, Term
 from phivault.store.sql import load_migrations
 from phivault.vault import Vault
 
@@ -283,6 +285,57 @@ def test_index_rows_replaced_on_update_and_removed_on_delete(vault: Vault) -> No
     assert store.find_token("Basic", "identifier", "sys", "B", 10) == []
     assert _index_rows(vault, "x1") == 0
     assert _index_rows(vault, "x2") == 1
+
+
+# -- search pages -----------------------------------------------------------------------------
+
+
+class _Counting:
+    """The store's connection, counting the statements run through it."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.statements = 0
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        self.statements += 1
+        return self.conn.execute(sql, params)
+
+
+def test_a_search_page_comes_with_its_versions_in_one_statement(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = (ident("sys", "A"),)
+    append(vault, *(new(f"s{n}", 1, at=stamp(n), index=rows) for n in (3, 1, 4, 2)))
+    append(vault, new("s1", 2, at=stamp(9), index=rows))  # the current version is returned
+    append(vault, new("s9", 1, index=(ident("sys", "B"),)))
+    store: Any = vault.store
+    counting = _Counting(store._conn)
+    monkeypatch.setattr(store, "_conn", counting)
+    match = (Cmp("system", "=", "sys"), Cmp("value", "=", "A"))
+    spec = SearchSpec("Basic", (Term((IndexMatch("token", "identifier", (match,), 0),)),), limit=3)
+
+    def rids(page: SearchPage) -> list[tuple[str, int, bytes | None]]:
+        return [(r.record.rid, r.record.version, r.record.body) for r in page.rows]
+
+    first = store.search(spec)
+    assert counting.statements == 1
+    assert rids(first) == [
+        ("s1", 2, b"Basic/s1/2"), ("s2", 1, b"Basic/s2/1"), ("s3", 1, b"Basic/s3/1"),
+    ]  # fmt: skip
+    assert first.more
+    last = store.search(replace(spec, after=first.rows[-1].key))
+    assert (rids(last), last.more) == ([("s4", 1, b"Basic/s4/1")], False)
+    back = store.search(replace(spec, after=last.rows[0].key, backward=True, limit=2))
+    assert [r.record.rid for r in back.rows] == ["s2", "s3"] and back.more
+    newest = replace(spec, sort=(SortKey("_lastUpdated", descending=True),))
+    page = store.search(newest)
+    assert [r.record.rid for r in page.rows] == ["s1", "s4", "s3"]
+    assert [r.key for r in page.rows] == [(stamp(9), "s1"), (stamp(4), "s4"), (stamp(3), "s3")]
+    assert [r.record.rid for r in store.search(replace(newest, after=page.rows[-1].key)).rows] == [
+        "s2"
+    ]
+    assert counting.statements == 5
 
 
 # -- what reaches the database ----------------------------------------------------------------

@@ -104,6 +104,7 @@ def append_entries(
     seal: LogSeal | None = None,
     *,
     stage: bool = True,
+    last: bool = False,
 ) -> int:
     """Append leaves, every Merkle node they complete and their index rows, in the caller's
     transaction. Returns the index of the first entry.
@@ -111,7 +112,8 @@ def append_entries(
     With `edge`, a right edge cached at the current size replaces the node reads, and the
     new edge is staged on it (the caller commits it once the transaction is durable);
     with `stage=False` the edge is only read (a transaction whose commit the log does
-    not see: a data write's).
+    not see: a data write's). `last`: nothing else is written in `tx` after this call,
+    so the backend may commit it with the rows (PostgreSQL: in the same round trip).
     With `seal` (audit/seal.py), a log this appender did not just write itself must carry
     a matching seal, and the new size is sealed in the same transaction.
     """
@@ -147,7 +149,7 @@ def append_entries(
     # Entries, nodes and the new seal in one call (PostgreSQL: one statement).
     if guess is None:
         tx.audit_append(size, entries, nodes, index, sealed)
-    elif tx.audit_claim_append(size, entries, nodes, index, sealed) != size:
+    elif tx.audit_claim_append(size, entries, nodes, index, sealed, commit=last) != size:
         raise StaleEdge()  # someone else appended: the caller rolls back, reads again
     return size
 
@@ -461,11 +463,11 @@ class AuditLog:
         try:
             try:
                 with self.store.write(spare=True) as tx:
-                    append_entries(tx, batch.entries, batch.rows, self._edge, self.seal)
+                    append_entries(tx, batch.entries, batch.rows, self._edge, self.seal, last=True)
             except StaleEdge:
                 self._edge.discard()  # so this attempt reads the tree and checks the seal
                 with self.store.write(spare=True) as tx:
-                    append_entries(tx, batch.entries, batch.rows, self._edge, self.seal)
+                    append_entries(tx, batch.entries, batch.rows, self._edge, self.seal, last=True)
         except BaseException:
             self._edge.discard()
             raise

@@ -43,6 +43,8 @@ def import_resources(
             yield stats
     if batch:
         _import_batch(service, ctx, batch, stats)
+    if stats.created or stats.updated:
+        service.store.refresh_statistics()  # plans for the data just loaded
     yield stats
 
 

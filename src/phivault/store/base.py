@@ -221,10 +221,16 @@ class WriteTx(ReadView, Protocol):
         nodes: dict[tuple[int, int], bytes],
         index: Sequence[AuditIndexRow] = (),
         seal: tuple[int, bytes] | None = None,
+        *,
+        commit: bool = False,
     ) -> int:
         """`audit_claim`, then `audit_append(expected, ...)`, in one round trip where the
         backend can. Returns the size found under the lock (-1 if unknown); unless it is
-        `expected`, the caller must abandon the transaction (it may hold misplaced rows)."""
+        `expected`, the caller must abandon the transaction (it may hold misplaced rows).
+        `commit`: nothing else follows in this transaction; a backend may commit it in the
+        same round trip, and then does so only if the size was `expected` (PostgreSQL).
+        The rows are durable when this returns `expected` on such a backend, else when
+        the write block ends, as always."""
         ...
 
     def audit_put_checkpoint(self, size: int, checkpoint: bytes) -> None: ...
@@ -290,6 +296,10 @@ class Store(ReadView, Protocol):
     def release_space_reserve(self) -> bool:
         """Give the space held back for audit appends to them (the store is full);
         True if there was any. Data writes are refused until the reserve is back."""
+        ...
+
+    def refresh_statistics(self) -> None:
+        """After a bulk import: give the query planner statistics of what was loaded."""
         ...
 
     def migrate(self) -> int:

@@ -15,7 +15,7 @@ from phivault.store.search_sql import (
     CompartmentSets,
     Dialect,
     count_sql,
-    page_sql,
+    page_versions_sql,
     references_from_sql,
     references_to_sql,
 )
@@ -116,15 +116,13 @@ class SqlReadView:
 
     def search(self, spec: SearchSpec) -> SearchPage:
         sets = self._sets()
-        sql, params = page_sql(spec, self._dialect(), sets)
+        sql, params = page_versions_sql(spec, self._dialect(), sets)
         self._load_sets(sets)
         rows = self._conn.execute(self._q.render(sql), params).fetchall()
         more = len(rows) > spec.limit
-        rows = rows[: spec.limit]
-        records = self._by_seq([int(r[1]) for r in rows])
-        found = [
-            SearchRow(records[int(r[1])], (*r[2:], r[0])) for r in rows if int(r[1]) in records
-        ]
+        keys = 2 + len(spec.sort)  # rid, seq, the sort keys; then the version's columns
+        found = [SearchRow(row_to_version(r[keys:]), (*r[2:keys], r[0])) for r in rows]
+        found = found[: spec.limit]
         if spec.backward:
             found.reverse()
         return SearchPage(found, more)
@@ -168,17 +166,6 @@ class SqlReadView:
             found.extend(Reference(r[0], r[1], r[2], r[3]) for r in rows)
             if limit is not None and len(found) >= limit:
                 return found[:limit]
-        return found
-
-    def _by_seq(self, seqs: Sequence[int]) -> dict[int, VersionRecord]:
-        found: dict[int, VersionRecord] = {}
-        for chunk in _chunks(list(seqs)):
-            sql = (
-                f"SELECT {VERSION_COLUMNS} FROM versions WHERE seq IN "
-                f"({', '.join('?' for _ in chunk)})"
-            )
-            for row in self._conn.execute(self._q.render(sql), chunk).fetchall():
-                found[int(row[0])] = row_to_version(row)
         return found
 
     # -- key management (data-key rotation) -------------------------------------------------
@@ -308,7 +295,11 @@ class SqlWriteTx(SqlReadView):
         nodes: dict[tuple[int, int], bytes],
         index: Sequence[AuditIndexRow] = (),
         seal: tuple[int, bytes] | None = None,
+        *,
+        commit: bool = False,
     ) -> int:
+        # `commit` changes nothing here: the write block's end commits (SQLite's group
+        # commit shares one transaction among writers, so no block commits on its own).
         size = self.audit_claim()
         if size == expected:
             self.audit_append(expected, entries, nodes, index, seal)

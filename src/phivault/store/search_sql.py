@@ -23,7 +23,7 @@ import itertools
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,7 @@ from phivault.store.search_spec import (
     SortKey,
     Term,
 )
-from phivault.store.sql import BLIND, INDEX_TABLES
+from phivault.store.sql import BLIND, INDEX_TABLES, VERSION_COLUMNS
 
 LITERAL_COMPARTMENTS = 16  # compartment lists at least this long are written, not bound
 SET_COMPARTMENTS = 64  # ... and at least this long joined from a compartment set, if any
@@ -475,6 +475,32 @@ def page_sql(
 ) -> tuple[str, list[Any]]:
     """(sql, params) of one page: rid, seq and the sort keys, limit + 1 rows. `sets`: see
     Compiler."""
+    sql, params, _ = _page(spec, dialect, sets)
+    return sql, params
+
+
+def page_versions_sql(
+    spec: SearchSpec, dialect: Dialect, sets: CompartmentSets | None = None
+) -> tuple[str, list[Any]]:
+    """(sql, params) of one page with each row's stored version: rid, seq, the sort keys,
+    then VERSION_COLUMNS; limit + 1 rows in the page's order. One statement (one round
+    trip on PostgreSQL) instead of the page and then its bodies by seq; the page keeps
+    its LIMIT inside, so only its rows are joined to `versions`. `sets`: see Compiler."""
+    sql, params, order = _page(spec, dialect, sets)
+    names = "".join(f", p.k{n}" for n in range(len(spec.sort)))
+    columns = ", ".join("v." + c.strip() for c in VERSION_COLUMNS.split(","))
+    return (
+        f"SELECT p.rid, p.seq{names}, {columns} FROM ({sql}) p "
+        f"JOIN versions v ON v.seq = p.seq ORDER BY {order('p')}",
+        params,
+    )
+
+
+def _page(
+    spec: SearchSpec, dialect: Dialect, sets: CompartmentSets | None
+) -> tuple[str, list[Any], Callable[[str], str]]:
+    """The page statement, its parameters, and its ORDER BY over the columns of a query
+    that selects from it under the alias given."""
     c = Compiler(dialect, sets)
     descending = [k.descending != spec.backward for k in spec.sort]
     rid_desc = spec.backward
@@ -484,30 +510,44 @@ def page_sql(
         if spec.after is not None:
             where += " AND " + c.keyset([(rid, rid_desc)], spec.after[-1:])
         c.bind(spec.limit + 1)
-        order = f"{rid} DESC" if rid_desc else rid
+
+        def by_rid(alias: str) -> str:
+            text = dialect.text(f"{alias}.rid")
+            return f"{text} DESC" if rid_desc else text
+
         return (
-            f"SELECT r.rid, r.seq FROM resources r WHERE {where} ORDER BY {order} LIMIT ?",
+            f"SELECT r.rid, r.seq FROM resources r WHERE {where} ORDER BY {by_rid('r')} LIMIT ?",
             c.params,
+            by_rid,
         )
     keys = [c.sort_key(spec.rtype, key, "r") for key in spec.sort]
     selected = ", ".join(f"{k} AS k{n}" for n, k in enumerate(keys))
     where = c.where(spec.rtype, spec.terms, "r")
     inner = f"SELECT r.rid AS rid, r.seq AS seq, {selected} FROM resources r WHERE {where}"
     text_key = [k.param in ("_id", "_lastUpdated") or k.column in _TEXT_COLUMNS for k in spec.sort]
-    columns = [
-        (dialect.text(f"t.k{n}") if text_key[n] else f"t.k{n}", descending[n])
-        for n in range(len(keys))
-    ]
-    columns.append((dialect.text("t.rid"), rid_desc))
+
+    def ordered(alias: str) -> list[tuple[str, bool]]:
+        """The sort keys, then the id, as columns of `alias` (the page's inner query,
+        or a query over the page's output): (expression, descending)."""
+        found = [
+            (dialect.text(f"{alias}.k{n}") if text_key[n] else f"{alias}.k{n}", descending[n])
+            for n in range(len(keys))
+        ]
+        return [*found, (dialect.text(f"{alias}.rid"), rid_desc)]
+
+    def by_keys(alias: str) -> str:
+        return ", ".join(f"{expr} DESC" if desc else expr for expr, desc in ordered(alias))
+
     outer = ""
     if spec.after is not None:
-        outer = " WHERE " + c.keyset(columns, spec.after)
+        outer = " WHERE " + c.keyset(ordered("t"), spec.after)
     c.bind(spec.limit + 1)
-    order = ", ".join(f"{expr} DESC" if desc else expr for expr, desc in columns)
+
     names = ", ".join(f"t.k{n}" for n in range(len(keys)))
     return (
-        f"SELECT t.rid, t.seq, {names} FROM ({inner}) t{outer} ORDER BY {order} LIMIT ?",
+        f"SELECT t.rid, t.seq, {names} FROM ({inner}) t{outer} ORDER BY {by_keys('t')} LIMIT ?",
         c.params,
+        by_keys,
     )
 
 

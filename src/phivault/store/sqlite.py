@@ -116,6 +116,9 @@ class SqliteStore(SqlReadView):
             return False  # not migrated yet: migrate() checks again
         return int(row[0]) == 0
 
+    def refresh_statistics(self) -> None:
+        pass  # SQLite's plans are made (and tested) without statistics
+
     def release_space_reserve(self) -> bool:
         if self._reserve_missing:
             return False
