@@ -513,10 +513,14 @@ _SELECT_NODES = audit_sql.PG_SELECT_NODES.encode()
 def _end_autocommit(conn: psycopg.Connection[Any]) -> None:
     """Back to a transaction connection (the write pool's kind), ending the explicit
     transaction an error left open. A connection that cannot be put back is closed, so
-    the pool never lends an autocommit connection to a write."""
+    the pool never lends an autocommit connection to a write.
+
+    `rollback()`, not a ROLLBACK statement: psycopg registers a statement as prepared
+    when it sends it, and the server skipped the rest of a failed pipeline, so names it
+    counts as prepared may not exist; `rollback()` also forgets them all (DEALLOCATE ALL),
+    where an executed ROLLBACK does so only the first time the connection runs one."""
     try:
-        if conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.execute("ROLLBACK")
+        conn.rollback()
         conn.autocommit = False
     except psycopg.Error:
         conn.close()
