@@ -89,3 +89,19 @@ def test_an_unavailable_store_fails_the_scan_once_instead_of_every_entry(
     with pytest.raises(StoreError):
         scanner.scan()
     assert not [r for r in caplog.records if "failed on entry" in r.getMessage()]
+
+
+def test_a_long_scan_hands_the_gil_over_every_few_entries(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phivault.detect import engine as engine_module
+
+    patients = [{"resourceType": "Patient", "id": f"p{i}"} for i in range(60)]
+    for _ in vault.service.import_resources(Context(actor="system:import"), patients):
+        pass
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    report = engine(vault, time.time).scan()
+    assert report.entries >= 60
+    # A request thread waits for the scan about YIELD_EVERY entries at most, not 5 ms.
+    assert waits.count(0) >= report.entries // engine_module.YIELD_EVERY - 1
