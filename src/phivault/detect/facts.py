@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import orjson
 
 from phivault.access.principal import BILLING, CLINICAL_ROLES, FRONT_DESK
-from phivault.detect.kinship import Holders, Kinship, staff_kinship
+from phivault.detect.kinship import HELD, Holders, Kinship, candidates_of, staff_kinship
 from phivault.detect.model import parse_instant
 from phivault.detect.patients import PatientIndex
 from phivault.detect.sql import DetectSql, string_tokens
@@ -273,11 +273,13 @@ class VaultFacts:
         for rid, _param, token in self.sql.tokens("Practitioner", ("phone", "email")):
             staff.setdefault(f"Practitioner/{rid}", {}).setdefault("contact", set()).add(token)
         holders: Holders = {}
-        for param in ("family", "address"):
+        for param in HELD:
             values = [v for _r, p, _t, v in rows if p == param and v is not None]
             for rid, _param, token in self.sql.string_holders("Patient", param, values):
                 holders.setdefault((param, token), set()).add(rid)
-        candidates = sorted({rid for rids in holders.values() for rid in rids})
+        candidates = sorted(
+            {rid for mine in staff.values() for rid in candidates_of(mine, holders)}
+        )
         patients: dict[str, dict[str, set[str]]] = {}
         for rid, param, token in self.sql.exact_tokens(
             "Patient", ("family", "given", "address"), candidates

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 RARE_SHARE = 4  # a name or address token on more patients than this is too common to mean kin
+HELD = ("family", "given", "address")  # the parameters whose holders kinship looks up
 
 
 @dataclass
@@ -35,10 +36,27 @@ def kinship_of(
     """Kinship with every patient's tokens in hand (see `staff_kinship`)."""
     holders: Holders = {}
     for rid, fields in patients.items():
-        for param in ("family", "address"):
+        for param in HELD:
             for token in fields.get(param, ()):
                 holders.setdefault((param, token), set()).add(rid)
     return staff_kinship(staff, holders, patients, pseudonymize)
+
+
+def candidates_of(mine: dict[str, set[str]], holders: Holders) -> set[str]:
+    """The only patients that can be kin to, or the own record of, a staff member with
+    tokens `mine`: those sharing a surname and a given name (own record), a rare surname
+    (kin) or a rare address part (kin needs two of them)."""
+
+    def held(param: str, *, rare: bool = False) -> set[str]:
+        found: set[str] = set()
+        for token in mine.get(param, ()):
+            rids = holders.get((param, token), set())
+            if not rare or len(rids) <= RARE_SHARE:
+                found |= rids
+        return found
+
+    family = held("family")
+    return (family & held("given")) | held("family", rare=True) | held("address", rare=True)
 
 
 def staff_kinship(
@@ -52,19 +70,15 @@ def staff_kinship(
     staff member's surname, given name and an address or contact point is that staff
     member's own record (a co-worker, for everybody else).
 
-    `holders` must name every patient holding each of the staff's family and address
-    tokens, and `patients` must give the tokens of each of those patients; nobody else's
-    are needed. Each staff member thus meets only the patients sharing a surname or
-    address token with them: O(tokens + matches), not staff x patients, and a clinic of
-    100,000 patients is never held in memory at once."""
+    `holders` must name every patient holding each of the staff's family, given and
+    address tokens, and `patients` must give the tokens of the `candidates_of` each staff
+    member; nobody else's are needed. Each staff member thus meets only the patients that
+    could be kin or their own record: O(tokens + matches), not staff x patients, and a
+    clinic of 100,000 patients is never held in memory at once."""
     pseudonyms: dict[str, str] = {}
     kin = Kinship()
     for who, mine in staff.items():
-        candidates: set[str] = set()
-        for param in ("family", "address"):
-            for token in mine.get(param, ()):
-                candidates.update(holders.get((param, token), ()))
-        for rid in candidates:
+        for rid in candidates_of(mine, holders):
             fields = patients.get(rid, {})
             pseudonym = pseudonyms.get(rid)
             if pseudonym is None:
