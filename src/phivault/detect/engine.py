@@ -10,12 +10,12 @@ and is dropped. The cursor, and the root of the tree the engine has read, are ke
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from phivault.audit.entry import decode_entry
 from phivault.detect.alerts import ENGINE_ACTOR, AlertStore
+from phivault.detect.courtesy import Courtesy
 from phivault.detect.facts import ClinicFacts
 from phivault.detect.model import Alert, Entry, Finding, Severity, format_instant
 from phivault.detect.registry import Detector
@@ -27,12 +27,6 @@ from phivault.store.base import Store
 log = logging.getLogger("phivault.detect")
 
 BATCH = 1000
-# Entries between two hand-overs of the GIL (about 100 µs of work): the engine runs in a
-# thread of the server, and a thread that computes for the interpreter's whole switch
-# interval (5 ms) makes every request thread wait that long each time it wants the GIL
-# back after a database call or a socket write (a read makes a dozen such calls: up to
-# 80 ms added while a start-up scan of a large log runs, instead of about 1 ms).
-YIELD_EVERY = 8
 DAY = 86_400.0
 CURSOR = "cursor"
 TREE = "tree"
@@ -166,13 +160,13 @@ class Engine:
         self, start: int, stop: int, *, track: bool, bad: list[Finding] | None = None
     ) -> Iterator[Entry]:
         position = start
+        courtesy = Courtesy()  # a scan of a large log must not hold up request threads
         while position < stop:
             rows = self.store.audit_entries(position, min(position + BATCH, stop))
             if not rows:
                 break
             for idx, raw in rows:
-                if idx % YIELD_EVERY == 0:
-                    time.sleep(0)  # let a waiting request thread take the GIL now
+                courtesy.tick()
                 if self.stopping():
                     # Nothing of this scan is saved or raised: the next scan starts at the
                     # saved cursor again, so no access goes unexamined and none twice.

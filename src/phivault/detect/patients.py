@@ -22,6 +22,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterable
 
+from phivault.detect.courtesy import Courtesy
 from phivault.detect.model import format_instant, parse_instant
 from phivault.detect.sql import DetectSql
 
@@ -31,7 +32,6 @@ RECHECK_S = 10.0  # an unknown pseudonym re-reads the newest patients at most th
 REBUILD_S = 600.0  # ... and every patient at most this often (ids written with old instants)
 SINCE_SLACK_S = 60.0  # a re-read starts this long before the newest instant seen
 REBUILD_AT = 50_000  # patients found by re-reads before the arrays are rebuilt
-YIELD_EVERY = 32  # rows (an HMAC each) between two hand-overs of the GIL
 
 
 def _prefix(pseudonym: str) -> int:
@@ -88,9 +88,9 @@ class PatientIndex:
         ids = bytearray()
         ends: array[int] = array("Q")
         newest = ""
+        courtesy = Courtesy()  # an HMAC per patient: a long loop in a server thread
         for rid, updated in self.sql.patient_rows():
-            if len(ends) % YIELD_EVERY == 0:
-                time.sleep(0)  # a long loop in a server thread: see detect/engine.py
+            courtesy.tick()
             ids += rid.encode()
             ends.append(len(ids))
             key = _prefix(self.pseudonymize(f"Patient/{rid}"))
