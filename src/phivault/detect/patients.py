@@ -3,7 +3,7 @@
 The audit log names a patient only by a keyed pseudonym (HMAC of "Patient/<id>"), which
 cannot be inverted: to read a patient's record for an access it must be looked up among
 every Patient's pseudonym. The table is held as two flat arrays instead of a dict of
-strings (about 20 bytes a patient instead of about 250): the first 40 bits of each
+strings (about 55 bytes a patient instead of about 200): the first 40 bits of each
 pseudonym next to the row's position, sorted, and the ids back to back. A lookup is a
 binary search, then the pseudonym is computed again from the id found, so that a shared
 prefix can never answer for another patient.
