@@ -89,3 +89,33 @@ def test_an_unavailable_store_fails_the_scan_once_instead_of_every_entry(
     with pytest.raises(StoreError):
         scanner.scan()
     assert not [r for r in caplog.records if "failed on entry" in r.getMessage()]
+
+
+def test_a_long_scan_hands_the_gil_over_every_slice(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phivault.detect import courtesy
+
+    patients = [{"resourceType": "Patient", "id": f"p{i}"} for i in range(60)]
+    for _ in vault.service.import_resources(Context(actor="system:import"), patients):
+        pass
+    monkeypatch.setattr(courtesy, "SLICE_S", 0.0)  # every entry uses up a slice
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    report = engine(vault, time.time).scan()
+    assert report.entries >= 60
+    # A request thread waits for the scan one slice at most, not the 5 ms switch interval.
+    assert waits.count(0) >= report.entries
+
+
+def test_courtesy_sleeps_only_once_a_slice_is_used_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    from phivault.detect import courtesy
+
+    now = [0.0]
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    polite = courtesy.Courtesy(clock=lambda: now[0])
+    for _ in range(10):
+        now[0] += courtesy.SLICE_S / 4
+        polite.tick()
+    assert waits == [0, 0]  # after 4 and 8 quarter slices

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from phivault.audit.entry import decode_entry
 from phivault.detect.alerts import ENGINE_ACTOR, AlertStore
+from phivault.detect.courtesy import Courtesy
 from phivault.detect.facts import ClinicFacts
 from phivault.detect.model import Alert, Entry, Finding, Severity, format_instant
 from phivault.detect.registry import Detector
@@ -159,11 +160,13 @@ class Engine:
         self, start: int, stop: int, *, track: bool, bad: list[Finding] | None = None
     ) -> Iterator[Entry]:
         position = start
+        courtesy = Courtesy()  # a scan of a large log must not hold up request threads
         while position < stop:
             rows = self.store.audit_entries(position, min(position + BATCH, stop))
             if not rows:
                 break
             for idx, raw in rows:
+                courtesy.tick()
                 if self.stopping():
                     # Nothing of this scan is saved or raised: the next scan starts at the
                     # saved cursor again, so no access goes unexamined and none twice.

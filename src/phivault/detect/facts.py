@@ -20,9 +20,10 @@ from typing import Any, Protocol
 import orjson
 
 from phivault.access.principal import BILLING, CLINICAL_ROLES, FRONT_DESK
-from phivault.detect.kinship import Kinship, kinship_of
+from phivault.detect.kinship import HELD, Holders, Kinship, candidates_of, staff_kinship
 from phivault.detect.model import parse_instant
-from phivault.detect.sql import DetectSql
+from phivault.detect.patients import PatientIndex
+from phivault.detect.sql import DetectSql, string_tokens
 from phivault.store.access_sql import AccessStore
 from phivault.store.base import Store, VersionRecord
 from phivault.store.compartment_sql import CompartmentQuery
@@ -137,14 +138,14 @@ class VaultFacts:
         self._lock = threading.Lock()
         self._users: dict[str, UserInfo] = {}
         self._users_at = -1e18
-        self._patients: dict[str, str] = {}  # pseudonym -> compartment
-        self._patients_at = -1e18
+        self._patients = PatientIndex(self.sql, pseudonymize)  # pseudonym -> compartment
         self._facts: OrderedDict[str, tuple[float, PatientFacts]] = OrderedDict()
         self._kinship: Kinship | None = None
         self._vip: set[str] = set()
         self._labelled_staff: set[str] = set()
         self._canaries: set[str] = set()
         self._clinic_at = -1e18
+        self._labels_at = -1e18
 
     # -- users ---------------------------------------------------------------------------------
     def user(self, actor: str) -> UserInfo | None:
@@ -177,17 +178,7 @@ class VaultFacts:
 
     # -- patients ------------------------------------------------------------------------------
     def compartment(self, patient: str) -> str | None:
-        found = self._patients.get(patient)
-        if found is None and time.monotonic() - self._patients_at > 10.0:
-            self._load_patients()
-            found = self._patients.get(patient)
-        return found
-
-    def _load_patients(self) -> None:
-        self._patients = {
-            self.pseudonymize(f"Patient/{rid}"): f"Patient/{rid}" for rid in self.sql.patient_ids()
-        }
-        self._patients_at = time.monotonic()
+        return self._patients.compartment(patient)
 
     def patient_of(self, result_ref: str) -> str | None:
         parts = result_ref.split("/")
@@ -245,62 +236,80 @@ class VaultFacts:
         return explain_with(self.facts(patient), user, at)
 
     # -- kinship, co-workers, VIPs, canaries ------------------------------------------------------
-    def _clinic(self) -> None:
-        if time.monotonic() - self._clinic_at < _CLINIC_TTL and self._kinship is not None:
+    # Two caches with one lifetime: the labels (VIP, staff, canary: small sets, asked about
+    # on every entry) and kinship (asked about only for users' accesses to patients).
+    def _labels(self) -> None:
+        if time.monotonic() - self._labels_at < _CLINIC_TTL:
             return
-        self._kinship = self._read_kinship()
         labelled = self.sql.security_labelled([*VIP_CODES, *STAFF_CODES])
         self._vip = {self.pseudonymize(f"Patient/{rid}") for rid, c in labelled if c in VIP_CODES}
         self._labelled_staff = {
             self.pseudonymize(f"Patient/{rid}") for rid, c in labelled if c in STAFF_CODES
         }
         self._canaries = self.sql.canaries()
-        self._clinic_at = time.monotonic()
+        self._labels_at = time.monotonic()
+
+    def _clinic(self) -> Kinship:
+        if time.monotonic() - self._clinic_at >= _CLINIC_TTL or self._kinship is None:
+            self._kinship = self._read_kinship()
+            self._clinic_at = time.monotonic()
+        return self._kinship
 
     def refresh(self) -> None:
         """Re-read everything (after the clinic's staff or patients changed)."""
-        self._clinic_at = -1e18
-        self._users_at = self._patients_at = -1e18
+        self._clinic_at = self._labels_at = self._users_at = -1e18
+        self._patients.clear()
         with self._lock:
             self._facts.clear()
 
     def _read_kinship(self) -> Kinship:
+        """Kinship from the staff's tokens and only the patients sharing one of them
+        (found through the index): never every patient's tokens at once."""
         staff: dict[str, dict[str, set[str]]] = {}
-        for rid, param, token in self.sql.exact_tokens(
-            "Practitioner", ("family", "given", "address")
-        ):
-            staff.setdefault(f"Practitioner/{rid}", {}).setdefault(param, set()).add(token)
+        rows = self.sql.string_values("Practitioner", ("family", "given", "address"))
+        for rid, param, text, value in rows:
+            for _rid, _param, token in string_tokens(rid, param, text, value):
+                staff.setdefault(f"Practitioner/{rid}", {}).setdefault(param, set()).add(token)
         for rid, _param, token in self.sql.tokens("Practitioner", ("phone", "email")):
             staff.setdefault(f"Practitioner/{rid}", {}).setdefault("contact", set()).add(token)
+        holders: Holders = {}
+        for param in HELD:
+            values = [v for _r, p, _t, v in rows if p == param and v is not None]
+            for rid, _param, token in self.sql.string_holders("Patient", param, values):
+                holders.setdefault((param, token), set()).add(rid)
+        candidates = sorted(
+            {rid for mine in staff.values() for rid in candidates_of(mine, holders)}
+        )
         patients: dict[str, dict[str, set[str]]] = {}
-        for rid, param, token in self.sql.exact_tokens("Patient", ("family", "given", "address")):
+        for rid, param, token in self.sql.exact_tokens(
+            "Patient", ("family", "given", "address"), candidates
+        ):
             patients.setdefault(rid, {}).setdefault(param, set()).add(token)
-        for rid, _param, token in self.sql.tokens("Patient", ("phone", "email")):
+        for rid, _param, token in self.sql.tokens("Patient", ("phone", "email"), candidates):
             patients.setdefault(rid, {}).setdefault("contact", set()).add(token)
-        return kinship_of(staff, patients, self.pseudonymize)
+        return staff_kinship(staff, holders, patients, self.pseudonymize)
 
     def kin(self, practitioner: str) -> tuple[set[str], set[str]]:
-        self._clinic()
-        assert self._kinship is not None
+        kinship = self._clinic()
         return (
-            self._kinship.surname.get(practitioner, set()),
-            self._kinship.address.get(practitioner, set()),
+            kinship.surname.get(practitioner, set()),
+            kinship.address.get(practitioner, set()),
         )
 
     def staff_patient(self, patient: str) -> str | None:
-        self._clinic()
-        assert self._kinship is not None
-        found = self._kinship.staff_patients.get(patient)
-        if found is None and patient in self._labelled_staff:
-            return "labelled"
+        found = self._clinic().staff_patients.get(patient)
+        if found is None:
+            self._labels()
+            if patient in self._labelled_staff:
+                return "labelled"
         return found
 
     def is_vip(self, patient: str) -> bool:
-        self._clinic()
+        self._labels()
         return patient in self._vip
 
     def is_canary(self, patient: str) -> bool:
-        self._clinic()
+        self._labels()
         return patient in self._canaries
 
 

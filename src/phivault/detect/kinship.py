@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 RARE_SHARE = 4  # a name or address token on more patients than this is too common to mean kin
+HELD = ("family", "given", "address")  # the parameters whose holders kinship looks up
 
 
 @dataclass
@@ -24,32 +25,61 @@ class Kinship:
     staff_patients: dict[str, str] = field(default_factory=dict)  # pseudonym -> practitioner
 
 
+Holders = dict[tuple[str, str], set[str]]  # (param, token) -> ids of the patients with it
+
+
 def kinship_of(
     staff: dict[str, dict[str, set[str]]],
+    patients: dict[str, dict[str, set[str]]],
+    pseudonymize: Callable[[str], str],
+) -> Kinship:
+    """Kinship with every patient's tokens in hand (see `staff_kinship`)."""
+    holders: Holders = {}
+    for rid, fields in patients.items():
+        for param in HELD:
+            for token in fields.get(param, ()):
+                holders.setdefault((param, token), set()).add(rid)
+    return staff_kinship(staff, holders, patients, pseudonymize)
+
+
+def candidates_of(mine: dict[str, set[str]], holders: Holders) -> set[str]:
+    """The only patients that can be kin to, or the own record of, a staff member with
+    tokens `mine`: those sharing a surname and a given name (own record), a rare surname
+    (kin) or a rare address part (kin needs two of them)."""
+
+    def held(param: str, *, rare: bool = False) -> set[str]:
+        found: set[str] = set()
+        for token in mine.get(param, ()):
+            rids = holders.get((param, token), set())
+            if not rare or len(rids) <= RARE_SHARE:
+                found |= rids
+        return found
+
+    family = held("family")
+    return (family & held("given")) | held("family", rare=True) | held("address", rare=True)
+
+
+def staff_kinship(
+    staff: dict[str, dict[str, set[str]]],
+    holders: Holders,
     patients: dict[str, dict[str, set[str]]],
     pseudonymize: Callable[[str], str],
 ) -> Kinship:
     """Match staff and patients on blind tokens. A surname or address shared by more than
     RARE_SHARE patients is too common to suggest kinship and is ignored; a patient with the
     staff member's surname, given name and an address or contact point is that staff
-    member's own record (a co-worker, for everybody else)."""
-    # Patients by token, so each staff member meets only the patients sharing a surname
-    # or address token with them: O(tokens + matches), not staff x patients (a clinic of
-    # 100,000 patients and hundreds of staff would otherwise take minutes per refresh).
-    holders: dict[tuple[str, str], list[str]] = {}
-    for rid, fields in patients.items():
-        for param in ("family", "address"):
-            for token in fields.get(param, ()):
-                holders.setdefault((param, token), []).append(rid)
+    member's own record (a co-worker, for everybody else).
+
+    `holders` must name every patient holding each of the staff's family, given and
+    address tokens, and `patients` must give the tokens of the `candidates_of` each staff
+    member; nobody else's are needed. Each staff member thus meets only the patients that
+    could be kin or their own record: O(tokens + matches), not staff x patients, and a
+    clinic of 100,000 patients is never held in memory at once."""
     pseudonyms: dict[str, str] = {}
     kin = Kinship()
     for who, mine in staff.items():
-        candidates: set[str] = set()
-        for param in ("family", "address"):
-            for token in mine.get(param, ()):
-                candidates.update(holders.get((param, token), ()))
-        for rid in candidates:
-            fields = patients[rid]
+        for rid in candidates_of(mine, holders):
+            fields = patients.get(rid, {})
             pseudonym = pseudonyms.get(rid)
             if pseudonym is None:
                 pseudonym = pseudonyms[rid] = pseudonymize(f"Patient/{rid}")

@@ -33,6 +33,7 @@ ALERT_COLUMNS = (
     "reviewer",
 )
 _CHUNK = 200
+_PAGE = 2000
 
 
 class DetectSql:
@@ -127,30 +128,99 @@ class DetectSql:
         )
         return [str(r[0]) for r in rows]
 
-    def exact_tokens(self, rtype: str, params: Sequence[str]) -> Iterator[tuple[str, str, str]]:
+    def patient_rows(self) -> Iterator[tuple[str, str]]:
+        """(id, last updated) of every live Patient, a page at a time in id order (a
+        clinic's Patients are never all held at once)."""
+        after = ""
+        while True:
+            rows = self.read(
+                "SELECT rid, last_updated FROM resources WHERE rtype = 'Patient' AND rid > ? "
+                "AND deleted = ? ORDER BY rid LIMIT ?",
+                (after, False, _PAGE),
+            )
+            for rid, updated in rows:
+                yield str(rid), str(updated)
+            if len(rows) < _PAGE:
+                return
+            after = str(rows[-1][0])
+
+    def patient_rows_since(self, since: str) -> list[tuple[str, str]]:
+        """(id, last updated) of the live Patients last updated at or after `since` (an
+        instant as the store writes them), through the (rtype, last_updated) index."""
+        rows = self.read(
+            "SELECT rid, last_updated FROM resources WHERE rtype = 'Patient' "
+            "AND last_updated >= ? AND deleted = ?",
+            (since, False),
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def exact_tokens(
+        self, rtype: str, params: Sequence[str], rids: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, str, str]]:
         """(rid, param, blind token) of the whole-value rows of string index rows: the
-        exact token and the token of the normalized value. Never a value in clear."""
+        exact token and the token of the normalized value. Never a value in clear.
+        With `rids`, of those resources only (through the (rtype, rid) index)."""
         marks = ", ".join("?" for _ in params)
         sql = (
             f"SELECT rid, param, text, value FROM idx_string WHERE rtype = ? "
             f"AND param IN ({marks}) AND text IS NOT NULL"
         )
-        for rid, param, text, value in self.read(sql, (rtype, *params)):
-            yield str(rid), str(param), "x:" + str(text)
-            if value is not None and param != "address":
-                # Names also match on their normalized form (case, accents); address
-                # parts only exactly, so that one part counts once.
-                yield str(rid), str(param), "n:" + str(value)
+        for rid, param, text, value in self._rows_of(sql, (rtype, *params), rids):
+            yield from string_tokens(str(rid), str(param), text, value)
 
-    def tokens(self, rtype: str, params: Sequence[str]) -> Iterator[tuple[str, str, str]]:
-        """(rid, param, token) of token index rows (blinded for identifying params)."""
+    def string_holders(
+        self, rtype: str, param: str, values: Sequence[str]
+    ) -> Iterator[tuple[str, str, str]]:
+        """(rid, param, blind token) of the whole-value rows whose `value` (the token of
+        the normalized value's longest indexed prefix) is one of `values`, through the
+        (rtype, param, value) index: every resource sharing a whole value with a row of
+        those values has its row here, so the holders of one exact token are all found."""
+        for chunk in chunks(sorted(set(values))):
+            marks = ", ".join("?" for _ in chunk)
+            sql = (
+                "SELECT rid, param, text, value FROM idx_string WHERE rtype = ? AND param = ? "
+                f"AND value IN ({marks}) AND text IS NOT NULL"
+            )
+            for rid, found, text, value in self.read(sql, (rtype, param, *chunk)):
+                yield from string_tokens(str(rid), str(found), text, value)
+
+    def string_values(
+        self, rtype: str, params: Sequence[str]
+    ) -> list[tuple[str, str, str, str | None]]:
+        """(rid, param, text, value) of the whole-value rows of `params` (small types only:
+        the staff's Practitioners)."""
+        marks = ", ".join("?" for _ in params)
+        sql = (
+            f"SELECT rid, param, text, value FROM idx_string WHERE rtype = ? "
+            f"AND param IN ({marks}) AND text IS NOT NULL"
+        )
+        return [
+            (str(rid), str(param), str(text), None if value is None else str(value))
+            for rid, param, text, value in self.read(sql, (rtype, *params))
+        ]
+
+    def tokens(
+        self, rtype: str, params: Sequence[str], rids: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, str, str]]:
+        """(rid, param, token) of token index rows (blinded for identifying params).
+        With `rids`, of those resources only (through the (rtype, rid) index)."""
         marks = ", ".join("?" for _ in params)
         sql = (
             f"SELECT rid, param, value FROM idx_token WHERE rtype = ? AND param IN ({marks}) "
             "AND value IS NOT NULL"
         )
-        for rid, param, value in self.read(sql, (rtype, *params)):
+        for rid, param, value in self._rows_of(sql, (rtype, *params), rids):
             yield str(rid), str(param), str(value)
+
+    def _rows_of(
+        self, sql: str, params: Sequence[Any], rids: Sequence[str] | None
+    ) -> Iterator[tuple[Any, ...]]:
+        if rids is None:
+            yield from self.read(sql, params)
+            return
+        for chunk in chunks(sorted(set(rids))):
+            marks = ", ".join("?" for _ in chunk)
+            yield from self.read(f"{sql} AND rid IN ({marks})", (*params, *chunk))
 
     def security_labelled(self, codes: Sequence[str]) -> list[tuple[str, str]]:
         """(patient id, code) of Patients whose meta.security carries one of `codes`."""
@@ -160,6 +230,16 @@ class DetectSql:
             f"AND value IN ({marks})"
         )
         return [(str(r[0]), str(r[1])) for r in self.read(sql, tuple(codes))]
+
+
+def string_tokens(rid: str, param: str, text: Any, value: Any) -> Iterator[tuple[str, str, str]]:
+    """The kinship tokens of one whole-value string row: "x:" its exact token and, for
+    names, "n:" the token of its normalized form."""
+    yield rid, param, "x:" + str(text)
+    if value is not None and param != "address":
+        # Names also match on their normalized form (case, accents); address parts only
+        # exactly, so that one part counts once.
+        yield rid, param, "n:" + str(value)
 
 
 def chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
