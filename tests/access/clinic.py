@@ -95,3 +95,38 @@ def open_clinic(vault: Vault) -> Iterator[Clinic]:
     app = create_app(vault.service, vault.settings, access)
     with TestClient(app, base_url="http://testserver") as client:
         yield Clinic(vault, access, client, resources, *chosen)
+
+
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+CONSENT_SCOPES = "http://terminology.hl7.org/CodeSystem/consentscope"
+
+
+def labelled_observation(
+    patient: str, text: str = "a score", labels: list[str] | None = None
+) -> dict[str, Any]:
+    """An Observation of `patient`, with `labels` as v3-ActCode security labels."""
+    found: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": text},
+        "subject": {"reference": f"Patient/{patient}"},
+    }
+    if labels:
+        found["meta"] = {"security": [{"system": ACT_CODE, "code": c} for c in labels]}
+    return found
+
+
+def category_denial_consent(patient: str, label: str) -> dict[str, Any]:
+    """An active Consent of `patient`: permit by default, deny data labelled `label`."""
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": CONSENT_SCOPES, "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{patient}"},
+        "policyRule": {"coding": [{"system": ACT_CODE, "code": "OPTIN"}]},
+        "provision": {
+            "type": "permit",
+            "provision": [{"type": "deny", "securityLabel": [{"system": ACT_CODE, "code": label}]}],
+        },
+    }

@@ -24,10 +24,16 @@ from phivault.access.runtime import AccessControl
 from phivault.api.app import create_app
 from phivault.service import Context
 from phivault.vault import Vault
-from tests.access.clinic import PASSWORD, Clinic, open_clinic
+from tests.access.clinic import (
+    ACT_CODE,
+    PASSWORD,
+    Clinic,
+    category_denial_consent,
+    labelled_observation,
+    open_clinic,
+)
 
 SETUP = Context(actor="test-setup")
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 DAY = 86400.0
 
 
@@ -40,41 +46,6 @@ def _create(vault: Vault, resource: dict[str, Any]) -> str:
     return vault.service.create(SETUP, resource["resourceType"], resource).version.rid
 
 
-def _observation(patient: str, text: str, labels: list[str] | None = None) -> dict[str, Any]:
-    found: dict[str, Any] = {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"text": text},
-        "subject": {"reference": f"Patient/{patient}"},
-    }
-    if labels:
-        found["meta"] = {"security": [{"system": ACT_CODE, "code": c} for c in labels]}
-    return found
-
-
-def _deny_category_consent(patient: str, label: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                    "code": "patient-privacy",
-                }
-            ]
-        },
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{patient}"},
-        "policyRule": {"coding": [{"system": ACT_CODE, "code": "OPTIN"}]},
-        # Permit by default, deny the behavioral-health category.
-        "provision": {
-            "type": "permit",
-            "provision": [{"type": "deny", "securityLabel": [{"system": ACT_CODE, "code": label}]}],
-        },
-    }
-
-
 def _audit(clinic: Clinic, since: int) -> list[dict[str, Any]]:
     store = clinic.vault.store
     return [orjson.loads(raw) for _, raw in store.audit_entries(since, store.audit_size())]
@@ -82,8 +53,8 @@ def _audit(clinic: Clinic, since: int) -> list[dict[str, Any]]:
 
 def test_consent_denying_a_category_hides_only_that_category(clinic: Clinic) -> None:
     patient = clinic.related
-    psych = _create(clinic.vault, _observation(patient, "PHQ-9 score", ["PSY"]))
-    plain = _create(clinic.vault, _observation(patient, "blood pressure"))
+    psych = _create(clinic.vault, labelled_observation(patient, "PHQ-9 score", ["PSY"]))
+    plain = _create(clinic.vault, labelled_observation(patient, "blood pressure"))
     doctor = clinic.add_user("clinician", practitioner=clinic.clinician_ref)
     token = clinic.token(doctor)
     headers = clinic.headers(token)
@@ -92,7 +63,7 @@ def test_consent_denying_a_category_hides_only_that_category(clinic: Clinic) -> 
         f"/fhir/Observation?subject=Patient/{patient}&_total=accurate&_count=500", headers=headers
     ).json()
 
-    _create(clinic.vault, _deny_category_consent(patient, "PSY"))
+    _create(clinic.vault, category_denial_consent(patient, "PSY"))
     since = clinic.vault.store.audit_size()
     hidden = clinic.client.get(f"/fhir/Observation/{psych}", headers=headers)
     absent = clinic.client.get("/fhir/Observation/00000000", headers=headers)
@@ -130,8 +101,8 @@ def test_consent_denying_a_category_hides_only_that_category(clinic: Clinic) -> 
 
 def test_consent_denying_a_category_for_one_actor_leaves_others(clinic: Clinic) -> None:
     patient = clinic.related
-    psych = _create(clinic.vault, _observation(patient, "therapy note", ["PSY"]))
-    consent = _deny_category_consent(patient, "PSY")
+    psych = _create(clinic.vault, labelled_observation(patient, "therapy note", ["PSY"]))
+    consent = category_denial_consent(patient, "PSY")
     consent["provision"]["provision"][0]["actor"] = [
         {
             "role": {"coding": [{"system": ACT_CODE, "code": "PRCP"}]},

@@ -10,9 +10,9 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -100,6 +100,9 @@ class _ProbeIfIdle:
             self._used[conn] = now
 
 
+_T = TypeVar("_T")
+
+
 class _PoolExec:
     """ReadView connection adapter: each statement borrows a pooled connection.
 
@@ -111,21 +114,29 @@ class _PoolExec:
         self._pool = pool
 
     def execute(self, sql: str, params: Any = ()) -> Any:
-        for attempt in (1, 2):
-            used: psycopg.Connection[Any] | None = None
-            try:
-                with self._pool.connection() as conn:
-                    used = conn
-                    cur = conn.execute(sql, params)
-                    return _Fetched(cur.fetchall() if cur.description else [])
-            except psycopg.OperationalError as exc:
-                # A connection broken while it sat in the pool (not probed: recently
-                # used): the pool drops it; a read is safe to run again on a fresh one.
-                if attempt == 2 or used is None or not used.broken:
-                    raise _translate(exc) from None
-            except psycopg.Error as exc:
+        def run(conn: psycopg.Connection[Any]) -> _Fetched:
+            cur = conn.execute(sql, params)
+            return _Fetched(cur.fetchall() if cur.description else [])
+
+        return _read_retrying(self._pool, run)
+
+
+def _read_retrying(pool: ConnectionPool[Any], run: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+    """`run` on a pooled read connection. A connection broken while it sat in the pool
+    (not probed: recently used) is dropped by the pool, and a read is safe to run again
+    on a fresh one: once."""
+    for attempt in (1, 2):
+        used: psycopg.Connection[Any] | None = None
+        try:
+            with pool.connection() as conn:
+                used = conn
+                return run(conn)
+        except psycopg.OperationalError as exc:
+            if attempt == 2 or used is None or not used.broken:
                 raise _translate(exc) from None
-        raise StoreError()  # not reached: the second attempt returns or raises
+        except psycopg.Error as exc:
+            raise _translate(exc) from None
+    raise StoreError()  # not reached: the second attempt returns or raises
 
 
 class _Fetched:
@@ -266,21 +277,13 @@ class PostgresStore(SqlReadView):
         if not keys:
             return {}
         params = ([level for level, _ in keys], [idx for _, idx in keys])
-        for attempt in (1, 2):
-            used: psycopg.Connection[Any] | None = None
-            try:
-                with self._read_pool.connection() as conn:
-                    used = conn
-                    cur = conn.cursor(binary=True)
-                    cur.execute(_SELECT_NODES, params, prepare=True)
-                    return {(int(lv), int(ix)): h for lv, ix, h in cur.fetchall()}
-            except psycopg.OperationalError as exc:
-                # As _PoolExec: a connection broken while pooled is replaced, once.
-                if attempt == 2 or used is None or not used.broken:
-                    raise _translate(exc) from None
-            except psycopg.Error as exc:
-                raise _translate(exc) from None
-        raise StoreError()  # not reached: the second attempt returns or raises
+
+        def run(conn: psycopg.Connection[Any]) -> dict[tuple[int, int], bytes]:
+            cur = conn.cursor(binary=True)
+            cur.execute(_SELECT_NODES, params, prepare=True)
+            return {(int(lv), int(ix)): h for lv, ix, h in cur.fetchall()}
+
+        return _read_retrying(self._read_pool, run)
 
     def audit_nodes_range(self, level: int, start: int, stop: int) -> list[tuple[int, bytes]]:
         rows = self._binary_rows(audit_sql.SELECT_NODE_RANGE, (level, start, stop))
