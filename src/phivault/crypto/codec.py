@@ -6,6 +6,7 @@ the store receives whatever the codec returns and never looks inside.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from phivault.crypto.keyring import SYSTEM_KEY_ID, KeyRing, patient_key_id
@@ -36,6 +37,11 @@ class BodyCodec(Protocol):
     def open(
         self, rtype: str, rid: str, version: int, compartment: str | None, blob: bytes
     ) -> bytes: ...
+
+    def prefetch(self, bodies: Sequence[tuple[str | None, bytes]]) -> None:
+        """Ready the keys of (compartment, stored body) pairs about to be opened, in one
+        store read where the codec needs keys (a search page)."""
+        ...
 
 
 def key_id_for(compartment: str | None) -> str:
@@ -81,6 +87,9 @@ class KeyRingCodec:
     ) -> bytes:
         return self.keyring.decrypt_body(key_id_for(compartment), blob, _aad(rtype, rid, version))
 
+    def prefetch(self, bodies: Sequence[tuple[str | None, bytes]]) -> None:
+        self.keyring.prefetch((key_id_for(compartment), blob) for compartment, blob in bodies)
+
     def reseal(
         self, rtype: str, rid: str, version: int, compartment: str | None, blob: bytes
     ) -> bytes | None:
@@ -118,3 +127,6 @@ class PlaintextCodec:
         self, rtype: str, rid: str, version: int, compartment: str | None, blob: bytes
     ) -> bytes:
         return blob
+
+    def prefetch(self, bodies: Sequence[tuple[str | None, bytes]]) -> None:
+        return None  # no keys

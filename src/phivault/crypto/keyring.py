@@ -54,7 +54,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from phivault.crypto import primitives
@@ -607,6 +607,37 @@ class KeyRing:
             # as likely tampering as loss, and must look like any other failed decrypt.
             raise DecryptionError()
         return primitives.aead_decrypt(key, payload, body_aad(fmt, key_id, generation, aad))
+
+    def prefetch(self, bodies: Iterable[tuple[str, bytes]]) -> None:
+        """Read, in one store read, the data keys of bodies about to be opened (a search
+        page's (key id, blob) pairs) that are not cached, and cache them unwrapped: opening
+        them then costs no round trip each. Only committed rows are read, as `_key` reads
+        them outside a transaction. Best effort: a key that is absent, shredded or does
+        not unwrap is left out, and opening its body fails as it always did."""
+        self.refresh()
+        wanted: set[str] = set()
+        with self._lock:
+            for key_id, blob in bodies:
+                parsed = parse_body(blob)
+                if parsed is None or key_id == INDEX_KEY_ID:
+                    continue
+                row_id = key_row_id(key_id, parsed[1])
+                if row_id not in self._cache:
+                    wanted.add(row_id)
+        if len(wanted) < 2 or len(wanted) > self._cache_size:
+            return  # one key: `_key` reads it as cheaply; more than fit: no gain
+        for row_id, blob in self._store.get_wrapped_many(sorted(wanted)).items():
+            if blob == TOMBSTONE:
+                continue
+            for kek in list(self._keks):
+                try:
+                    key = kek.unwrap(blob, wrap_aad(row_id))
+                except DecryptionError:
+                    continue
+                with self._lock:
+                    if row_id not in self._cache:  # a key made meanwhile stays as it is
+                        self._remember(row_id, key, unconfirmed=None)
+                break
 
     def body_generation(self, blob: bytes) -> int | None:
         """The data-key generation a body was sealed with (None: not a body blob)."""

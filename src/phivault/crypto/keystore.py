@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 __all__ = ["KeyTx", "MemoryWrappedKeyStore", "WrappedKeyStore"]
@@ -46,6 +46,10 @@ class WrappedKeyStore(Protocol):
 
     def get_wrapped(self, key_id: str, within: object | None = None) -> bytes | None: ...
 
+    def get_wrapped_many(self, key_ids: Sequence[str]) -> dict[str, bytes]:
+        """The committed blobs of those of `key_ids` that exist, in one read."""
+        ...
+
     def iter_key_ids(self) -> Iterator[str]: ...
 
     def transact(
@@ -62,6 +66,9 @@ class MemoryWrappedKeyStore:
 
     def get_wrapped(self, key_id: str, within: object | None = None) -> bytes | None:
         return self.blobs.get(key_id)
+
+    def get_wrapped_many(self, key_ids: Sequence[str]) -> dict[str, bytes]:
+        return {k: self.blobs[k] for k in key_ids if k in self.blobs}
 
     def iter_key_ids(self) -> Iterator[str]:
         return iter(sorted(self.blobs))

@@ -359,7 +359,13 @@ class Searcher:
         except KeyShredded:
             return None
 
+    def _prefetch(self, records: list[VersionRecord]) -> None:
+        """The data keys of the records about to be opened, in one store read instead of
+        one round trip per patient whose key is not cached (a page of many patients)."""
+        self.codec.prefetch([(r.compartment, r.body) for r in records if r.body is not None])
+
     def _entries(self, records: list[VersionRecord]) -> list[Entry]:
+        self._prefetch(records)
         found: list[Entry] = []
         for record in records:
             body = self._open(record)
@@ -377,6 +383,7 @@ class Searcher:
         source = view if view is not None else self.store
         if keep is None:
             page = source.search(spec)
+            self._prefetch([r.record for r in page.rows])
             found = [_Found(r, b) for r in page.rows if (b := self._open(r.record)) is not None]
             edge_row = (page.rows[0] if spec.backward else page.rows[-1]) if page.rows else None
             return _Page(found, page.more, edge_row.key if edge_row else None)
@@ -395,6 +402,7 @@ class Searcher:
             batch = source.search(replace(spec, after=edge, limit=limit))
             limit = max(spec.limit, RECHECK_BATCH)
             rows = list(reversed(batch.rows)) if spec.backward else batch.rows
+            self._prefetch([row.record for row in rows])
             for n, row in enumerate(rows):
                 edge = row.key
                 examined += 1

@@ -32,6 +32,9 @@ from phivault.store.sql import (
 Execute = Callable[[str, Sequence[Any]], Any]
 
 
+_KEYS_PER_READ = 500  # wrapped keys read by one statement (SQLite binds at most 999)
+
+
 class SqlReadView:
     """ReadView over a connection-like object with `execute(sql, params)`."""
 
@@ -229,6 +232,17 @@ class SqlReadView:
     def key_get(self, key_id: str) -> bytes | None:
         row = self._conn.execute(self._q.key_get, (key_id,)).fetchone()
         return bytes(row[0]) if row else None
+
+    def key_get_many(self, key_ids: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        ids = sorted(set(key_ids))
+        for start in range(0, len(ids), _KEYS_PER_READ):
+            chunk = ids[start : start + _KEYS_PER_READ]
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT key_id, blob FROM wrapped_keys WHERE key_id IN ({marks})"
+            for key_id, blob in self._conn.execute(self._q.render(sql), chunk).fetchall():
+                found[str(key_id)] = bytes(blob)
+        return found
 
     def key_ids(self) -> list[str]:
         return [r[0] for r in self._conn.execute(self._q.key_ids, ()).fetchall()]

@@ -7,7 +7,7 @@ transaction opened while the first holds SQLite's writer).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar, cast
 
 from phivault.crypto.keystate import STATE_ID
@@ -24,6 +24,9 @@ class StoreWrappedKeys:
         if within is not None:
             return cast(WriteTx, within).key_get(key_id)
         return self._store.key_get(key_id)
+
+    def get_wrapped_many(self, key_ids: Sequence[str]) -> dict[str, bytes]:
+        return self._store.key_get_many(key_ids)
 
     def iter_key_ids(self) -> Iterator[str]:
         return iter(self._store.key_ids())
