@@ -11,7 +11,7 @@ from phivault.access.principal import CLINICIAN, Principal
 from phivault.access.runtime import AccessControl
 from phivault.access.scopes import parse_scopes
 from phivault.service import Context
-from phivault.store.search_sql import SET_COMPARTMENTS, SET_TABLE
+from phivault.store.compartment_lists import SET_COMPARTMENTS, SET_TABLE
 from phivault.vault import Vault
 
 SETUP = Context(actor="test-setup")

@@ -8,8 +8,9 @@ import threading
 from pathlib import Path
 
 from phivault.store.base import NewVersion
+from phivault.store.compartment_lists import SET_COMPARTMENTS, SET_TABLE, set_ids
 from phivault.store.search_spec import CompartmentMatch, SearchSpec, Term
-from phivault.store.search_sql import SET_COMPARTMENTS, SET_TABLE, Dialect, page_sql, set_ids
+from phivault.store.search_sql import Dialect, page_sql
 from phivault.store.sqlite import LOADED_SETS, SqliteStore
 
 SQLITE = Dialect(postgres=False)

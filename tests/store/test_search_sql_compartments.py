@@ -6,14 +6,9 @@ from __future__ import annotations
 
 import sqlite3
 
+from phivault.store.compartment_lists import LITERAL_COMPARTMENTS, _literal_list
 from phivault.store.search_spec import CompartmentMatch, SearchSpec, Term
-from phivault.store.search_sql import (
-    LITERAL_COMPARTMENTS,
-    Dialect,
-    _literal_list,
-    count_sql,
-    page_sql,
-)
+from phivault.store.search_sql import Dialect, count_sql, page_sql
 
 SQLITE = Dialect(postgres=False)
 

@@ -8,11 +8,11 @@ from typing import Any
 from phivault.store import audit_sql, export_jobs
 from phivault.store.audit_sql import AuditIndexRow, AuditQuery
 from phivault.store.base import HistoryQuery, IndexRow, NewVersion, VersionRecord
+from phivault.store.compartment_lists import CompartmentSets
 from phivault.store.compartment_sql import CompartmentQuery, compartment_sql
 from phivault.store.export_jobs import ExportJobRecord
 from phivault.store.search_spec import Reference, SearchPage, SearchRow, SearchSpec
 from phivault.store.search_sql import (
-    CompartmentSets,
     Dialect,
     count_sql,
     page_versions_sql,

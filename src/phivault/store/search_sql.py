@@ -18,15 +18,11 @@ renders them for its driver.
 
 from __future__ import annotations
 
-import functools
-import itertools
-import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from phivault.store.compartment_lists import CompartmentSets, compartment_predicate
 from phivault.store.search_spec import (
     EXACT_ID,
     EXACT_REFERENCE,
@@ -46,10 +42,6 @@ from phivault.store.search_spec import (
 )
 from phivault.store.sql import BLIND, INDEX_TABLES, VERSION_COLUMNS
 
-LITERAL_COMPARTMENTS = 16  # compartment lists at least this long are written, not bound
-SET_COMPARTMENTS = 64  # ... and at least this long joined from a compartment set, if any
-SET_TABLE = "phivault_set_"  # + set id: a TEMP table of the reading connection
-_SAFE_COMPARTMENT = re.compile(r"Patient/[A-Za-z0-9.\-]{1,64}")
 TEXT_MAX = chr(0x10FFFF)  # sorts after every other text in code point order
 NUM_MAX = 1e308
 _MID = (
@@ -114,45 +106,6 @@ def _table(kind: str) -> str:
     if spec is None:
         raise ValueError("unknown index kind")
     return spec[0]
-
-
-CompartmentSets = dict[int, tuple[str, ...]]
-
-
-class _SetIds:
-    """Process-wide ids of compartment lists: one id always stands for one list (ids are
-    never reused), so a connection that loaded a set under an id holds exactly that list.
-    The last few hundred lists are remembered; one forgotten gets a new id when next met."""
-
-    def __init__(self, size: int = 256) -> None:
-        self._size = size
-        self._ids: OrderedDict[tuple[str, ...], int] = OrderedDict()
-        # id(list) -> (list, its set id): the same tuple object, met again and again (the
-        # policy caches its terms), is found without hashing its hundreds of values. The
-        # tuple is held, so its id() cannot be reused while it is in here.
-        self._same: dict[int, tuple[tuple[str, ...], int]] = {}
-        self._next = itertools.count(1)
-        self._lock = threading.Lock()
-
-    def get(self, compartments: tuple[str, ...]) -> int:
-        hit = self._same.get(id(compartments))
-        if hit is not None and hit[0] is compartments:
-            return hit[1]
-        with self._lock:
-            found = self._ids.get(compartments)
-            if found is None:
-                found = self._ids[compartments] = next(self._next)
-                while len(self._ids) > self._size:
-                    self._ids.popitem(last=False)
-            else:
-                self._ids.move_to_end(compartments)
-            if len(self._same) >= self._size:
-                self._same.clear()
-            self._same[id(compartments)] = (compartments, found)
-            return found
-
-
-set_ids = _SetIds()
 
 
 class Compiler:
@@ -250,23 +203,7 @@ class Compiler:
 
     def compartment(self, atom: CompartmentMatch, alias: str) -> str:
         """In one of the compartments (a NULL compartment is in none), or unassigned."""
-        parts: list[str] = []
-        if self.sets is not None and len(atom.compartments) >= SET_COMPARTMENTS:
-            set_id = set_ids.get(atom.compartments)  # an int: safe to write
-            self.sets[set_id] = atom.compartments
-            parts.append(
-                f"({alias}.compartment IS NOT NULL AND "
-                f"{alias}.compartment IN temp.{SET_TABLE}{set_id})"
-            )
-        elif atom.compartments:
-            listed = _literal_list(atom.compartments)
-            if listed is None:
-                self.bind(*atom.compartments)
-                listed = _marks(len(atom.compartments))
-            parts.append(f"({alias}.compartment IS NOT NULL AND {alias}.compartment IN ({listed}))")
-        if atom.unassigned:
-            parts.append(f"{alias}.compartment IS NULL")
-        return "(" + " OR ".join(parts) + ")" if parts else "1 = 0"
+        return compartment_predicate(atom, alias, self.sets, self.bind)
 
     def atom(self, rtype: str, atom: Atom, alias: str) -> str:
         i = self.alias("i")
@@ -405,20 +342,6 @@ class Compiler:
 
 def _marks(n: int) -> str:
     return ", ".join("?" * n)
-
-
-@functools.lru_cache(maxsize=256)
-def _literal_list(compartments: tuple[str, ...]) -> str | None:
-    """A long compartment list written into the statement ('Patient/a', 'Patient/b', ...),
-    or None: bind it. The access policy restricts a clinician's searches to their related
-    patients, hundreds of them, the same list search after search; binding each one again
-    on every statement cost more than the search itself. Only `Patient/<FHIR id>` values
-    are written (no quote or other SQL can occur in them); anything else is bound."""
-    if len(compartments) < LITERAL_COMPARTMENTS or not all(
-        _SAFE_COMPARTMENT.fullmatch(c) for c in compartments
-    ):
-        return None
-    return ", ".join(f"'{c}'" for c in compartments)
 
 
 def _blind_tokens(rows: tuple[Row, ...]) -> list[bytes]:

@@ -22,7 +22,7 @@ from phivault.errors import StorageFull, StoreError, VersionConflict
 from phivault.store.audit_scan import AuditScanSource
 from phivault.store.base import VersionRecord
 from phivault.store.common import SqlReadView, SqlWriteTx
-from phivault.store.search_sql import SET_TABLE, CompartmentSets
+from phivault.store.compartment_lists import SET_TABLE, CompartmentSets
 from phivault.store.sql import VERSION_COLUMNS, Queries, load_migrations, row_to_version
 
 log = logging.getLogger("phivault.store")
