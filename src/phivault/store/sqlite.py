@@ -161,7 +161,7 @@ class SqliteStore(SqlReadView):
                     raise _translate(exc) from None
                 batch.started = time.monotonic()
             conn.execute("SAVEPOINT phivault_write")
-            tx = SqlWriteTx(conn, self._queries, lambda sql, rows: _executemany(conn, sql, rows))
+            tx = _WriteTx(conn, self._queries, lambda sql, rows: _executemany(conn, sql, rows))
             try:
                 if self._reserve_missing and not spare:
                     self._restore_reserve(conn)
@@ -297,6 +297,17 @@ class _Batch:
         self.error: Exception | None = None
         self.count = 0
         self.started = time.monotonic()
+
+
+class _WriteTx(SqlWriteTx):
+    def audit_append(self, *args: Any, **kwargs: Any) -> None:
+        # A data write's audit entry is appended in its own transaction: when the disk
+        # fills up right there, the write is refused as out of space (507), like any
+        # other statement of it, not as an audit failure.
+        try:
+            super().audit_append(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise _translate(exc) from None
 
 
 class _ThreadLocalConn:
