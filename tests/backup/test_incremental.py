@@ -24,6 +24,7 @@ from phivault.service.keys import shred_patient
 from phivault.store.postgres import split_schema
 from phivault.vault import Vault
 from tests.backup.support import clinic, load, open_with, repository, setup_repo, snapshot_of
+from tests.keys_support import raw_sql
 
 CTX = Context(actor="backup-test")
 _TARGET: dict[int, str] = {}  # the patient each vault's working days update
@@ -114,6 +115,10 @@ def test_incremental_snapshots_restore_exactly(live: Vault, tmp_path: Path, key_
         assert family_search(copy, "Zztwo") == {second}
         assert family_search(copy, "Zzone") == {first}
         assert family_search(copy, "Yytwo") and not family_search(copy, "Yyone")
+        if copy.store.backend == "sqlite":  # the FTS5 index followed the delta's rows
+            raw_sql(copy, "INSERT INTO blind_fts (blind_fts) VALUES ('integrity-check')")
+            docs = "SELECT rtype, rid, tokens FROM idx_blind_docs ORDER BY rtype, rid"
+            assert raw_sql(copy, docs) == raw_sql(live, docs)
         # The restored server keeps working: new writes and a new backup chain.
         copy.service.create(CTX, "Patient", {"resourceType": "Patient"})
     finally:

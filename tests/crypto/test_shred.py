@@ -12,7 +12,6 @@ from starlette.testclient import TestClient
 
 from phivault.errors import KeyShredded, NotFound
 from phivault.service.keys import shred_patient
-from phivault.store.sql import INDEX_TABLES
 from phivault.vault import Vault
 from tests.keys_support import CTX, clinic, load_clinic, patients_of, raw_sql
 
@@ -25,7 +24,8 @@ def compartment_rows(vault: Vault, patient_id: str) -> list[tuple[Any, ...]]:
 
 def index_rows_of(vault: Vault, owned: list[tuple[Any, ...]]) -> int:
     total = 0
-    for table, _ in INDEX_TABLES.values():
+    tables: dict[str, str] = vault.store._queries.index_tables  # type: ignore[attr-defined]
+    for table in tables.values():
         for rtype, rid in owned:
             sql = f"SELECT COUNT(*) FROM {table} WHERE rtype = ? AND rid = ?"
             total += int(raw_sql(vault, sql, (rtype, rid))[0][0])
@@ -60,10 +60,24 @@ def test_shredded_patient_answers_410_everywhere(
         (f"Patient/{victim}",),
     )
 
+    sqlite = vault.store.backend == "sqlite"
+    if sqlite:  # the patient's blind tokens: one row of idx_blind_docs, in the FTS5 index
+        doc = "SELECT num, tokens FROM idx_blind_docs WHERE rtype = 'Patient' AND rid = ?"
+        ((num, tokens),) = raw_sql(vault, doc, (victim,))
+        match = " OR ".join(f'"{t}"' for t in tokens.split())
+        in_fts = "SELECT COUNT(*) FROM blind_fts WHERE blind_fts MATCH ? AND rowid = ?"
+        assert raw_sql(vault, in_fts, (match, num)) == [(1,)]
+
     result = shred(vault, victim)
 
     assert result.resources == len(owned) and not result.already
     assert index_rows_of(vault, owned) == 0
+    if sqlite:
+        assert raw_sql(vault, in_fts, (match, num)) == [(0,)]
+        # FTS5 drops deleted entries when it merges segments: the shred merged them
+        # all, so no segment still holds the patient's tokens.
+        assert raw_sql(vault, "SELECT COUNT(DISTINCT segid) FROM blind_fts_idx") == [(1,)]
+        raw_sql(vault, "INSERT INTO blind_fts (blind_fts) VALUES ('integrity-check')")
     for rtype, rid in owned:
         res = client.get(f"/fhir/{rtype}/{rid}")
         assert res.status_code == 410, (rtype, res.text)

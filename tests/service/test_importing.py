@@ -55,7 +55,7 @@ def test_import_appends_versions_index_rows_and_audit_entries(vault: Vault) -> N
     assert families(vault, "Family0") == []  # the first version's index rows replaced
     assert families(vault, "Before") == []
     assert families(vault, "Family5") == ["p5"]
-    # starts-with search goes through the blind prefix tokens (idx_blind when encrypted)
+    # starts-with search goes through the blind prefix tokens (when encrypted)
     assert prefixed(vault, "renam") == ["p0"]
     assert prefixed(vault, "family0") == []  # the first version's tokens went too
     assert prefixed(vault, "family") == ["p1", "p2", "p3", "p4", "p5"]

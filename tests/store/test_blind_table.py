@@ -1,7 +1,8 @@
-"""The compact blind table (idx_blind, migration 012) on both backends: a Patient's
-prefix tokens go there as distinct 16-byte keys, follow updates, deletes and reindexing,
-and a store migrated from the old layout (prefix tokens in idx_string) keeps searching
-without a reindex."""
+"""The blind prefix tokens on both backends: on PostgreSQL one idx_blind row per token
+(migration 012), on SQLite one idx_blind_docs row per resource indexed by the FTS5 table
+blind_fts (migration 013). A Patient's tokens are distinct 16-byte keys, follow updates,
+deletes and reindexing, and a store migrated from an older layout (prefix tokens in
+idx_string; on SQLite also idx_blind) keeps searching without a reindex."""
 
 from __future__ import annotations
 
@@ -21,11 +22,24 @@ PERSON = {
 }
 
 
+def sqlite(vault: Vault) -> bool:
+    return bool(vault.store.backend == "sqlite")
+
+
 def blind_rows(vault: Vault, rid: str) -> list[bytes]:
+    if sqlite(vault):
+        sql = "SELECT tokens FROM idx_blind_docs WHERE rtype = ? AND rid = ?"
+        docs = raw_sql(vault, sql, ("Patient", rid))
+        return [bytes.fromhex(t) for (tokens,) in docs for t in tokens.split()]
     rows = raw_sql(
         vault, "SELECT token FROM idx_blind WHERE rtype = ? AND rid = ?", ("Patient", rid)
     )
     return [bytes(r[0]) for r in rows]
+
+
+def drop_blind_rows(vault: Vault, rid: str) -> None:
+    table = "idx_blind_docs" if sqlite(vault) else "idx_blind"
+    raw_sql(vault, f"DELETE FROM {table} WHERE rid = ?", (rid,))
 
 
 def found(vault: Vault, query: str) -> list[str]:
@@ -94,7 +108,7 @@ def test_a_longer_query_is_rechecked_after_decryption(vault: Vault) -> None:
 def test_reindex_rebuilds_the_blind_table(vault: Vault) -> None:
     rid = vault.service.create(CTX, "Patient", dict(PERSON)).version.rid
     tokens = set(blind_rows(vault, rid))
-    raw_sql(vault, "DELETE FROM idx_blind WHERE rid = ?", (rid,))
+    drop_blind_rows(vault, rid)
     assert found(vault, "family=and") == []
     for _ in reindex(vault.service, CTX, "Patient"):
         pass
@@ -107,9 +121,9 @@ def _to_old_layout(vault: Vault, rid: str) -> None:
     of idx_string (the whole value's row carried the :exact token), none in idx_blind,
     and `phonetic` blinded in its own domain."""
     key = vault.service.index_policy._key  # type: ignore[attr-defined]
-    tokens = raw_sql(vault, "SELECT token FROM idx_blind WHERE rid = ?", (rid,))
-    raw_sql(vault, "DELETE FROM idx_blind WHERE rid = ?", (rid,))
-    rows = [("family", bytes(token).hex(), None) for (token,) in tokens]
+    tokens = blind_rows(vault, rid)
+    drop_blind_rows(vault, rid)
+    rows = [("family", token.hex(), None) for token in tokens]
     raw_sql(vault, "DELETE FROM idx_string WHERE rid = ? AND param = ?", (rid, "phonetic"))
     for raw in ("Anderson", "Ann"):
         prefixes = blind_prefixes(key, "phonetic", raw)
@@ -128,8 +142,13 @@ def test_migration_012_moves_old_prefix_rows(vault: Vault) -> None:
     tokens = set(blind_rows(vault, rid))
     strings = raw_sql(vault, "SELECT COUNT(*) FROM idx_string WHERE rid = ?", (rid,))[0][0]
     _to_old_layout(vault, rid)
-    raw_sql(vault, "DROP TABLE idx_blind")
-    raw_sql(vault, "DELETE FROM schema_migrations WHERE version = ?", (12,))
+    if sqlite(vault):  # migration 013 runs again after 012, with the tokens 012 moved
+        raw_sql(vault, "DROP TABLE blind_fts")
+        raw_sql(vault, "DROP TABLE idx_blind_docs")
+        raw_sql(vault, "DELETE FROM schema_migrations WHERE version IN (12, 13)")
+    else:
+        raw_sql(vault, "DROP TABLE idx_blind")
+        raw_sql(vault, "DELETE FROM schema_migrations WHERE version = ?", (12,))
     store: Any = vault.store
     store.migrate()
     # every old prefix token moves (the whole-value rows' tokens too, which a value

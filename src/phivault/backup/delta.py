@@ -208,11 +208,17 @@ def selections(since: Marks, tables: Sequence[str]) -> list[tuple[str, str, list
 
 
 def sqlite_tables(conn: sqlite3.Connection, schema: str = "main") -> list[str]:
+    """The tables a delta carries. Not a virtual table (the FTS5 index of the blind
+    tokens) nor its shadow tables: they are derived from idx_blind_docs, whose triggers
+    keep them in step when a delta's rows of it are applied."""
     rows = conn.execute(
-        f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table' "
+        f"SELECT name, sql FROM {schema}.sqlite_master WHERE type = 'table' "
         "AND name NOT LIKE 'sqlite_%' ORDER BY name"
     ).fetchall()
-    return [str(r[0]) for r in rows]
+    virtual = [str(n) for n, sql in rows if str(sql or "").upper().startswith("CREATE VIRTUAL")]
+    return [
+        str(n) for n, _ in rows if not any(n == v or str(n).startswith(v + "_") for v in virtual)
+    ]
 
 
 def key_rows(query: Query) -> list[tuple[str, bytes]]:

@@ -20,9 +20,11 @@ from phivault.store.search_sql import (
     references_to_sql,
 )
 from phivault.store.sql import (
-    INDEX_TABLES,
+    BLIND,
+    BLIND_FTS,
     VERSION_COLUMNS,
     Queries,
+    blind_docs,
     history_sql,
     index_params,
     new_version_params,
@@ -357,6 +359,8 @@ class SqlWriteTx(SqlReadView):
     def insert_index(self, kind: str, rows: list[tuple[Any, ...]]) -> None:
         """Insert one resource's index rows of one kind (parameter tuples of
         `index_params`). A backend may do better than executemany (PostgreSQL: COPY)."""
+        if kind == BLIND and self._q.blind_docs:
+            rows = blind_docs(rows)
         self._executemany(self._q.insert_index[kind], rows)
 
     def replace_index(self, rtype: str, rid: str, rows: Sequence[IndexRow]) -> None:
@@ -371,11 +375,16 @@ class SqlWriteTx(SqlReadView):
 
     def delete_compartment_index(self, compartment: str) -> int:
         owned = "SELECT rtype, rid FROM resources WHERE compartment = ?"
-        for table, _ in INDEX_TABLES.values():
+        for table in self._q.index_tables.values():
             sql = f"DELETE FROM {table} WHERE (rtype, rid) IN ({owned})"
             self._conn.execute(self._q.render(sql), (compartment,))
         sql = f"SELECT COUNT(*) FROM ({owned}) AS owned"
-        return int(self._conn.execute(self._q.render(sql), (compartment,)).fetchone()[0])
+        count = int(self._conn.execute(self._q.render(sql), (compartment,)).fetchone()[0])
+        if count and self._q.blind_docs:
+            # FTS5 marks deleted tokens and drops them only when it merges the segments
+            # that hold them: merge them all now, so the shredded tokens leave the file.
+            self._conn.execute(f"INSERT INTO {BLIND_FTS} ({BLIND_FTS}) VALUES ('optimize')")
+        return count
 
     def audit_put_checkpoint(self, size: int, checkpoint: bytes) -> None:
         self._conn.execute(self._q.audit_insert_checkpoint, (size, checkpoint))

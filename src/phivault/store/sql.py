@@ -28,6 +28,10 @@ INDEX_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "blind": ("idx_blind", ("token",)),
 }
 BLIND = "blind"
+# SQLite keeps a resource's blind tokens as one row of this table, indexed by the FTS5
+# table `blind_fts` (migration 013): see `blind_docs`.
+BLIND_DOCS = "idx_blind_docs"
+BLIND_FTS = "blind_fts"
 
 
 def row_columns(kind: str) -> tuple[str, ...]:
@@ -78,8 +82,17 @@ def load_migrations(backend: str) -> list[tuple[int, str]]:
 class Queries:
     """Every statement the stores run, rendered once for a paramstyle."""
 
-    def __init__(self, render: Callable[[str], str], insert_returning: bool) -> None:
+    def __init__(
+        self, render: Callable[[str], str], insert_returning: bool, *, blind_docs: bool = False
+    ) -> None:
+        """`blind_docs`: blind tokens are kept one row per resource (SQLite, `BLIND_DOCS`)
+        instead of one row per token (PostgreSQL, idx_blind)."""
         r = render
+        self.blind_docs = blind_docs
+        # kind -> the table holding a resource's index rows of that kind
+        self.index_tables = {kind: table for kind, (table, _) in INDEX_TABLES.items()}
+        if blind_docs:
+            self.index_tables[BLIND] = BLIND_DOCS
         self.current = r(
             f"SELECT {_prefixed('v')} FROM resources r JOIN versions v ON v.seq = r.seq "
             "WHERE r.rtype = ? AND r.rid = ?"
@@ -100,7 +113,7 @@ class Queries:
         )
         self.delete_index = {
             kind: r(f"DELETE FROM {table} WHERE rtype = ? AND rid = ?")
-            for kind, (table, _) in INDEX_TABLES.items()
+            for kind, table in self.index_tables.items()
         }
         self.insert_index = {
             kind: r(
@@ -110,6 +123,10 @@ class Queries:
             )
             for kind, (table, _) in INDEX_TABLES.items()
         }
+        if blind_docs:
+            self.insert_index[BLIND] = r(
+                f"INSERT INTO {BLIND_DOCS} (rtype, rid, tokens) VALUES (?, ?, ?)"
+            )
         self.find_token_any = r(
             "SELECT DISTINCT t.rid FROM idx_token t JOIN resources r "
             "ON r.rtype = t.rtype AND r.rid = t.rid AND r.deleted = ? "
@@ -203,6 +220,18 @@ def index_params(
         # keeps insertion order, which would tell the 1-character prefix from the others.
         grouped[BLIND] = [(t, rtype, rid) for t in sorted(tokens)]
     return grouped
+
+
+def blind_docs(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """`index_params`' blind rows (token, rtype, rid) as `BLIND_DOCS` rows: one per
+    resource, (rtype, rid, its tokens in hex, space-separated, in token order)."""
+    docs: dict[tuple[str, str], list[bytes]] = {}
+    for token, rtype, rid in rows:
+        docs.setdefault((rtype, rid), []).append(token)
+    return [
+        (rtype, rid, " ".join(t.hex() for t in sorted(tokens)))
+        for (rtype, rid), tokens in docs.items()
+    ]
 
 
 def new_version_params(new: NewVersion, deleted_value: Any) -> tuple[Any, ...]:

@@ -52,7 +52,7 @@ class SqliteStore(SqlReadView):
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         self.path = Path(path)
         self._synchronous = synchronous
-        self._queries = Queries(lambda s: s, insert_returning=True)
+        self._queries = Queries(lambda s: s, insert_returning=True, blind_docs=True)
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._waiting_lock = threading.Lock()
