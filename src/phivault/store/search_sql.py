@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from phivault.store.blind_sql import blind_probe, blind_source
 from phivault.store.compartment_lists import CompartmentSets, compartment_predicate
 from phivault.store.search_spec import (
     EXACT_ID,
@@ -40,7 +41,7 @@ from phivault.store.search_spec import (
     SortKey,
     Term,
 )
-from phivault.store.sql import BLIND, BLIND_DOCS, BLIND_FTS, INDEX_TABLES, VERSION_COLUMNS
+from phivault.store.sql import BLIND, INDEX_TABLES, VERSION_COLUMNS
 
 TEXT_MAX = chr(0x10FFFF)  # sorts after every other text in code point order
 NUM_MAX = 1e308
@@ -164,21 +165,8 @@ class Compiler:
                 f"({_marks(len(atom.rids))})"
             )
         if isinstance(atom, IndexMatch) and atom.kind == BLIND:
-            tokens = _blind_tokens(atom.rows)
-            if not self.d.postgres:
-                # from the FTS index to the rows it names (CROSS JOIN: in this order),
-                # never through every row of the type
-                f = self.alias("f")
-                self.bind(_fts_match(tokens), rtype)
-                return (
-                    f"SELECT {i}.rid FROM {BLIND_FTS} {f} CROSS JOIN {BLIND_DOCS} {i} "
-                    f"ON {i}.num = {f}.rowid WHERE {f}.{BLIND_FTS} MATCH ? AND {i}.rtype = ?"
-                )
-            self.bind(*tokens, rtype)
-            return (
-                f"SELECT {i}.rid FROM idx_blind {i} WHERE {i}.token IN ({_marks(len(tokens))}) "
-                f"AND {i}.rtype = ?"
-            )
+            f = self.alias("f")
+            return blind_source(self.d.postgres, _blind_tokens(atom.rows), rtype, i, f, self.bind)
         if isinstance(atom, IndexMatch):
             table = _table(atom.kind)
             if len(atom.rows) > 1 and not _value_list(atom.rows):
@@ -225,18 +213,7 @@ class Compiler:
             return f"{alias}.rid IN ({_marks(len(atom.rids))})"
         if isinstance(atom, IndexMatch) and atom.kind == BLIND:
             tokens = _blind_tokens(atom.rows)
-            if not self.d.postgres:
-                self.bind(rtype, _fts_match(tokens))
-                return (
-                    f"EXISTS (SELECT 1 FROM {BLIND_DOCS} {i} WHERE {i}.rtype = ? "
-                    f"AND {i}.rid = {alias}.rid AND {i}.num IN ({_FTS_ROWS}))"
-                )
-            self.bind(*tokens, rtype)
-            return (
-                f"EXISTS (SELECT 1 FROM idx_blind {i} WHERE {i}.token IN "
-                f"({_marks(len(tokens))}) AND {i}.rtype = ? AND {i}.rid = {alias}.rid"
-                f"{self.d.probe})"
-            )
+            return blind_probe(self.d.postgres, tokens, rtype, i, alias, self.d.probe, self.bind)
         if isinstance(atom, IndexMatch):
             self.bind(rtype, atom.param)
             sql = (
@@ -357,17 +334,6 @@ class Compiler:
 
 def _marks(n: int) -> str:
     return ", ".join("?" * n)
-
-
-# SQLite: the rows of idx_blind_docs holding any of the tokens (migration 013); the one
-# parameter is an FTS5 query, `_fts_match`.
-_FTS_ROWS = f"SELECT rowid FROM {BLIND_FTS} WHERE {BLIND_FTS} MATCH ?"
-
-
-def _fts_match(tokens: list[bytes]) -> str:
-    """An FTS5 query for any of these tokens: each a quoted string of hex digits (nothing
-    a caller chose reaches the query unencoded)."""
-    return " OR ".join(f'"{t.hex()}"' for t in tokens)
 
 
 def _blind_tokens(rows: tuple[Row, ...]) -> list[bytes]:
