@@ -134,8 +134,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Demo clinic of {c['patients']:,} patients; {c['concurrency']} keep-alive connections "
         f"from {c.get('load_processes', 1)} load generator process(es) of their own; "
         f"{c['rounds']} round(s), safeguards on and "
-        "off interleaved workload by workload (order alternating); one server worker each. "
-        "On = `phivault serve` (encryption, audit, bearer token + access policy); off = the "
+        "off interleaved workload by workload (order alternating); "
+        + _workers(c.get("serve_workers", 1))
+        + "On = `phivault serve` (encryption, audit, bearer token + access policy); off = the "
         "bench-only unguarded app on an unencrypted copy of the same clinic. Throughput is "
         "resources/s for bundle ingest and export, requests/s otherwise.",
         "",
@@ -254,3 +255,9 @@ def write(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     md.write_text(markdown(report), encoding="utf-8")
     js.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return md, js
+
+
+def _workers(serve_workers: int) -> str:
+    if serve_workers > 1:
+        return f"`phivault serve --workers {serve_workers}`, the unguarded app one worker. "
+    return "one server worker each. "

@@ -55,6 +55,7 @@ class BenchConfig:
     # latency at sizes where loading the clinic twice would take too long.
     only_guarded: bool = False
     load_processes: int = 1  # load generator processes per measurement
+    serve_workers: int = 1  # `phivault serve --workers N` (the unguarded app: always one)
     rows: tuple[str, ...] = ROWS  # the workloads to measure (`--rows`), in ROWS order
 
     def count(self, row: str) -> int:
@@ -172,7 +173,9 @@ class BackendRun:
             self.result.resources = dirs[GUARDED].resources
             self.tokens = TokenSource(dirs[GUARDED])
             self.tokens.headers()
-            self.servers[GUARDED] = start_phivault(dirs[GUARDED].data_dir, dirs[GUARDED].key_file)
+            self.servers[GUARDED] = start_phivault(
+                dirs[GUARDED].data_dir, dirs[GUARDED].key_file, workers=self.config.serve_workers
+            )
             if UNGUARDED in dirs:
                 off = dirs[UNGUARDED]
                 self.servers[UNGUARDED] = start_unguarded(off.data_dir, off.key_file)

@@ -1,6 +1,7 @@
 """Server processes under test: `phivault serve` (every safeguard on), the unguarded bench
 app (safeguards off) and the bare Starlette + SQLite ceiling, each in its own process
-under uvicorn with the settings `serve` uses (one worker, no access log, warning logs)."""
+under uvicorn with the settings `serve` uses (no access log, warning logs; one worker,
+except `phivault serve` when the bench asks for more)."""
 
 from __future__ import annotations
 
@@ -34,15 +35,12 @@ class ServerProcess:
     port: int
 
     def peak_rss_bytes(self) -> int | None:
-        """The process's peak resident set (VmHWM), while it still runs (Linux only)."""
-        try:
-            status = Path(f"/proc/{self.proc.pid}/status").read_text(encoding="ascii")
-        except OSError:
-            return None
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return None
+        """The server's peak resident set (VmHWM), while it still runs (Linux only): with
+        worker processes (`serve --workers N`), the sum over the supervisor and its
+        workers."""
+        pids = [self.proc.pid, *_children(self.proc.pid)]
+        peaks = [peak for peak in map(_vm_hwm, pids) if peak is not None]
+        return sum(peaks) if peaks else None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -52,6 +50,34 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+
+
+def _vm_hwm(pid: int) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant process of `pid` (Linux: /proc/<pid>/task/<tid>/children)."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            text = (task / "children").read_text(encoding="ascii")
+        except OSError:
+            continue
+        for child in map(int, text.split()):
+            found += [child, *_children(child)]
+    return found
 
 
 def wait_ready(
@@ -93,11 +119,14 @@ def _spawn(name: str, cmd: list[str], env: dict[str, str], path: str) -> ServerP
 
 
 def start_phivault(
-    data_dir: Path, key_file: Path, env: dict[str, str] | None = None
+    data_dir: Path, key_file: Path, env: dict[str, str] | None = None, workers: int = 1
 ) -> ServerProcess:
-    """`phivault serve`, exactly as an installation runs it: every safeguard on. `env`
-    adds to the environment (bench/bench_serve_cpu.py sets PYTHONPATH per source tree)."""
+    """`phivault serve`, exactly as an installation runs it: every safeguard on, with
+    `workers` worker processes. `env` adds to the environment (bench/bench_serve_cpu.py
+    sets PYTHONPATH per source tree)."""
     cmd = [*PHIVAULT, "serve", "--data", str(data_dir), "--key-file", str(key_file)]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
     return _spawn("phivault serve", cmd, env or {}, "/fhir/metadata")
 
 

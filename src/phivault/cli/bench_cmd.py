@@ -80,6 +80,13 @@ QUICK = {"patients": 60, "requests": 120, "concurrency": 8, "rounds": 1, "export
     help="Load generator processes (more when one generator process cannot keep up).",
 )
 @click.option(
+    "--serve-workers",
+    type=click.IntRange(1, 8),
+    default=1,
+    show_default=True,
+    help="Worker processes of `phivault serve` (`serve --workers N`); the unguarded app keeps one.",
+)
+@click.option(
     "--only-guarded",
     is_flag=True,
     help="Scale runs: measure only `phivault serve` (the clinic is loaded once).",
@@ -110,6 +117,7 @@ def bench(
     components: str,
     out_dir: Path,
     load_processes: int,
+    serve_workers: int,
     only_guarded: bool,
     row_names: str,
     work_dir: Path | None,
@@ -133,6 +141,7 @@ def bench(
         patients=patients, requests=requests, concurrency=concurrency, rounds=rounds,
         exports=exports, backends=chosen, pg_url=pg_url, work_dir=work_dir,
         only_guarded=only_guarded, load_processes=load_processes, rows=picked,
+        serve_workers=serve_workers,
     )  # fmt: skip
     if quick:
         for name, value in QUICK.items():
