@@ -156,15 +156,21 @@ class Vault:
 
 
 def open_vault(
-    data_dir: Path, source: KeySource, *, encryption: bool = True, **overrides: Any
+    data_dir: Path,
+    source: KeySource,
+    *,
+    encryption: bool = True,
+    checked: str | None = None,
+    **overrides: Any,
 ) -> Vault:
     """Unlock and open a data directory. A wrong key changes nothing and opens nothing.
 
     `encryption=False` (tests and benchmarks only) stores bodies and search values in
     clear; it opens only a directory initialised that way, and an encrypted open refuses
-    such a directory, so `serve` can never run without encryption."""
+    such a directory, so `serve` can never run without encryption. `checked`: see
+    backup/integrity.py `check_files` (serve's workers, after serve checked the file)."""
     # A damaged directory (ransomware, disk fault) is refused, pointing at `backup restore`.
-    check_files(data_dir, overrides.get("db_url"))
+    check_files(data_dir, overrides.get("db_url"), checked)
     params, check = _read_keys_file(data_dir)
     kek = unlock_kek(source, params, check)
     if _encryption_of(data_dir) != encryption:

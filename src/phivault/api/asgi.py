@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -10,6 +11,7 @@ from starlette.applications import Starlette
 from phivault.access.runtime import AccessControl
 from phivault.api import connection_limits
 from phivault.api.app import create_app
+from phivault.backup.integrity import CHECKED_ENV
 from phivault.backup.schedule import start_scheduled_backups
 from phivault.config import resolve_data_dir
 from phivault.detect.runtime import start_detector_task
@@ -17,7 +19,9 @@ from phivault.vault import key_source, open_vault
 
 
 def create() -> Starlette:
-    vault = open_vault(resolve_data_dir(None), key_source())
+    # `phivault serve` opened (and fully checked) the directory just before starting us.
+    checked = os.environ.get(CHECKED_ENV)
+    vault = open_vault(resolve_data_dir(None), key_source(), checked=checked)
     connection_limits.configure(vault.settings)  # header deadline and size (serve's protocol)
     # Access control on: every FHIR route needs a bearer token, the policy decides.
     access = AccessControl.for_service(vault.service, vault.keyring)

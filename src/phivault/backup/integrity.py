@@ -26,6 +26,8 @@ from phivault.store.base import Store
 from phivault.store.factory import SQLITE_FILE
 
 KEYS_FILE = "keys.json"
+# Set by `phivault serve` for its workers: the `fingerprint` of the file it just checked.
+CHECKED_ENV = "PHIVAULT_CHECKED_DB"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -44,8 +46,36 @@ def _configured_db_url(data_dir: Path) -> str | None:
     return str(url) if url else None
 
 
-def check_files(data_dir: Path, db_url: str | None = None) -> None:
-    """keys.json, phivault.toml and the SQLite file (before anything opens them)."""
+def sqlite_path(data_dir: Path, db_url: str | None = None) -> Path | None:
+    """The SQLite file of a data directory, or None when it is on PostgreSQL."""
+    url = db_url or os.environ.get("PHIVAULT_DB") or _configured_db_url(data_dir)
+    if url is None:
+        return data_dir / SQLITE_FILE
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return data_dir / SQLITE_FILE if url.startswith("sqlite") else None
+
+
+def fingerprint(path: Path) -> str:
+    """What a checked SQLite file looked like (device, inode, size, mtime of it and of its
+    WAL): `serve` checks the file, then its workers open it; if it is unchanged they need
+    not read all of it again."""
+    parts = []
+    for file in (path, Path(f"{path}-wal")):
+        try:
+            st = file.stat()
+        except OSError:
+            parts.append("-")
+            continue
+        parts.append(f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def check_files(data_dir: Path, db_url: str | None = None, checked: str | None = None) -> None:
+    """keys.json, phivault.toml and the SQLite file (before anything opens them).
+    `checked`: the `fingerprint` of the SQLite file when a full check of it passed; if it
+    still matches, the file's PRAGMA quick_check (seconds for a large clinic) is not
+    repeated."""
     keys = data_dir / KEYS_FILE
     database = data_dir / SQLITE_FILE
     if not keys.exists():
@@ -58,15 +88,12 @@ def check_files(data_dir: Path, db_url: str | None = None) -> None:
             raise ValueError
     except (ValueError, OSError, UnicodeDecodeError):
         raise DataDirDamaged(f"{KEYS_FILE} is damaged. " + DataDirDamaged.default_message) from None
-    configured = _configured_db_url(data_dir)
-    url = db_url or os.environ.get("PHIVAULT_DB") or configured
-    if url is None or url.startswith("sqlite"):
-        if url and url.startswith("sqlite:///"):
-            database = Path(url.removeprefix("sqlite:///"))
-        check_sqlite(database)
+    found = sqlite_path(data_dir, db_url)
+    if found is not None:
+        check_sqlite(found, quick_check=checked is None or checked != fingerprint(found))
 
 
-def check_sqlite(path: Path) -> None:
+def check_sqlite(path: Path, *, quick_check: bool = True) -> None:
     damaged = DataDirDamaged("the database is damaged. " + DataDirDamaged.default_message)
     try:
         with open(path, "rb") as handle:
@@ -77,6 +104,8 @@ def check_sqlite(path: Path) -> None:
         ) from None
     if magic != SQLITE_MAGIC:
         raise damaged
+    if not quick_check:
+        return
     try:
         conn = sqlite3.connect(path, timeout=30)
         try:

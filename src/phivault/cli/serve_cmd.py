@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from phivault.backup.integrity import CHECKED_ENV, fingerprint, sqlite_path
 from phivault.cli.common import (
     data_option,
     db_option,
@@ -109,6 +110,9 @@ def serve(
     vault = open_from_cli(data_dir, key_file, db_url=db)
     settings = vault.settings
     vault.close()
+    database = sqlite_path(data_dir, db)
+    if database is not None:  # checked just now: the workers need not read it all again
+        os.environ[CHECKED_ENV] = fingerprint(database)
     os.environ["PHIVAULT_DATA"] = str(data_dir)
     if key_file is not None:
         os.environ["PHIVAULT_KEY_FILE"] = str(key_file.resolve())
