@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from phivault.api import read_ahead
 from phivault.api.http import (
     as_resource,
     check_accept,
@@ -140,8 +141,9 @@ class FhirRoutes:
         check_accept(request)
         p = request.path_params
         ctx = self.context(request)
+        ahead = read_ahead.taken(request.scope, p["rtype"], p["rid"])
         version = await self.released(
-            lambda: self.service.read(ctx, p["rtype"], p["rid"]), inline=self._read_inline
+            lambda: self.service.read(ctx, p["rtype"], p["rid"], ahead), inline=self._read_inline
         )
         return self._version_response(version)
 
