@@ -21,6 +21,7 @@ from phivault.api.http import (
     read_resource,
     version_headers,
 )
+from phivault.api.worker_threads import run_blocking
 from phivault.audit.log import AuditLog, Deferred
 from phivault.config import Settings
 from phivault.errors import BadRequest, MethodNotAllowed
@@ -107,7 +108,7 @@ class FhirRoutes:
         a worker thread and back."""
         audit = self.service.audit
         if not isinstance(audit, AuditLog):
-            return work() if inline else await run_in_threadpool(work)
+            return work() if inline else await run_blocking(work)
 
         found: list[T] = []
 
@@ -119,7 +120,7 @@ class FhirRoutes:
                     return pending, exc
                 return pending, None
 
-        pending, error = run() if inline else await run_in_threadpool(run)
+        pending, error = run() if inline else await run_blocking(run)
         await pending.durable()
         if error is not None:
             raise error

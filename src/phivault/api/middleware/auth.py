@@ -22,6 +22,7 @@ from phivault.access.runtime import AccessControl
 from phivault.api.errors import outcome_response
 from phivault.api.read_ahead import SCOPE_KEY as READ_AHEAD_KEY
 from phivault.api.read_ahead import ReadAheads
+from phivault.api.worker_threads import run_blocking
 from phivault.audit.events import MINOR_FAILURE, AccessEvent
 from phivault.errors import InvalidToken, PhivaultError
 from phivault.service import Context
@@ -62,11 +63,9 @@ class BearerAuth:
                 principal = self.access.cached(token)
             target = self.read_ahead.target(scope) if self.read_ahead is not None else None
             if target is not None:
-                principal = await to_thread.run_sync(
-                    self._authenticate_reading, token, scope, target
-                )
+                principal = await run_blocking(self._authenticate_reading, token, scope, target)
             elif principal is None:
-                principal = await to_thread.run_sync(self.access.authenticate, token)
+                principal = await run_blocking(self.access.authenticate, token)
         except InvalidToken as exc:
             await to_thread.run_sync(self._audit_denied, address)
             response = outcome_response(exc)
