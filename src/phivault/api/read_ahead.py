@@ -13,7 +13,7 @@ refresh the access caches before the token is looked at, and Service.read still 
 authorizes and audits the version as for any read; the version read is as fresh as one
 made a moment later in the handler. A path of that shape that another route answers
 (an AuditEvent read) just leaves its read-ahead unused. SQLite reads are local and
-cheap: it reads no ahead.
+cheap, and are not read ahead.
 """
 
 from __future__ import annotations
