@@ -10,7 +10,9 @@ set to the tree), all up at once; every row runs on each server in turn, the ord
 alternating round by round. Besides requests/s (which on a loaded machine mostly shows
 the CPU share the server got) it reports the server process's CPU time per request
 (user + system, all threads, from /proc): the work a request costs, which other load on
-the machine changes much less. Results: stdout and bench/results/serve_cpu.json.
+the machine changes much less; on PostgreSQL also the CPU time of the server backends
+that serve its connections (same machine). Results: stdout and
+bench/results/serve_cpu.json.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from phivault.benchmark import workloads as w
 from phivault.benchmark.datadirs import TokenSource, drop_schema, prepare
@@ -37,9 +40,52 @@ ROWS = {
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User + system CPU time of a process so far (all its threads); 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _local_ports_to(pid: int, remote_port: int) -> set[int]:
+    """Local TCP ports of the process's connections to `remote_port` (Linux /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            cols = line.split()
+            local, remote, inode = cols[1], cols[2], cols[9]
+            if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == remote_port:
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+def pg_backends(server_pid: int, pg_url: str) -> list[int]:
+    """Process ids of the PostgreSQL backends serving the server's connections (the
+    server runs on this machine, its backends too: their CPU is the request's as well)."""
+    import psycopg  # only the PostgreSQL rows need it
+
+    port = urlsplit(pg_url).port or 5432
+    ports = sorted(_local_ports_to(server_pid, port))
+    with psycopg.connect(pg_url.split("?", 1)[0], autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s)", (ports,)
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def pg_cpu_seconds(server_pid: int, pg_url: str | None) -> float:
+    if pg_url is None:
+        return 0.0
+    return sum(cpu_seconds(pid) for pid in pg_backends(server_pid, pg_url))
 
 
 def main() -> None:
@@ -58,6 +104,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="phivault-serve-cpu-"))
     data = prepare(work, args.backend, True, args.patients, args.pg_url)
     servers: list[tuple[str, ServerProcess]] = []
+    pg = data.db_url if args.backend == "postgresql" else None
     out: dict[str, Any] = {"trees": trees, "backend": args.backend, "rows": {}}
     try:
         headers = TokenSource(data).headers()
@@ -73,23 +120,29 @@ def main() -> None:
             for round_no in range(args.rounds):
                 order = servers if round_no % 2 == 0 else servers[::-1]
                 for tree, server in order:
-                    before = cpu_seconds(server.proc.pid)
+                    pid = server.proc.pid
+                    before, db_before = cpu_seconds(pid), pg_cpu_seconds(pid, pg)
                     result = run_load_in_process(
                         server.port, make, args.requests, args.concurrency, headers
                     )
-                    cpu_us = (cpu_seconds(server.proc.pid) - before) / args.requests * 1e6
+                    cpu_us = (cpu_seconds(pid) - before) / args.requests * 1e6
+                    # Backends that closed during the run are missed: an underestimate.
+                    db_us = (pg_cpu_seconds(pid, pg) - db_before) / args.requests * 1e6
                     found[tree].append(
                         {"per_s": result.rate, "p95_ms": result.pct(95), "cpu_us": cpu_us,
-                         "errors": result.errors}
+                         "db_cpu_us": db_us, "errors": result.errors}
                     )  # fmt: skip
                     print(f"{row} round {round_no + 1} {tree}: {result.rate:,.0f}/s, "
                           f"p95 {result.pct(95):.1f} ms, server CPU {cpu_us:,.0f} us/request, "
+                          f"PostgreSQL CPU {db_us:,.0f} us/request, "
                           f"{result.errors} errors", flush=True)  # fmt: skip
             out["rows"][row] = found
             for tree, runs in found.items():
                 rate = sum(r["per_s"] for r in runs) / len(runs)
                 cpu = sorted(r["cpu_us"] for r in runs)[len(runs) // 2]
-                print(f"== {row} {tree}: mean {rate:,.0f}/s, median server CPU {cpu:,.0f} us/req")
+                db = sorted(r["db_cpu_us"] for r in runs)[len(runs) // 2]
+                print(f"== {row} {tree}: mean {rate:,.0f}/s, median server CPU {cpu:,.0f} us/req"
+                      + (f", PostgreSQL CPU {db:,.0f} us/req" if pg else ""))  # fmt: skip
     finally:
         for _, server in servers:
             server.stop()

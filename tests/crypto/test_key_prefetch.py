@@ -90,3 +90,33 @@ def test_prefetch_stays_within_the_cache_bound() -> None:
     assert len(reader._cache) <= 8
     reader.prefetch((key_id, blob) for key_id, blob, _ in bodies[:6])
     assert store.many == [6] and len(reader._cache) <= 8
+
+
+def test_a_key_offered_with_its_body_costs_no_read() -> None:
+    store = CountingStore()
+    (key_id, blob, aad), (other_id, other_blob, _) = page(2, store)
+    reader = KeyRing(KEK, store, refresh_interval=3600)  # no state re-read meanwhile
+    reader.refresh()
+    store.single = 0
+    assert reader.row_suffix() == ""  # generation 1: the bare key id names the row
+    # Rows that do not open this body (another patient's) are ignored.
+    reader.offer(key_id, blob, {other_id: store.blobs[other_id]})
+    reader.offer(key_id, blob, {key_id: store.blobs[key_id], other_id: store.blobs[other_id]})
+    assert reader.decrypt_body(key_id, blob, aad) == b"body 0"
+    assert store.single == 0
+    reader.decrypt_body(other_id, other_blob, b"Observation/o1/1")
+    assert store.single == 1  # not taken from the offer made for the first body
+
+
+def test_an_offered_row_opens_nothing_it_should_not() -> None:
+    store = CountingStore()
+    bodies = page(3, store)
+    KeyRing(KEK, store).shred(bodies[0][0])
+    reader = KeyRing(KEK, store)
+    (shredded, blob0, aad0), (key_id, blob1, aad1), (other_id, _, _) = bodies
+    # A shredded key's tombstone, or another key's row under this key's id, is not taken.
+    reader.offer(shredded, blob0, {shredded: store.blobs[shredded]})
+    reader.offer(key_id, blob1, {key_id: store.blobs[other_id]})
+    with pytest.raises(KeyShredded):
+        reader.decrypt_body(shredded, blob0, aad0)
+    assert reader.decrypt_body(key_id, blob1, aad1) == b"body 1"  # read from the store

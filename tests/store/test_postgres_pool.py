@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import pytest
 
 from phivault.errors import ConfigError, StoreError
@@ -48,5 +49,27 @@ def test_a_request_waiting_for_a_busy_pool_fails_fast(pg_schema_url: str) -> Non
         assert waited < 3.0
         with store.write():  # the pool is usable again once the holder is done
             pass
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_a_write_connection_the_server_ended_is_replaced_before_the_write(
+    pg_schema_url: str, pg_url: str
+) -> None:
+    """A write connection used a moment ago is not probed (a round trip per write), but
+    one whose session the server ended (restart, terminated backend) is: the write gets
+    a fresh connection instead of failing."""
+    store = PostgresStore(f"{pg_schema_url}&pool_size=1")
+    try:
+        store.migrate()
+        with store.write() as tx:
+            pid = tx._conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        time.sleep(0.2)  # the server's goodbye reaches the socket
+        with store.write() as tx:
+            again = tx._conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        assert again != pid
     finally:
         store.close()

@@ -115,10 +115,12 @@ class AccessControl:
         return cls.create(service.store, keyring, service.audit, opener, **options)
 
     # -- caches ----------------------------------------------------------------------------------
-    def refresh(self) -> None:
-        """Empty the caches whose store epoch moved since the last look (one small read).
-        Called before every request is decided; see the module docstring."""
-        seen = self.store.epochs()
+    def refresh(self, epochs: dict[str, int] | None = None) -> None:
+        """Empty the caches whose store epoch moved since the last look (one small read,
+        unless the caller read `epochs` itself, after the request arrived, along with
+        other reads: AccessStore.read_ahead). Called before every request is decided;
+        see the module docstring."""
+        seen = self.store.epochs() if epochs is None else epochs
         with self._epoch_lock:
             before, self._epochs = self._epochs, seen
         if before is None or before.get("care") != seen.get("care"):
@@ -132,9 +134,10 @@ class AccessControl:
         self.refresh()
         return self.tokens.get(token, self.clock())
 
-    def authenticate(self, token: str) -> Principal:
-        """Refresh the caches, then the principal of `token` (cached, or checked in full)."""
-        self.refresh()
+    def authenticate(self, token: str, epochs: dict[str, int] | None = None) -> Principal:
+        """Refresh the caches (with `epochs` if the caller read them: see `refresh`), then
+        the principal of `token` (cached, or checked in full)."""
+        self.refresh(epochs)
         return self.tokens.get(token, self.clock()) or self.principal(token)
 
     # -- tokens ------------------------------------------------------------------------------------

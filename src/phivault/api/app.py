@@ -18,6 +18,7 @@ from phivault.api.middleware.limits import RequestLimits
 from phivault.api.middleware.security_headers import SecurityHeaders
 from phivault.api.oauth_routes import OAuthRoutes
 from phivault.api.openapi import openapi_route
+from phivault.api.read_ahead import ReadAheads
 from phivault.api.routing import SegmentRouter
 from phivault.api.search_routes import SearchRoutes
 from phivault.api.smart_metadata import secured_metadata
@@ -60,7 +61,9 @@ def create_app(
         metadata = Route(f"{base}/metadata", secured_metadata(fhir), methods=["GET"])
         alerts = AlertRoutes(access, service.store).routes()  # /admin/alerts: admins only
         routes = [*OAuthRoutes(access, base).routes(), *alerts, metadata, *routes]
-        middleware.append(Middleware(BearerAuth, access=access, base_path=base))
+        # A networked store's read by id: epochs, version and key in one round trip.
+        ahead = None if access.store.local_reads else ReadAheads(access, service, base)
+        middleware.append(Middleware(BearerAuth, access=access, base_path=base, read_ahead=ahead))
     app = Starlette(
         middleware=middleware,
         exception_handlers={

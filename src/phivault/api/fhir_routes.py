@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from phivault.api import read_ahead
 from phivault.api.http import (
     as_resource,
     check_accept,
@@ -20,6 +21,7 @@ from phivault.api.http import (
     read_resource,
     version_headers,
 )
+from phivault.api.worker_threads import run_blocking
 from phivault.audit.log import AuditLog, Deferred
 from phivault.config import Settings
 from phivault.errors import BadRequest, MethodNotAllowed
@@ -106,7 +108,7 @@ class FhirRoutes:
         a worker thread and back."""
         audit = self.service.audit
         if not isinstance(audit, AuditLog):
-            return work() if inline else await run_in_threadpool(work)
+            return work() if inline else await run_blocking(work)
 
         found: list[T] = []
 
@@ -118,7 +120,7 @@ class FhirRoutes:
                     return pending, exc
                 return pending, None
 
-        pending, error = run() if inline else await run_in_threadpool(run)
+        pending, error = run() if inline else await run_blocking(run)
         await pending.durable()
         if error is not None:
             raise error
@@ -140,8 +142,9 @@ class FhirRoutes:
         check_accept(request)
         p = request.path_params
         ctx = self.context(request)
+        ahead = read_ahead.taken(request.scope, p["rtype"], p["rid"])
         version = await self.released(
-            lambda: self.service.read(ctx, p["rtype"], p["rid"]), inline=self._read_inline
+            lambda: self.service.read(ctx, p["rtype"], p["rid"], ahead), inline=self._read_inline
         )
         return self._version_response(version)
 

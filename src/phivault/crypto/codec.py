@@ -6,7 +6,7 @@ the store receives whatever the codec returns and never looks inside.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from phivault.crypto.keyring import SYSTEM_KEY_ID, KeyRing, patient_key_id
@@ -41,6 +41,17 @@ class BodyCodec(Protocol):
     def prefetch(self, bodies: Sequence[tuple[str | None, bytes]]) -> None:
         """Ready the keys of (compartment, stored body) pairs about to be opened, in one
         store read where the codec needs keys (a search page)."""
+        ...
+
+    def key_row_suffix(self) -> str | None:
+        """For a store read that fetches a body together with its data key (a read by id
+        on PostgreSQL): what names the key's row after its key id, for the generation
+        bodies are sealed under now. None: this codec needs no keys."""
+        ...
+
+    def offer(self, compartment: str | None, blob: bytes, wrapped: Mapping[str, bytes]) -> None:
+        """Ready the key of one stored body about to be opened from wrapped key rows read
+        with it (key row id -> blob); whatever does not fit is ignored."""
         ...
 
 
@@ -90,6 +101,12 @@ class KeyRingCodec:
     def prefetch(self, bodies: Sequence[tuple[str | None, bytes]]) -> None:
         self.keyring.prefetch((key_id_for(compartment), blob) for compartment, blob in bodies)
 
+    def key_row_suffix(self) -> str | None:
+        return self.keyring.row_suffix()
+
+    def offer(self, compartment: str | None, blob: bytes, wrapped: Mapping[str, bytes]) -> None:
+        self.keyring.offer(key_id_for(compartment), blob, wrapped)
+
     def reseal(
         self, rtype: str, rid: str, version: int, compartment: str | None, blob: bytes
     ) -> bytes | None:
@@ -130,3 +147,9 @@ class PlaintextCodec:
 
     def prefetch(self, bodies: Sequence[tuple[str | None, bytes]]) -> None:
         return None  # no keys
+
+    def key_row_suffix(self) -> str | None:
+        return None
+
+    def offer(self, compartment: str | None, blob: bytes, wrapped: Mapping[str, bytes]) -> None:
+        return None

@@ -54,7 +54,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 from phivault.crypto import primitives
@@ -627,17 +627,45 @@ class KeyRing:
         if len(wanted) < 2 or len(wanted) > self._cache_size:
             return  # one key: `_key` reads it as cheaply; more than fit: no gain
         for row_id, blob in self._store.get_wrapped_many(sorted(wanted)).items():
-            if blob == TOMBSTONE:
+            self._accept(row_id, blob)
+
+    def offer(self, key_id: str, blob: bytes, wrapped: Mapping[str, bytes]) -> None:
+        """Cache, unwrapped, the data key that opens body `blob` of `key_id` if `wrapped`
+        (key row id -> wrapped blob, read from the committed store in the same read as
+        the body) holds it and it is not cached: opening the body then costs no round
+        trip. Rows of other keys or generations are ignored; a key that is absent,
+        shredded or does not unwrap is left out, and opening fails as it always did."""
+        parsed = parse_body(blob)
+        if parsed is None or key_id == INDEX_KEY_ID:
+            return
+        row_id = key_row_id(key_id, parsed[1])
+        found = wrapped.get(row_id)
+        if found is None:
+            return
+        with self._lock:
+            if row_id in self._cache:
+                return
+        self._accept(row_id, found)
+
+    def _accept(self, row_id: str, blob: bytes) -> None:
+        """Cache the key of a committed row (read outside any transaction), unwrapped."""
+        if blob == TOMBSTONE:
+            return
+        for kek in list(self._keks):
+            try:
+                key = kek.unwrap(blob, wrap_aad(row_id))
+            except DecryptionError:
                 continue
-            for kek in list(self._keks):
-                try:
-                    key = kek.unwrap(blob, wrap_aad(row_id))
-                except DecryptionError:
-                    continue
-                with self._lock:
-                    if row_id not in self._cache:  # a key made meanwhile stays as it is
-                        self._remember(row_id, key, unconfirmed=None)
-                break
+            with self._lock:
+                if row_id not in self._cache:  # a key made meanwhile stays as it is
+                    self._remember(row_id, key, unconfirmed=None)
+            return
+
+    def row_suffix(self) -> str:
+        """What the current data-key generation appends to a key id to name its row
+        (empty for generation 1): the row a body sealed now is opened with."""
+        generation = self.refresh().generation
+        return key_row_id(SYSTEM_KEY_ID, generation).removeprefix(SYSTEM_KEY_ID)
 
     def body_generation(self, blob: bytes) -> int | None:
         """The data-key generation a body was sealed with (None: not a body blob)."""

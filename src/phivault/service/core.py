@@ -47,7 +47,15 @@ from phivault.service.records import Version as Version
 from phivault.service.records import WriteResult as WriteResult
 from phivault.service.search import Searcher, SearchResult
 from phivault.service.search_system import SystemSearch
-from phivault.store.base import HistoryQuery, NewVersion, ReadView, Store, VersionRecord, WriteTx
+from phivault.store.base import (
+    HistoryQuery,
+    NewVersion,
+    ReadAhead,
+    ReadView,
+    Store,
+    VersionRecord,
+    WriteTx,
+)
 from phivault.types import Resource
 
 MAX_CONDITION_MATCHES = 2  # we only need to know 0, 1 or "more than one"
@@ -75,11 +83,17 @@ class Service:
         self.searcher = Searcher(store, codec, index_policy, audit, access=lambda: self.policy)
 
     # -- reads --------------------------------------------------------------------------
-    def read(self, ctx: Context, rtype: str, rid: str) -> Version:
+    def read(self, ctx: Context, rtype: str, rid: str, ahead: ReadAhead | None = None) -> Version:
+        """`ahead`: rtype/rid's current version and key rows, read already with the access
+        epochs (api/read_ahead.py): not read again."""
         fhir_types.check_type(rtype)
         fhir_types.check_id(rid)
         authorize.type_level(self, ctx, "read", rtype, rid)
-        record = self.store.current(rtype, rid)
+        if ahead is None or (ahead.rtype, ahead.rid) != (rtype, rid):
+            return self._release(ctx, "read", rtype, rid, self.store.current(rtype, rid))
+        record = ahead.record
+        if record is not None and record.body is not None and ahead.wrapped:
+            self.codec.offer(record.compartment, record.body, ahead.wrapped)
         return self._release(ctx, "read", rtype, rid, record)
 
     def vread(self, ctx: Context, rtype: str, rid: str, version: int) -> Version:

@@ -13,12 +13,29 @@ from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 from typing import Any
 
-from phivault.store.base import Store
+from phivault.store.base import ReadAhead, Store
+from phivault.store.sql import VERSION_COLUMNS, row_to_version
 from phivault.store.sqlite import SqliteStore
 
 _EPOCHS = (
     "SELECT (SELECT value FROM access_epochs WHERE name = 'care'), "
     "(SELECT value FROM access_epochs WHERE name = 'auth')"
+)
+
+
+# The epochs, the current version of one resource and the wrapped row of its data key, in
+# one statement: the round trip a read by id on PostgreSQL costs besides its audit entry.
+# The key id is key_id_for's (crypto/codec.py) for the stored compartment, plus the row
+# suffix of the current generation; it is only a hint: the key ring takes the row only if
+# it is the very row that opens the body, and reads the key itself otherwise.
+_READ_AHEAD = (
+    f"SELECT e.care, e.auth, {', '.join('c.' + c.strip() for c in VERSION_COLUMNS.split(','))}, "
+    "k.key_id, k.blob FROM (SELECT (SELECT value FROM access_epochs WHERE name = 'care') AS care, "
+    "(SELECT value FROM access_epochs WHERE name = 'auth') AS auth) e "
+    "LEFT JOIN (SELECT v.* FROM resources r JOIN versions v ON v.seq = r.seq "
+    "WHERE r.rtype = ? AND r.rid = ?) c ON TRUE "
+    "LEFT JOIN wrapped_keys k ON k.key_id = (CASE WHEN substr(c.compartment, 1, 8) = 'Patient/' "
+    "THEN 'patient:' || substr(c.compartment, 9) ELSE 'system' END) || ?"
 )
 
 
@@ -128,6 +145,7 @@ class AccessStore:
         self._reader: Any = getattr(store, "_conn")  # noqa: B009
         self._render: Any = getattr(store, "_q").render  # noqa: B009
         self._epochs_sql: str = self._render(_EPOCHS)
+        self._read_ahead_sql: str = self._render(_READ_AHEAD)
 
     # -- generic ------------------------------------------------------------------------------
     def _select(self, row_type: type[Any], where: str, params: Sequence[Any]) -> list[Any]:
@@ -276,6 +294,18 @@ class AccessStore:
         One statement reading both rows of a two-row table by primary key."""
         care, auth = self._reader.execute(self._epochs_sql, ()).fetchone()
         return {"care": _epoch(care), "auth": _epoch(auth)}
+
+    def read_ahead(self, rtype: str, rid: str, key_suffix: str | None) -> ReadAhead:
+        """The epochs (as `epochs`), the current version of rtype/rid and, unless
+        `key_suffix` is None, the wrapped row of its data key (`_READ_AHEAD`): one
+        statement, where a read by id took three."""
+        row = self._reader.execute(self._read_ahead_sql, (rtype, rid, key_suffix or "")).fetchone()
+        epochs = {"care": _epoch(row[0]), "auth": _epoch(row[1])}
+        record = row_to_version(row[2:11]) if row[2] is not None else None
+        wrapped: dict[str, bytes] = {}
+        if record is not None and key_suffix is not None and row[11] is not None:
+            wrapped[str(row[11])] = bytes(row[12])
+        return ReadAhead(rtype, rid, epochs, record, wrapped)
 
     @property
     def local_reads(self) -> bool:

@@ -39,6 +39,20 @@ class VersionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadAhead:
+    """What a read by id needs from a networked store, read in one round trip where the
+    request's token is checked: the access cache epochs, the resource's current version
+    (None: not known) and wrapped data-key rows that may open its body (key row id ->
+    blob, read from the committed store with the version)."""
+
+    rtype: str
+    rid: str
+    epochs: dict[str, int]
+    record: VersionRecord | None
+    wrapped: dict[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class NewVersion:
     rtype: str
     rid: str

@@ -7,6 +7,7 @@ which lets several phivault instances or test runs share one database.
 from __future__ import annotations
 
 import re
+import select
 import threading
 import time
 import weakref
@@ -43,6 +44,10 @@ _COPY_FROM_ROWS = 4  # smaller bulk inserts are plain INSERTs
 # A pooled read connection is probed (one round trip) before use only after sitting idle
 # this long; a busy one that broke anyway is replaced and its statement run once more.
 _PROBE_AFTER_IDLE_S = 2.0
+# A write is never run again, so a write connection is probed after a shorter idle time
+# (and whenever its socket shows the server ended the session): one that broke within
+# the last second without a word from the server fails its write with the 503.
+_PROBE_WRITE_AFTER_IDLE_S = 1.0
 _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                "keepalives_count": 3}  # fmt: skip
 
@@ -82,11 +87,15 @@ def pool_options(url: str) -> tuple[float, int]:
 
 
 class _ProbeIfIdle:
-    """The read pool's `check`: probing every borrowed connection costs a round trip per
-    statement, as much as the statement itself; only connections idle for a while (which
-    a restart or a network cut may have broken) are probed."""
+    """A pool's `check`: probing every borrowed connection costs a round trip per
+    statement (or per write transaction), as much as the statement itself; only
+    connections idle for a while (which a restart or a network cut may have broken) are
+    probed, and those whose socket has something to read: a server that ended the
+    session (restart, terminated backend, idle timeout) sent its FATAL message or closed
+    the socket, which a poll sees without a round trip."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle_s: float) -> None:
+        self._idle_s = idle_s
         self._used: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -94,10 +103,21 @@ class _ProbeIfIdle:
         now = time.monotonic()
         with self._lock:
             last = self._used.get(conn)
-        if last is None or now - last > _PROBE_AFTER_IDLE_S:
+        if last is None or now - last > self._idle_s or _readable(conn):
             ConnectionPool.check_connection(conn)
         with self._lock:
             self._used[conn] = now
+
+
+def _readable(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle connection's socket has data or an end of file waiting (it should
+    have neither: the server speaks only when asked); an unusable socket counts too."""
+    try:
+        poller = select.poll()
+        poller.register(conn.pgconn.socket, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, psycopg.Error):
+        return True
 
 
 _T = TypeVar("_T")
@@ -167,11 +187,11 @@ class PostgresStore(SqlReadView):
             conn.execute("SET idle_in_transaction_session_timeout = '60s'")
             conn.commit()
 
-        probe = _ProbeIfIdle()
+        read_probe = _ProbeIfIdle(_PROBE_AFTER_IDLE_S)
+        write_probe = _ProbeIfIdle(_PROBE_WRITE_AFTER_IDLE_S)
 
         def pool(autocommit: bool) -> ConnectionPool[Any]:
-            # Writes keep the probe on every borrow: a failed write is not run again.
-            check = probe if autocommit else ConnectionPool.check_connection
+            check = read_probe if autocommit else write_probe
             return ConnectionPool(
                 self.url,
                 min_size=min_size,

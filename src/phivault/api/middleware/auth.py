@@ -8,7 +8,8 @@ audience or issuer, `alg: none`, tampered, another key, revoked session) gets th
 
 Before each request is decided, the access caches are checked against the store's epochs
 (AccessControl.refresh), so a revoked session, a removed care relationship or a revoked
-Consent takes effect from the next request on.
+Consent takes effect from the next request on. On a networked store a read by id reads
+those epochs together with the version it is about to open (api/read_ahead.py).
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from __future__ import annotations
 from anyio import to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from phivault.access.principal import Principal
 from phivault.access.runtime import AccessControl
 from phivault.api.errors import outcome_response
+from phivault.api.read_ahead import SCOPE_KEY as READ_AHEAD_KEY
+from phivault.api.read_ahead import ReadAheads
+from phivault.api.worker_threads import run_blocking
 from phivault.audit.events import MINOR_FAILURE, AccessEvent
 from phivault.errors import InvalidToken, PhivaultError
 from phivault.service import Context
@@ -28,10 +33,17 @@ _NEEDS_TOKEN = ("/oauth/break-glass", "/audit/leaves")
 
 
 class BearerAuth:
-    def __init__(self, app: ASGIApp, access: AccessControl, base_path: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        access: AccessControl,
+        base_path: str,
+        read_ahead: ReadAheads | None = None,
+    ) -> None:
         self.app = app
         self.access = access
         self.base_path = base_path.rstrip("/")
+        self.read_ahead = read_ahead
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -49,8 +61,11 @@ class BearerAuth:
                 # A token seen before costs a dictionary lookup and one small read of the
                 # cache epochs: cheaper inline than the hop to a worker thread.
                 principal = self.access.cached(token)
-            if principal is None:
-                principal = await to_thread.run_sync(self.access.authenticate, token)
+            target = self.read_ahead.target(scope) if self.read_ahead is not None else None
+            if target is not None:
+                principal = await run_blocking(self._authenticate_reading, token, scope, target)
+            elif principal is None:
+                principal = await run_blocking(self.access.authenticate, token)
         except InvalidToken as exc:
             await to_thread.run_sync(self._audit_denied, address)
             response = outcome_response(exc)
@@ -67,6 +82,15 @@ class BearerAuth:
             principal=principal,
         )
         await self.app(scope, receive, send)
+
+    def _authenticate_reading(self, token: str, scope: Scope, target: tuple[str, str]) -> Principal:
+        """`authenticate` with the epochs read along with the version a read by id is
+        about to open (api/read_ahead.py), left in the scope for the read handler."""
+        assert self.read_ahead is not None
+        ahead = self.read_ahead.read(*target)
+        principal = self.access.authenticate(token, ahead.epochs)
+        scope[READ_AHEAD_KEY] = ahead
+        return principal
 
     def _protected(self, path: str) -> bool:
         if path in _NEEDS_TOKEN:
