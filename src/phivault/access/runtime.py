@@ -126,10 +126,12 @@ class AccessControl:
         if before is None or before.get("auth") != seen.get("auth"):
             self.tokens.clear()
 
-    def cached(self, token: str) -> Principal | None:
+    def cached(self, token: str, *, refresh: bool = True) -> Principal | None:
         """The principal of a token verified before, if still valid (no signature check,
-        no session read); None: call `authenticate`."""
-        self.refresh()
+        no session read); None: call `authenticate`. `refresh=False` only where the caches
+        were refreshed after this request arrived (api/middleware/auth.py `_EpochTurn`)."""
+        if refresh:
+            self.refresh()
         return self.tokens.get(token, self.clock())
 
     def authenticate(self, token: str) -> Principal:

@@ -8,10 +8,14 @@ audience or issuer, `alg: none`, tampered, another key, revoked session) gets th
 
 Before each request is decided, the access caches are checked against the store's epochs
 (AccessControl.refresh), so a revoked session, a removed care relationship or a revoked
-Consent takes effect from the next request on.
+Consent takes effect from the next request on. On the event loop, requests that were
+already waiting when the epochs were read share that read (`_EpochTurn`).
 """
 
 from __future__ import annotations
+
+import asyncio
+import threading
 
 from anyio import to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -32,6 +36,7 @@ class BearerAuth:
         self.app = app
         self.access = access
         self.base_path = base_path.rstrip("/")
+        self._turn = _EpochTurn()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -46,9 +51,12 @@ class BearerAuth:
                 raise InvalidToken()
             principal = None
             if self.access.store.local_reads:
-                # A token seen before costs a dictionary lookup and one small read of the
-                # cache epochs: cheaper inline than the hop to a worker thread.
-                principal = self.access.cached(token)
+                # A token seen before costs a dictionary lookup and at most one small read
+                # of the cache epochs: cheaper inline than the hop to a worker thread.
+                if not self._turn.fresh():
+                    self.access.refresh()
+                    self._turn.mark()
+                principal = self.access.cached(token, refresh=False)
             if principal is None:
                 principal = await to_thread.run_sync(self.access.authenticate, token)
         except InvalidToken as exc:
@@ -85,6 +93,52 @@ class BearerAuth:
                 detail="InvalidToken",
             )
         )
+
+
+class _EpochTurn:
+    """Whether the access epochs read on this event loop still cover a request about to
+    be decided, or must be read again.
+
+    The guarantee kept is the one a read per request gives: a write committed before a
+    request arrived (its bytes read by the server) decides that request. After a read,
+    `mark` flags the epochs fresh and has the loop clear the flag with `call_soon`. The
+    loop runs callbacks in the order they were scheduled, so a request step that sees the
+    flag was scheduled before that read ended; and since this loop's thread was busy with
+    the read, no request arrived during it: the request had arrived before the read began.
+    Steps scheduled after the read run after the reset and read the epochs again. So a
+    revocation the client saw committed is never missed: its next request is sent, read
+    and scheduled after the commit, and finds the flag clear. Only requests that had
+    arrived before a write committed can share a read made before it: they were concurrent
+    with the write and could as well have been decided first.
+
+    The flag is per thread (one loop each), names its loop, and is set only once a read
+    succeeded."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def fresh(self) -> bool:
+        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        return loop is not None and loop is _running_loop()
+
+    def mark(self) -> None:
+        """Call right after a successful read of the epochs on the running loop."""
+        loop = _running_loop()
+        if loop is None:
+            return  # no loop: every request reads for itself
+        self._local.loop = loop  # the loop, not a bool: a stopped loop's mark never counts
+        loop.call_soon(self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        if getattr(self._local, "loop", None) is loop:
+            self._local.loop = None
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _bearer(scope: Scope) -> str | None:
