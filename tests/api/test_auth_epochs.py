@@ -6,7 +6,9 @@ hides the patient from the very next request."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,27 +155,68 @@ def test_a_write_committed_after_a_shared_read_is_seen_by_the_next_request(
     assert len(calls) == 2
 
 
-def test_a_mark_counts_only_within_its_own_loop_turn() -> None:
+def test_a_read_covers_only_the_steps_scheduled_before_it_began() -> None:
     turn = _EpochTurn()
-    assert not turn.fresh()  # outside any loop
-    turn.mark()
-    assert not turn.fresh()  # no loop: nothing is shared
+    reads: list[str] = []
 
-    async def within() -> tuple[bool, bool, bool]:
-        before = turn.fresh()
-        turn.mark()
-        now = turn.fresh()
+    def read(name: str) -> Callable[[], None]:
+        return lambda: reads.append(name)
+
+    turn.refreshed(read("outside"))
+    turn.refreshed(read("outside again"))  # no loop: every call reads
+    assert reads == ["outside", "outside again"]
+    reads.clear()
+
+    async def within() -> None:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+
+        def scheduled_before() -> None:
+            turn.refreshed(read("before: shares"))
+
+        def scheduled_during() -> None:
+            turn.refreshed(read("during: reads"))
+            done.set()
+
+        def first_read() -> None:
+            reads.append("first")
+            # A step scheduled while the read runs (e.g. by another thread, as a test
+            # client's portal does) may stand for a request that arrived after the read
+            # began: it must read again.
+            threading.Thread(target=loop.call_soon_threadsafe, args=(scheduled_during,)).start()
+            time.sleep(0.05)
+
+        loop.call_soon(scheduled_before)
+        turn.refreshed(first_read)
+        turn.refreshed(read("same step: shares"))
+        await done.wait()
         await asyncio.sleep(0)
-        return before, now, turn.fresh()
+        turn.refreshed(read("next turn: reads"))
 
-    assert asyncio.run(within()) == (False, True, False)
+    asyncio.run(within())
+    assert reads == ["first", "during: reads", "next turn: reads"]
+    reads.clear()
 
     async def mark_and_leave() -> None:
-        turn.mark()
+        turn.refreshed(read("old loop"))
 
     asyncio.run(mark_and_leave())
+    asyncio.run(mark_and_leave())  # another loop on the same thread: its own read
+    assert reads == ["old loop", "old loop"]
 
-    async def fresh_in_a_new_loop() -> bool:
-        return turn.fresh()
 
-    assert asyncio.run(fresh_in_a_new_loop()) is False  # another loop's mark never counts
+def test_a_failed_read_is_not_shared() -> None:
+    turn = _EpochTurn()
+    reads: list[str] = []
+
+    def failing() -> None:
+        reads.append("failed")
+        raise OSError("store unavailable")
+
+    async def run() -> None:
+        with pytest.raises(OSError):
+            turn.refreshed(failing)
+        turn.refreshed(lambda: reads.append("again"))
+
+    asyncio.run(run())
+    assert reads == ["failed", "again"]

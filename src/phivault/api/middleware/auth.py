@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 from anyio import to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -37,6 +38,7 @@ class BearerAuth:
         self.access = access
         self.base_path = base_path.rstrip("/")
         self._turn = _EpochTurn()
+        self._local_reads = access.store.local_reads  # the store's kind never changes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -50,12 +52,10 @@ class BearerAuth:
             if token is None:
                 raise InvalidToken()
             principal = None
-            if self.access.store.local_reads:
+            if self._local_reads:
                 # A token seen before costs a dictionary lookup and at most one small read
                 # of the cache epochs: cheaper inline than the hop to a worker thread.
-                if not self._turn.fresh():
-                    self.access.refresh()
-                    self._turn.mark()
+                self._turn.refreshed(self.access.refresh)
                 principal = self.access.cached(token, refresh=False)
             if principal is None:
                 principal = await to_thread.run_sync(self.access.authenticate, token)
@@ -96,38 +96,37 @@ class BearerAuth:
 
 
 class _EpochTurn:
-    """Whether the access epochs read on this event loop still cover a request about to
-    be decided, or must be read again.
+    """Reads the access epochs for a request decided on the event loop, unless a read
+    made on this loop since the request arrived already covers it.
 
     The guarantee kept is the one a read per request gives: a write committed before a
-    request arrived (its bytes read by the server) decides that request. After a read,
-    `mark` flags the epochs fresh and has the loop clear the flag with `call_soon`. The
-    loop runs callbacks in the order they were scheduled, so a request step that sees the
-    flag was scheduled before that read ended; and since this loop's thread was busy with
-    the read, no request arrived during it: the request had arrived before the read began.
-    Steps scheduled after the read run after the reset and read the epochs again. So a
-    revocation the client saw committed is never missed: its next request is sent, read
-    and scheduled after the commit, and finds the flag clear. Only requests that had
-    arrived before a write committed can share a read made before it: they were concurrent
-    with the write and could as well have been decided first.
+    request arrived decides that request. Just before a read, `refreshed` has the loop
+    clear the mark it sets after it (`call_soon`). The loop runs callbacks in the order
+    they were scheduled, from whatever thread, so a request step that finds the mark was
+    scheduled before the read began, and its request had arrived by then. A step
+    scheduled later runs after the reset and reads the epochs again. So a write the
+    client saw committed is never missed: its next request arrives, and is scheduled,
+    after the commit. Only requests that had arrived before a write committed can share a
+    read made before it: they were concurrent with the write and could as well have been
+    decided first.
 
-    The flag is per thread (one loop each), names its loop, and is set only once a read
+    The mark is per thread (one loop each), names its loop, and is set only once a read
     succeeded."""
 
     def __init__(self) -> None:
         self._local = threading.local()
 
-    def fresh(self) -> bool:
-        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
-        return loop is not None and loop is _running_loop()
-
-    def mark(self) -> None:
-        """Call right after a successful read of the epochs on the running loop."""
+    def refreshed(self, read: Callable[[], None]) -> None:
+        """Call `read` (AccessControl.refresh) unless this loop turn has done so."""
         loop = _running_loop()
         if loop is None:
-            return  # no loop: every request reads for itself
+            read()  # no loop: every request reads for itself
+            return
+        if getattr(self._local, "loop", None) is loop:
+            return
+        loop.call_soon(self._expire, loop)  # before the read: see the class docstring
+        read()
         self._local.loop = loop  # the loop, not a bool: a stopped loop's mark never counts
-        loop.call_soon(self._expire, loop)
 
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         if getattr(self._local, "loop", None) is loop:
