@@ -10,10 +10,11 @@ is called directly on one event loop (`--concurrency` requests in flight, as a s
 loop has them), with the same two demo clinics and tokens as bench_access.py. Reported
 per caller: CPU microseconds per request of the whole process (event loop, audit group
 commit, everything) and of the event-loop thread alone (where reads by id, the bearer
-token and the policy run on SQLite), as the median of `--rounds` rounds whose callers'
-order rotates; and each against off. CPU time does not count waiting for a core, so
-outside load moves these figures far less than latencies. Results: a markdown table on
-stdout.
+token and the policy run on SQLite), and each against off as the median over `--rounds`
+rounds of that round's ratio. Within a round the callers take turns every `--slice`
+requests, so that a burst of outside load falls on all of them alike; CPU time does not
+count waiting for a core either. Also the reads of the access epochs per 100 requests
+(AccessControl.refresh, counted). Results: a markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -74,9 +75,19 @@ async def drive(app: Any, paths: list[str], token: str | None, total: int, fligh
     await asyncio.gather(*(one_connection(k) for k in range(flight)))
 
 
-def served(data: Path, key: Path, access: bool) -> tuple[Any, Vault]:
+def served(data: Path, key: Path, access: bool, reads: list[int]) -> tuple[Any, Vault]:
+    """The app, and its reads of the access epochs counted into `reads[0]`."""
     vault = open_vault(data, KeyFileKeySource(key))
-    control = AccessControl.for_service(vault.service, vault.keyring) if access else None
+    control = None
+    if access:
+        control = AccessControl.for_service(vault.service, vault.keyring)
+        refresh = control.refresh
+
+        def counted() -> None:
+            reads[0] += 1
+            refresh()
+
+        control.refresh = counted  # type: ignore[method-assign]
     return create_app(vault.service, vault.settings, control), vault
 
 
@@ -90,21 +101,29 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, l
         "subject": [f"/fhir/Observation?subject=Patient/{p}&_count=20" for p in mine],
         "typewide": ["/fhir/Condition?_count=20"],
     }[args.workload]
-    on, on_vault = served(on_data, on_key, access=True)
-    off, off_vault = served(off_data, off_key, access=False)
+    reads = [0]
+    on, on_vault = served(on_data, on_key, True, reads)
+    off, off_vault = served(off_data, off_key, False, reads)
     callers = [("off", off, None), *((name, on, token) for name, token in issued.items())]
     found: dict[str, dict[str, list[float]]] = {}
     try:
         for _, app, token in callers:
             await drive(app, paths, token, max(300, args.requests // 5), args.concurrency)
-        for round_no in range(args.rounds):
-            shift = round_no % len(callers)
-            for name, app, token in callers[shift:] + callers[:shift]:
-                process, loop = time.process_time(), time.thread_time()
-                await drive(app, paths, token, args.requests, args.concurrency)
-                mine_of = found.setdefault(name, {"process": [], "loop": []})
-                mine_of["process"].append((time.process_time() - process) / args.requests)
-                mine_of["loop"].append((time.thread_time() - loop) / args.requests)
+        for _ in range(args.rounds):
+            spent = {name: [0.0, 0.0, 0] for name, _, _ in callers}
+            for start in range(0, args.requests, args.slice):
+                count = min(args.slice, args.requests - start)
+                for name, app, token in callers:
+                    process, loop, before = time.process_time(), time.thread_time(), reads[0]
+                    await drive(app, paths, token, count, args.concurrency)
+                    spent[name][0] += time.process_time() - process
+                    spent[name][1] += time.thread_time() - loop
+                    spent[name][2] += reads[0] - before
+            for name, (process, loop, epoch_reads) in spent.items():
+                mine_of = found.setdefault(name, {"process": [], "loop": [], "reads": []})
+                mine_of["process"].append(process / args.requests)
+                mine_of["loop"].append(loop / args.requests)
+                mine_of["reads"].append(epoch_reads / args.requests)
     finally:
         on_vault.close()
         off_vault.close()
@@ -117,6 +136,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="per round and caller")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--slice", type=int, default=200, help="requests per caller's turn")
     parser.add_argument("--workload", choices=("read", "subject", "typewide"), default="read")
     args = parser.parse_args()
     before = bench_access._load()
@@ -125,15 +145,18 @@ def main() -> None:
     print(f"\n{args.workload}: {args.requests} requests x {args.rounds} rounds per caller, "
           f"{args.concurrency} in flight; load average before: {before}, "
           f"after: {bench_access._load()}\n")  # fmt: skip
-    print("| caller | process CPU us/req | vs off | event-loop CPU us/req | vs off |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    base = {kind: statistics.median(found["off"][kind]) * 1e6 for kind in ("process", "loop")}
+    print("| caller | process CPU us/req | vs off (per-round median) | event-loop CPU us/req "
+          "| vs off (per-round median) | epoch reads per 100 requests |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    off = found["off"]
     for name, kinds in found.items():
         cells = []
         for kind in ("process", "loop"):
             value = statistics.median(kinds[kind]) * 1e6
-            versus = "baseline" if name == "off" else f"{(value / base[kind] - 1) * 100:+.1f}%"
+            ratios = [(k / o - 1) * 100 for k, o in zip(kinds[kind], off[kind], strict=True)]
+            versus = "baseline" if name == "off" else f"{statistics.median(ratios):+.1f}%"
             cells += [f"{value:.0f}", versus]
+        cells.append("-" if name == "off" else f"{statistics.median(kinds['reads']) * 100:.0f}")
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
