@@ -6,8 +6,9 @@ that plus `:fhir`, so they verify in every worker and behind any proxy, and a to
 another installation (another key) never does.
 
 Caches (verified tokens, care relationships, consents) are checked against the store's
-access epochs once per request (`refresh`): a write that changes an access decision, in
-any process, empties them before the next request is decided.
+access epochs once per request (`refresh`; on the event loop one check covers the requests
+already waiting when it is made, api/middleware/auth.py): a write that changes an access
+decision, in any process, empties them before the next request is decided.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ class AccessControl:
     # -- caches ----------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Empty the caches whose store epoch moved since the last look (one small read).
-        Called before every request is decided; see the module docstring."""
+        Called before every request is decided, by it or, on the event loop, for it since
+        it arrived; see the module docstring."""
         seen = self.store.epochs()
         with self._epoch_lock:
             before, self._epochs = self._epochs, seen
