@@ -57,4 +57,4 @@ class Principal:
 
     @property
     def is_clinical(self) -> bool:
-        return bool(self.roles & CLINICAL_ROLES)
+        return not self.roles.isdisjoint(CLINICAL_ROLES)

@@ -6,8 +6,9 @@ that plus `:fhir`, so they verify in every worker and behind any proxy, and a to
 another installation (another key) never does.
 
 Caches (verified tokens, care relationships, consents) are checked against the store's
-access epochs once per request (`refresh`): a write that changes an access decision, in
-any process, empties them before the next request is decided.
+access epochs once per request (`refresh`; on the event loop one check covers the requests
+already waiting when it is made, api/middleware/auth.py): a write that changes an access
+decision, in any process, empties them before the next request is decided.
 """
 
 from __future__ import annotations
@@ -118,8 +119,8 @@ class AccessControl:
     def refresh(self, epochs: dict[str, int] | None = None) -> None:
         """Empty the caches whose store epoch moved since the last look (one small read,
         unless the caller read `epochs` itself, after the request arrived, along with
-        other reads: AccessStore.read_ahead). Called before every request is decided;
-        see the module docstring."""
+        other reads: AccessStore.read_ahead). Called before every request is decided, by
+        it or, on the event loop, for it since it arrived; see the module docstring."""
         seen = self.store.epochs() if epochs is None else epochs
         with self._epoch_lock:
             before, self._epochs = self._epochs, seen
@@ -128,10 +129,12 @@ class AccessControl:
         if before is None or before.get("auth") != seen.get("auth"):
             self.tokens.clear()
 
-    def cached(self, token: str) -> Principal | None:
+    def cached(self, token: str, *, refresh: bool = True) -> Principal | None:
         """The principal of a token verified before, if still valid (no signature check,
-        no session read); None: call `authenticate`."""
-        self.refresh()
+        no session read); None: call `authenticate`. `refresh=False` only where the caches
+        were refreshed after this request arrived (api/middleware/auth.py `_EpochTurn`)."""
+        if refresh:
+            self.refresh()
         return self.tokens.get(token, self.clock())
 
     def authenticate(self, token: str, epochs: dict[str, int] | None = None) -> Principal:

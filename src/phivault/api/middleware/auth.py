@@ -8,11 +8,17 @@ audience or issuer, `alg: none`, tampered, another key, revoked session) gets th
 
 Before each request is decided, the access caches are checked against the store's epochs
 (AccessControl.refresh), so a revoked session, a removed care relationship or a revoked
-Consent takes effect from the next request on. On a networked store a read by id reads
-those epochs together with the version it is about to open (api/read_ahead.py).
+Consent takes effect from the next request on. On the event loop, requests that were
+already waiting when the epochs were read share that read (`_EpochTurn`). On a networked
+store a read by id reads those epochs together with the version it is about to open
+(api/read_ahead.py).
 """
 
 from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
 
 from anyio import to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -44,6 +50,8 @@ class BearerAuth:
         self.access = access
         self.base_path = base_path.rstrip("/")
         self.read_ahead = read_ahead
+        self._turn = _EpochTurn()
+        self._local_reads = access.store.local_reads  # the store's kind never changes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -57,10 +65,11 @@ class BearerAuth:
             if token is None:
                 raise InvalidToken()
             principal = None
-            if self.access.store.local_reads:
-                # A token seen before costs a dictionary lookup and one small read of the
-                # cache epochs: cheaper inline than the hop to a worker thread.
-                principal = self.access.cached(token)
+            if self._local_reads:
+                # A token seen before costs a dictionary lookup and at most one small read
+                # of the cache epochs: cheaper inline than the hop to a worker thread.
+                self._turn.refreshed(self.access.refresh)
+                principal = self.access.cached(token, refresh=False)
             target = self.read_ahead.target(scope) if self.read_ahead is not None else None
             if target is not None:
                 principal = await run_blocking(self._authenticate_reading, token, scope, target)
@@ -109,6 +118,51 @@ class BearerAuth:
                 detail="InvalidToken",
             )
         )
+
+
+class _EpochTurn:
+    """Reads the access epochs for a request decided on the event loop, unless a read
+    made on this loop since the request arrived already covers it.
+
+    The guarantee kept is the one a read per request gives: a write committed before a
+    request arrived decides that request. Just before a read, `refreshed` has the loop
+    clear the mark it sets after it (`call_soon`). The loop runs callbacks in the order
+    they were scheduled, from whatever thread, so a request step that finds the mark was
+    scheduled before the read began, and its request had arrived by then. A step
+    scheduled later runs after the reset and reads the epochs again. So a write the
+    client saw committed is never missed: its next request arrives, and is scheduled,
+    after the commit. Only requests that had arrived before a write committed can share a
+    read made before it: they were concurrent with the write and could as well have been
+    decided first.
+
+    The mark is per thread (one loop each), names its loop, and is set only once a read
+    succeeded."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def refreshed(self, read: Callable[[], None]) -> None:
+        """Call `read` (AccessControl.refresh) unless this loop turn has done so."""
+        loop = _running_loop()
+        if loop is None:
+            read()  # no loop: every request reads for itself
+            return
+        if getattr(self._local, "loop", None) is loop:
+            return
+        loop.call_soon(self._expire, loop)  # before the read: see the class docstring
+        read()
+        self._local.loop = loop  # the loop, not a bool: a stopped loop's mark never counts
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        if getattr(self._local, "loop", None) is loop:
+            self._local.loop = None
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _bearer(scope: Scope) -> str | None:

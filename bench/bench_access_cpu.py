@@ -1,0 +1,164 @@
+"""What authorization costs the server per request in CPU, without sockets: the app with
+access control on (clinician and system tokens) and off, called in-process.
+
+    .venv/bin/python bench/bench_access_cpu.py [--patients 300] [--requests 3000]
+        [--rounds 5] [--concurrency 8] [--workload read|subject|typewide]
+
+bench_access.py measures latency through uvicorn, which on a small machine shared with
+other work swings from run to run by more than the cost it looks for. Here the ASGI app
+is called directly on one event loop (`--concurrency` requests in flight, as a server's
+loop has them), with the same two demo clinics and tokens as bench_access.py. Reported
+per caller: CPU microseconds per request of the whole process (event loop, audit group
+commit, everything) and of the event-loop thread alone (where reads by id, the bearer
+token and the policy run on SQLite), and each against off as the median over `--rounds`
+rounds of that round's ratio. Within a round the callers take turns every `--slice`
+requests, so that a burst of outside load falls on all of them alike; CPU time does not
+count waiting for a core either. Also the reads of the access epochs per 100 requests
+(AccessControl.refresh, counted). Results: a markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import bench_access  # beside this script: the same clinics, tokens and workloads
+from phivault.access.runtime import AccessControl
+from phivault.api.app import create_app
+from phivault.crypto.kek import KeyFileKeySource
+from phivault.vault import Vault, open_vault
+
+
+async def call(app: Any, path: str, token: str | None) -> int:
+    """One GET through the ASGI app; its status."""
+    route, _, query = path.partition("?")
+    headers = [(b"host", b"127.0.0.1")]
+    if token:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": route, "raw_path": route.encode(),
+        "query_string": query.encode(), "root_path": "", "headers": headers,
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    status: list[int] = []
+    received = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if not received:
+            received = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # the client stays connected
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    await app(scope, receive, send)
+    return status[0]
+
+
+async def drive(app: Any, paths: list[str], token: str | None, total: int, flight: int) -> None:
+    async def one_connection(k: int) -> None:
+        for i in range(k, total, flight):
+            status = await call(app, paths[i % len(paths)], token)
+            if status != 200:
+                raise SystemExit(f"unexpected status {status} for {paths[i % len(paths)]}")
+
+    await asyncio.gather(*(one_connection(k) for k in range(flight)))
+
+
+def served(data: Path, key: Path, access: bool, reads: list[int]) -> tuple[Any, Vault]:
+    """The app, and its reads of the access epochs counted into `reads[0]`."""
+    vault = open_vault(data, KeyFileKeySource(key))
+    control = None
+    if access:
+        control = AccessControl.for_service(vault.service, vault.keyring)
+        refresh = control.refresh
+
+        def counted() -> None:
+            reads[0] += 1
+            refresh()
+
+        control.refresh = counted  # type: ignore[method-assign]
+    return create_app(vault.service, vault.settings, control), vault
+
+
+async def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, list[float]]]:
+    practitioner, mine, observations = bench_access.clinic_facts(args.patients)
+    on_data, on_key = bench_access.prepare(work, "on", args.patients)
+    off_data, off_key = bench_access.prepare(work, "off", args.patients)
+    issued = bench_access.tokens(on_data, on_key, practitioner)
+    paths = {
+        "read": [f"/fhir/Observation/{o}" for o in observations],
+        "subject": [f"/fhir/Observation?subject=Patient/{p}&_count=20" for p in mine],
+        "typewide": ["/fhir/Condition?_count=20"],
+    }[args.workload]
+    reads = [0]
+    on, on_vault = served(on_data, on_key, True, reads)
+    off, off_vault = served(off_data, off_key, False, reads)
+    callers = [("off", off, None), *((name, on, token) for name, token in issued.items())]
+    found: dict[str, dict[str, list[float]]] = {}
+    try:
+        for _, app, token in callers:
+            await drive(app, paths, token, max(300, args.requests // 5), args.concurrency)
+        for _ in range(args.rounds):
+            spent = {name: [0.0, 0.0, 0] for name, _, _ in callers}
+            for start in range(0, args.requests, args.slice):
+                count = min(args.slice, args.requests - start)
+                for name, app, token in callers:
+                    process, loop, before = time.process_time(), time.thread_time(), reads[0]
+                    await drive(app, paths, token, count, args.concurrency)
+                    spent[name][0] += time.process_time() - process
+                    spent[name][1] += time.thread_time() - loop
+                    spent[name][2] += reads[0] - before
+            for name, (process, loop, epoch_reads) in spent.items():
+                mine_of = found.setdefault(name, {"process": [], "loop": [], "reads": []})
+                mine_of["process"].append(process / args.requests)
+                mine_of["loop"].append(loop / args.requests)
+                mine_of["reads"].append(epoch_reads / args.requests)
+    finally:
+        on_vault.close()
+        off_vault.close()
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--patients", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=3000, help="per round and caller")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--slice", type=int, default=200, help="requests per caller's turn")
+    parser.add_argument("--workload", choices=("read", "subject", "typewide"), default="read")
+    args = parser.parse_args()
+    before = bench_access._load()
+    with tempfile.TemporaryDirectory(prefix="phivault-bench-access-cpu-") as tmp:
+        found = asyncio.run(measure(args, Path(tmp)))
+    print(f"\n{args.workload}: {args.requests} requests x {args.rounds} rounds per caller, "
+          f"{args.concurrency} in flight; load average before: {before}, "
+          f"after: {bench_access._load()}\n")  # fmt: skip
+    print("| caller | process CPU us/req | vs off (per-round median) | event-loop CPU us/req "
+          "| vs off (per-round median) | epoch reads per 100 requests |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    off = found["off"]
+    for name, kinds in found.items():
+        cells = []
+        for kind in ("process", "loop"):
+            value = statistics.median(kinds[kind]) * 1e6
+            ratios = [(k / o - 1) * 100 for k, o in zip(kinds[kind], off[kind], strict=True)]
+            versus = "baseline" if name == "off" else f"{statistics.median(ratios):+.1f}%"
+            cells += [f"{value:.0f}", versus]
+        cells.append("-" if name == "off" else f"{statistics.median(kinds['reads']) * 100:.0f}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
