@@ -83,9 +83,9 @@ def served(data: Path, key: Path, access: bool, reads: list[int]) -> tuple[Any, 
         control = AccessControl.for_service(vault.service, vault.keyring)
         refresh = control.refresh
 
-        def counted() -> None:
+        def counted(epochs: dict[str, int] | None = None) -> None:
             reads[0] += 1
-            refresh()
+            refresh(epochs)
 
         control.refresh = counted  # type: ignore[method-assign]
     return create_app(vault.service, vault.settings, control), vault
