@@ -30,45 +30,15 @@ from typing import Any
 import bench_access  # beside this script: the same clinics, tokens and workloads
 from phivault.access.runtime import AccessControl
 from phivault.api.app import create_app
+from phivault.benchmark.asgi_call import asgi_get
 from phivault.crypto.kek import KeyFileKeySource
 from phivault.vault import Vault, open_vault
-
-
-async def call(app: Any, path: str, token: str | None) -> int:
-    """One GET through the ASGI app; its status."""
-    route, _, query = path.partition("?")
-    headers = [(b"host", b"127.0.0.1")]
-    if token:
-        headers.append((b"authorization", f"Bearer {token}".encode()))
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": route, "raw_path": route.encode(),
-        "query_string": query.encode(), "root_path": "", "headers": headers,
-        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
-    }  # fmt: skip
-    status: list[int] = []
-    received = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal received
-        if not received:
-            received = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.Event().wait()  # the client stays connected
-        raise AssertionError
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            status.append(message["status"])
-
-    await app(scope, receive, send)
-    return status[0]
 
 
 async def drive(app: Any, paths: list[str], token: str | None, total: int, flight: int) -> None:
     async def one_connection(k: int) -> None:
         for i in range(k, total, flight):
-            status = await call(app, paths[i % len(paths)], token)
+            status = await asgi_get(app, paths[i % len(paths)], token)
             if status != 200:
                 raise SystemExit(f"unexpected status {status} for {paths[i % len(paths)]}")
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from phivault.api.middleware.auth import _EpochTurn
+from phivault.benchmark.asgi_call import asgi_get
 from phivault.crypto.kek import KeyFileKeySource
 from phivault.service import Context
 from phivault.vault import Vault, open_vault
@@ -34,41 +35,6 @@ def other(data_dir: Path, key_file: Path, clinic: Clinic) -> Iterator[Vault]:
     opened = open_vault(data_dir, KeyFileKeySource(key_file))
     yield opened
     opened.close()
-
-
-async def _get(app: Any, path: str, token: str) -> int:
-    """One GET through the ASGI app on the running loop; its status."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {token}".encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-    status: list[int] = []
-    received = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal received
-        if not received:
-            received = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.Event().wait()  # the client stays connected
-        raise AssertionError
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            status.append(message["status"])
-
-    await app(scope, receive, send)
-    return status[0]
 
 
 def _counting_refresh(clinic: Clinic) -> list[int]:
@@ -103,9 +69,9 @@ def test_requests_waiting_together_share_one_read_of_the_epochs(clinic: Clinic) 
     calls = _counting_refresh(clinic)
 
     async def run() -> list[int]:
-        assert await _get(app, url, token) == 200  # verified in full, then cached
+        assert await asgi_get(app, url, token) == 200  # verified in full, then cached
         calls.clear()
-        return list(await asyncio.gather(*(_get(app, url, token) for _ in range(6))))
+        return list(await asyncio.gather(*(asgi_get(app, url, token) for _ in range(6))))
 
     assert asyncio.run(run()) == [200] * 6
     assert len(calls) == (1 if shared else 6)
@@ -135,16 +101,16 @@ def test_a_write_committed_after_a_shared_read_is_seen_by_the_next_request(
     ended = {**_care_team(patient, clinic.clinician_ref, "inactive"), "id": team.version.rid}
 
     async def run() -> tuple[int, int]:
-        assert await _get(app, url, token) == 200
+        assert await asgi_get(app, url, token) == 200
         loop = asyncio.get_running_loop()
         later: list[asyncio.Task[int]] = []
 
         def end_care_then_request() -> None:
             other.service.update(SETUP, "CareTeam", team.version.rid, ended)
-            later.append(loop.create_task(_get(app, url, token)))
+            later.append(loop.create_task(asgi_get(app, url, token)))
 
         calls.clear()
-        first = loop.create_task(_get(app, url, token))
+        first = loop.create_task(asgi_get(app, url, token))
         loop.call_soon(end_care_then_request)  # runs right after A's first step
         allowed = await first
         while not later:
