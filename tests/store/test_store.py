@@ -287,6 +287,39 @@ def test_index_rows_replaced_on_update_and_removed_on_delete(vault: Vault) -> No
     assert _index_rows(vault, "x2") == 1
 
 
+def test_an_update_and_a_delete_clear_every_index_table(vault: Vault) -> None:
+    """Rows of every kind (the blind tokens too) go when the next version is written;
+    on PostgreSQL in one statement (data-modifying CTEs), on SQLite one per table."""
+    queries: Any = vault.store._queries  # type: ignore[attr-defined]
+    rows = (
+        ident("sys", "A"),
+        IndexRow("name", "string", value="ann", text="Ann"),
+        IndexRow("date", "date", lo=1.0, hi=2.0),
+        IndexRow("subject", "reference", system="Patient", value="p1"),
+        IndexRow("value-quantity", "quantity", system="u", value="mg", lo=1.0, hi=1.0),
+        IndexRow("probability", "number", lo=0.5, hi=0.5),
+        IndexRow("url", "uri", value="http://x"),
+        IndexRow("combo", "composite", value="a$b", lo=1.0, hi=1.0),
+        IndexRow("family", "blind", value="ab" * 16),
+    )
+
+    def held(rid: str) -> int:
+        tables: dict[str, str] = queries.index_tables
+        return sum(
+            int(raw_sql(vault, f"SELECT COUNT(*) FROM {t} WHERE rid = ?", (rid,))[0][0])
+            for t in tables.values()
+        )
+
+    append(vault, new("y1", 1, index=rows), new("y2", 1, index=rows))
+    assert held("y1") == held("y2") == len(rows)
+    deletes = queries.index_deletes("Basic", "y1")
+    assert len(deletes) == (1 if vault.store.backend == "postgresql" else len(queries.index_tables))
+    append(vault, new("y1", 2, index=(ident("sys", "B"),)))
+    assert held("y1") == 1 and held("y2") == len(rows)
+    append(vault, new("y2", 2, deleted=True))
+    assert held("y2") == 0 and held("y1") == 1
+
+
 # -- search pages -----------------------------------------------------------------------------
 
 

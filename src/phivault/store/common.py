@@ -364,8 +364,8 @@ class SqlWriteTx(SqlReadView):
         self._executemany(self._q.insert_index[kind], rows)
 
     def replace_index(self, rtype: str, rid: str, rows: Sequence[IndexRow]) -> None:
-        for stmt in self._q.delete_index.values():
-            self._conn.execute(stmt, (rtype, rid))
+        for stmt, keys in self._q.index_deletes(rtype, rid):
+            self._conn.execute(stmt, keys)
         for kind, params in index_params(rtype, rid, rows).items():
             self.insert_index(kind, params)
 
@@ -416,8 +416,8 @@ class SqlWriteTx(SqlReadView):
             (new.rtype, new.rid, new.version, seq, new.deleted, new.last_updated, new.compartment),
         )
         if new.version > 1:
-            for stmt in q.delete_index.values():
-                self._conn.execute(stmt, (new.rtype, new.rid))
+            for stmt, params in q.index_deletes(new.rtype, new.rid):
+                self._conn.execute(stmt, params)
         if not new.deleted:
             for kind, rows in index_params(new.rtype, new.rid, new.index).items():
                 self.insert_index(kind, rows)

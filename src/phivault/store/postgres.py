@@ -177,7 +177,9 @@ class PostgresStore(SqlReadView):
         self.url, self.schema = split_schema(url)
         pool_timeout, pool_size = pool_options(url)
         max_size = pool_size if max_size is None else max_size
-        self._queries = Queries(lambda s: s.replace("?", "%s"), insert_returning=True)
+        self._queries = Queries(
+            lambda s: s.replace("?", "%s"), insert_returning=True, one_statement_deletes=True
+        )
         schema = self.schema
 
         def configure(conn: psycopg.Connection[Any]) -> None:
@@ -397,8 +399,8 @@ class _PgWriteTx(SqlWriteTx):
         )
         for new in news:
             if new.version > 1:
-                for stmt in self._q.delete_index.values():
-                    conn.execute(stmt, (new.rtype, new.rid))
+                for stmt, params in self._q.index_deletes(new.rtype, new.rid):
+                    conn.execute(stmt, params)
         index: dict[str, list[tuple[Any, ...]]] = {}
         for new in news:
             if not new.deleted:

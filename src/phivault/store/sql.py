@@ -83,10 +83,17 @@ class Queries:
     """Every statement the stores run, rendered once for a paramstyle."""
 
     def __init__(
-        self, render: Callable[[str], str], insert_returning: bool, *, blind_docs: bool = False
+        self,
+        render: Callable[[str], str],
+        insert_returning: bool,
+        *,
+        blind_docs: bool = False,
+        one_statement_deletes: bool = False,
     ) -> None:
         """`blind_docs`: blind tokens are kept one row per resource (SQLite, `BLIND_DOCS`)
-        instead of one row per token (PostgreSQL, idx_blind)."""
+        instead of one row per token (PostgreSQL, idx_blind). `one_statement_deletes`:
+        a resource's index rows of every table go in one statement of data-modifying
+        CTEs (PostgreSQL: one round trip instead of one per table)."""
         r = render
         self.blind_docs = blind_docs
         # kind -> the table holding a resource's index rows of that kind
@@ -115,6 +122,13 @@ class Queries:
             kind: r(f"DELETE FROM {table} WHERE rtype = ? AND rid = ?")
             for kind, table in self.index_tables.items()
         }
+        self.delete_all_index: str | None = None
+        if one_statement_deletes:
+            ctes = ", ".join(
+                f"d{n} AS (DELETE FROM {table} WHERE rtype = ? AND rid = ?)"
+                for n, table in enumerate(self.index_tables.values())
+            )
+            self.delete_all_index = r(f"WITH {ctes} SELECT 1")
         self.insert_index = {
             kind: r(
                 f"INSERT INTO {table} ({', '.join(row_columns(kind))}) VALUES "
@@ -169,6 +183,13 @@ class Queries:
 
     def render(self, sql: str) -> str:
         return self._render(sql)
+
+    def index_deletes(self, rtype: str, rid: str) -> list[tuple[str, tuple[str, ...]]]:
+        """The statements (with their parameters) that delete every index row of one
+        resource: one on PostgreSQL, one per index table on SQLite."""
+        if self.delete_all_index is not None:
+            return [(self.delete_all_index, (rtype, rid) * len(self.index_tables))]
+        return [(stmt, (rtype, rid)) for stmt in self.delete_index.values()]
 
 
 def _prefixed(alias: str) -> str:
