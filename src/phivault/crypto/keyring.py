@@ -16,9 +16,10 @@ generation (in the shared state record, crypto/keystate.py); older generations a
 decrypt-only, because backups still hold ciphertext under them.
 
 The wrapped keys live in a `WrappedKeyStore` (a table of the store). The key ring only
-ever hands it wrapped blobs, and unwrapped keys are kept in a small bounded LRU cache,
-dropped whenever the shared state record's epoch moves (a shred or rotation by another
-process); the ring re-reads that one row at most every `refresh_interval` seconds.
+ever hands it wrapped blobs, and unwrapped keys are kept in a small bounded LRU cache
+(crypto/key_cache.py), dropped whenever the shared state record's epoch moves (a shred or
+rotation by another process); the ring re-reads that one row at most every
+`refresh_interval` seconds.
 
 A key created (or read) inside a caller's write transaction is cached *unconfirmed*: that
 transaction may still roll back, and its key row with it. Reads may use it (data under it
@@ -52,7 +53,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
@@ -60,6 +60,7 @@ from typing import NamedTuple
 from phivault.crypto import primitives
 from phivault.crypto.body import BODY_V1, body_aad, parse_body, seal_body
 from phivault.crypto.kek import Kek
+from phivault.crypto.key_cache import KeyCache
 from phivault.crypto.keystate import (
     INDEX_KEY_ID,
     STATE_ID,
@@ -129,26 +130,14 @@ class KeyRing:
         cache_size: int = 256,
         refresh_interval: float = 1.0,
     ) -> None:
-        if cache_size < 1:
-            raise ValueError("cache_size must be at least 1")
+        self._lock = threading.RLock()
+        # Open keys (crypto/key_cache.py), guarded by this ring's lock.
+        self._cache = KeyCache(cache_size, self._lock)
         # [0] wraps new keys; every entry may unwrap (during a KEK rotation: new, then old).
         self._keks: list[Kek] = [kek]
         self._store = store
-        # Bounded: every cached key is plaintext key material in memory (Python cannot
-        # wipe bytes); an unbounded cache would hold every patient's key after a scan.
-        self._cache: OrderedDict[str, bytes] = OrderedDict()
-        # Cached keys made or read inside a transaction not yet known to have committed:
-        # row id -> the wrapped blob they came from (module docstring).
-        self._unconfirmed: dict[str, bytes] = {}
-        self._cache_size = cache_size
         self._derived: dict[bytes, bytes] = {}
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
-        # Keys seen inside one write transaction (made there, or their row seen through
-        # it): that transaction may seal under them without checking again.
-        self._tx_keys: weakref.WeakKeyDictionary[object, dict[str, bytes]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.RLock()
         # How stale a shred or rotation done by another process may look here, at most.
         self.refresh_interval = refresh_interval
         self._state = KeyState()
@@ -209,7 +198,6 @@ class KeyRing:
                 return self._state  # a concurrent refresh already applied a newer state
             if not self._loaded or state.epoch != self._state.epoch:
                 self._cache.clear()
-                self._unconfirmed.clear()
                 self._pending.clear()
             self._state, self._state_raw, self._loaded = state, raw, True
             self._keks, self._stale = keks, stale
@@ -289,14 +277,11 @@ class KeyRing:
     ) -> bytes:
         row_id = key_row_id(key_id, generation) if key_id != INDEX_KEY_ID else key_id
         with self._lock:
-            cached = self._cache.get(row_id)
-            unconfirmed = self._unconfirmed.get(row_id)
-            if cached is not None:
-                self._cache.move_to_end(row_id)
-                if within is None or unconfirmed is None:
-                    return cached
+            cached, unconfirmed = self._cache.get(row_id)
+            if cached is not None and (within is None or unconfirmed is None):
+                return cached
             if within is not None:
-                seen = self._tx_cache(within).get(row_id)
+                seen = self._cache.in_tx(within).get(row_id)
                 if seen is not None:
                     return seen
         if within is not None:
@@ -307,14 +292,14 @@ class KeyRing:
                 # this transaction sees its row (module docstring).
                 if self._store.get_wrapped(row_id, within=within) == unconfirmed:
                     with self._lock:
-                        self._tx_cache(within)[row_id] = cached
+                        self._cache.in_tx(within)[row_id] = cached
                     return cached
-                self._forget(row_id)
+                self._cache.forget(row_id)
             stored, made = self._create(key_id, row_id, within)
             key = made if made is not None else self._unwrap(row_id, stored)
-            self._remember(row_id, key, unconfirmed=stored)
+            self._cache.remember(row_id, key, unconfirmed=stored)
             with self._lock:
-                self._tx_cache(within)[row_id] = key
+                self._cache.in_tx(within)[row_id] = key
             return key
         blob = self._store.get_wrapped(row_id)
         if blob is None and row_id != key_id and self._is_tombstone(key_id):
@@ -329,60 +314,31 @@ class KeyRing:
         if blob == TOMBSTONE:
             raise KeyShredded()
         key = made if made is not None else self._unwrap(row_id, blob)
-        self._remember(row_id, key, unconfirmed=None)
+        self._cache.remember(row_id, key, unconfirmed=None)
         return key
-
-    def _remember(self, row_id: str, key: bytes, *, unconfirmed: bytes | None) -> None:
-        """Cache a key; `unconfirmed`: the blob it came from, if not known committed."""
-        with self._lock:
-            self._cache[row_id] = key
-            self._cache.move_to_end(row_id)
-            if unconfirmed is None:
-                self._unconfirmed.pop(row_id, None)
-            else:
-                self._unconfirmed[row_id] = unconfirmed
-            while len(self._cache) > self._cache_size:
-                evicted, _ = self._cache.popitem(last=False)
-                self._unconfirmed.pop(evicted, None)
 
     def _settle(self, row_id: str) -> None:
         """Before sealing outside a transaction: keep a cached key only if it is known
         committed (else the committed store is read again)."""
         self._confirm(row_id)
         with self._lock:
-            if row_id in self._unconfirmed:
-                self._forget(row_id)
-
-    def _forget(self, row_id: str) -> None:
-        with self._lock:
-            self._cache.pop(row_id, None)
-            self._unconfirmed.pop(row_id, None)
+            if self._cache.unconfirmed(row_id) is not None:
+                self._cache.forget(row_id)
 
     def _confirm(self, row_id: str) -> None:
         """Mark an unconfirmed cached key committed if the store (outside any transaction)
         holds the blob it came from; drop it if the store holds a tombstone."""
-        with self._lock:
-            blob = self._unconfirmed.get(row_id)
+        blob = self._cache.unconfirmed(row_id)
         if blob is None:
             return
         committed = self._store.get_wrapped(row_id)
         with self._lock:
-            if self._unconfirmed.get(row_id) != blob:
+            if self._cache.unconfirmed(row_id) != blob:
                 return  # changed meanwhile
             if committed == blob:
-                del self._unconfirmed[row_id]
+                self._cache.confirmed(row_id, blob)
             elif committed == TOMBSTONE:
-                self._forget(row_id)
-
-    def _tx_cache(self, within: object) -> dict[str, bytes]:
-        """The keys of one open write transaction (call with the lock held)."""
-        try:
-            found = self._tx_keys.get(within)
-            if found is None:
-                found = self._tx_keys[within] = {}
-        except TypeError:  # a transaction object that takes no weak reference
-            return {}
-        return found
+                self._cache.forget(row_id)
 
     def _is_tombstone(self, key_id: str) -> bool:
         return self._store.get_wrapped(key_id) == TOMBSTONE
@@ -490,11 +446,10 @@ class KeyRing:
             return state.bumped()  # tells other processes to drop their cached copy
 
         self.update_state(destroy)
-        with self._lock:
-            for row in list(self._cache):
-                parsed = parse_row_id(row)
-                if parsed is not None and parsed[0] == key_id:
-                    self._forget(row)
+        for row in self._cache:
+            parsed = parse_row_id(row)
+            if parsed is not None and parsed[0] == key_id:
+                self._cache.forget(row)
 
     def rewrap_all(self, new_kek: Kek) -> int:
         """Rewrap every wrapped key (every generation of every data key, and the index
@@ -530,7 +485,6 @@ class KeyRing:
         """Drop every cached key (e.g. on lock or idle timeout)."""
         with self._lock:
             self._cache.clear()
-            self._unconfirmed.clear()
             self._derived.clear()
             self._pending.clear()
 
@@ -624,7 +578,7 @@ class KeyRing:
                 row_id = key_row_id(key_id, parsed[1])
                 if row_id not in self._cache:
                     wanted.add(row_id)
-        if len(wanted) < 2 or len(wanted) > self._cache_size:
+        if len(wanted) < 2 or len(wanted) > self._cache.size:
             return  # one key: `_key` reads it as cheaply; more than fit: no gain
         for row_id, blob in self._store.get_wrapped_many(sorted(wanted)).items():
             self._accept(row_id, blob)
@@ -656,9 +610,7 @@ class KeyRing:
                 key = kek.unwrap(blob, wrap_aad(row_id))
             except DecryptionError:
                 continue
-            with self._lock:
-                if row_id not in self._cache:  # a key made meanwhile stays as it is
-                    self._remember(row_id, key, unconfirmed=None)
+            self._cache.remember_new(row_id, key)  # a key made meanwhile stays as it is
             return
 
     def row_suffix(self) -> str:
