@@ -20,7 +20,6 @@ from phivault.audit.checkpoint import CheckpointSigner
 from phivault.audit.log import AuditLog
 from phivault.backup.integrity import check_audit_tip, check_files
 from phivault.config import CONFIG_FILE, Settings, load_settings
-from phivault.crypto import primitives
 from phivault.crypto.blind_index import BlindIndexPolicy
 from phivault.crypto.codec import BodyCodec, KeyRingCodec, PlaintextCodec
 from phivault.crypto.kek import (
@@ -33,6 +32,7 @@ from phivault.crypto.kek import (
 )
 from phivault.crypto.keyring import KeyRing
 from phivault.crypto.keystate import KeyState
+from phivault.crypto.pseudonym import Pseudonyms
 from phivault.errors import ConfigError, KeyMaterialError
 from phivault.fhir.indexing import IndexPolicy, PlainIndexPolicy
 from phivault.service import Service
@@ -185,11 +185,7 @@ def open_vault(
     try:
         keyring = KeyRing(kek, StoreWrappedKeys(store))
         keyring.check_current()  # a KEK rotated out by `keys rotate` is refused here
-        pseudonym_key = keyring.audit_pseudonym_key()
-
-        def pseudonymize(compartment: str) -> str:
-            return primitives.hmac_sha256(pseudonym_key, compartment.encode()).hex()[:32]
-
+        pseudonymize = Pseudonyms(keyring.audit_pseudonym_key())
         audit = AuditLog(store, pseudonymize, CheckpointSigner(keyring.audit_signing_seed()))
         check_audit_tip(store, audit.signer.public_key if audit.signer else None)
         codec: BodyCodec = KeyRingCodec(keyring)
