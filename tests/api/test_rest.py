@@ -551,6 +551,15 @@ def test_accept_xml_only_is_406(client: TestClient) -> None:
     assert client.get(f"/fhir/Patient/{rid}", headers={"accept": "*/*"}).status_code == 200
 
 
+def test_format_is_found_however_the_query_spells_it(client: TestClient) -> None:
+    # Only a query that could name _format is parsed: percent-encoding must not hide it.
+    rid = create(client, patient())
+    for query in ("%5Fformat=xml", "_form%61t=xml", "a=1&_format=application/fhir%2Bxml"):
+        outcome(client.get(f"/fhir/Patient/{rid}?{query}"), 406)
+    for query in ("", "_format=json", "_pretty=true", "x=%20"):
+        assert client.get(f"/fhir/Patient/{rid}?{query}").status_code == 200, query
+
+
 MALFORMED = {
     "truncated": b'{"resourceType": "Patient", "name": [',
     "text": b"not json at all",

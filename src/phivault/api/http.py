@@ -7,6 +7,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from phivault.errors import (
     BadRequest,
@@ -136,9 +137,21 @@ def query_text(request: Request) -> str:
     return text
 
 
+def _first_header(scope: Scope, name: bytes) -> str:
+    """The first `name` header's value ("" if none), as `request.headers.get` gives it,
+    without building the Headers object."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return ""
+
+
 def check_accept(request: Request) -> None:
-    accept = request.headers.get("accept", "")
-    fmt = request.query_params.get("_format", "")
+    accept = _first_header(request.scope, b"accept")
+    # Parsing the query costs more than the rest of this check: only a query that could
+    # name `_format` (literally or percent-encoded) is parsed.
+    query: bytes = request.scope.get("query_string", b"")
+    fmt = request.query_params.get("_format", "") if b"format" in query or b"%" in query else ""
     if fmt and fmt.lower() in {"xml", "text/xml", "application/xml", "application/fhir+xml"}:
         raise NotAcceptable("XML is not supported: use _format=json")
     if not accept:
