@@ -86,6 +86,44 @@ def test_the_same_route_as_the_plain_router(vault: Vault, access: AccessControl)
     assert checked > 200
 
 
+def _dispatched(router: SegmentRouter, method: str, path: str) -> BaseRoute | None:
+    """The route SegmentRouter.app hands the request to."""
+    scope: dict[str, Any] = {"type": "http", "method": method, "path": path, "root_path": ""}
+    partial, partial_at = None, -1
+    for position, route in router.ordered(path, method):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return route
+        if match is Match.PARTIAL and (partial is None or position < partial_at):
+            partial, partial_at = route, position
+    return partial
+
+
+def test_method_order_dispatches_as_the_plain_router(vault: Vault, access: AccessControl) -> None:
+    router = create_app(vault.service, vault.settings, access).router
+    assert isinstance(router, SegmentRouter)
+    plain = Router(router.routes)
+    checked = 0
+    for path in sorted(_paths_of(router.routes)):
+        for method in (*METHODS, "HEAD", "OPTIONS", "BREW"):
+            expected = _chosen(plain.routes, method, path)
+            assert _dispatched(router, method, path) is expected, (method, path)
+            checked += 1
+    assert checked > 300
+    # A read by id tries its own route first.
+    first = router.ordered("/fhir/Patient/1", "GET")[0][1]
+    assert isinstance(first, Route) and "GET" in (first.methods or ())
+
+
+def test_unknown_methods_share_one_cache_entry(vault: Vault, access: AccessControl) -> None:
+    router = create_app(vault.service, vault.settings, access).router
+    assert isinstance(router, SegmentRouter)
+    for i in range(50):
+        router.ordered("/fhir/Patient/1", f"X{i}")
+    shapes = {shape for shape, _ in router._by_method}
+    assert len(router._by_method) == len(shapes)
+
+
 def test_a_route_with_a_path_parameter_stays_a_candidate() -> None:
     async def endpoint(request: Any) -> Any:
         raise AssertionError("not called")

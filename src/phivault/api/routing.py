@@ -18,7 +18,10 @@ nothing the outer one does not.
 A route whose path has a `{name:path}` parameter (any number of segments), and anything
 that is not a plain Route, stays a candidate for every path. Requests no candidate
 matches (404s, trailing-slash redirects) and non-HTTP scopes go to the plain Router.
-The shapes are bounded by the routes' literals, so the cache of shapes is too.
+The shapes are bounded by the routes' literals, so the cache of shapes is too. Within a
+shape, the routes that allow the request's method are tried first (a read by id does not
+try the update and delete routes of its path before its own); the others can only match
+partially, and the first of those in route order answers 405, as before.
 """
 
 from __future__ import annotations
@@ -93,14 +96,36 @@ class SegmentRouter(Router):
                 if part is not None:
                     self._literals.setdefault(position, set()).add(part)
         self._by_shape: dict[_Shape, list[BaseRoute]] = {}
+        self._by_method: dict[tuple[_Shape, str | None], list[tuple[int, BaseRoute]]] = {}
+        self._methods = {m for r in self.routes if isinstance(r, Route) for m in r.methods or ()}
 
     def candidates(self, path: str) -> list[BaseRoute]:
         """The routes `path` could match, in their order."""
+        return self._for_shape(self._shape(path))
+
+    def ordered(self, path: str, method: str) -> list[tuple[int, BaseRoute]]:
+        """`candidates(path)` with their positions, those that allow `method` first (in
+        their order), then those that could only match partially (a 405): a read by id
+        then tries its own route first, not the update and delete routes of its path."""
+        shape = self._shape(path)
+        # Any method no route names is ordered alike: the key stays bounded.
+        known = method if method in self._methods else None
+        found = self._by_method.get((shape, known))
+        if found is None:
+            numbered = list(enumerate(self._for_shape(shape)))
+            first = [(i, r) for i, r in numbered if _may_allow(r, method)]
+            found = first + [(i, r) for i, r in numbered if not _may_allow(r, method)]
+            self._by_method[(shape, known)] = found
+        return found
+
+    def _shape(self, path: str) -> _Shape:
         literals = self._literals
         empty: set[str] = set()
-        shape = tuple(
+        return tuple(
             s if s in literals.get(i, empty) else None for i, s in enumerate(_segments(path))
         )
+
+    def _for_shape(self, shape: _Shape) -> list[BaseRoute]:
         found = self._by_shape.get(shape)
         if found is None:
             found = [t.route for t in self._templates if t.fits(shape)]
@@ -114,22 +139,28 @@ class SegmentRouter(Router):
         if "router" not in scope:
             scope["router"] = self
         partial: BaseRoute | None = None
+        partial_at = -1
         partial_scope: Scope = {}
-        for route in self.candidates(get_route_path(scope)):
+        for position, route in self.ordered(get_route_path(scope), scope["method"]):
             match, child_scope = route.matches(scope)
-            if match is Match.FULL:
+            if match is Match.FULL:  # routes that may match fully come first, in order
                 scope["route"] = route
                 scope.update(child_scope)
                 await route.handle(scope, receive, send)
                 return
-            if match is Match.PARTIAL and partial is None:
-                partial, partial_scope = route, child_scope
+            if match is Match.PARTIAL and (partial is None or position < partial_at):
+                partial, partial_at, partial_scope = route, position, child_scope
         if partial is not None:  # e.g. the path exists but not for this method: 405
             scope["route"] = partial
             scope.update(partial_scope)
             await partial.handle(scope, receive, send)
             return
         await super().app(scope, receive, send)  # not found: redirects and the 404
+
+
+def _may_allow(route: BaseRoute, method: str) -> bool:
+    """False for a Route whose methods exclude `method`: it can match only partially."""
+    return not isinstance(route, Route) or route.methods is None or method in route.methods
 
 
 def _qualname(app: object) -> str:
