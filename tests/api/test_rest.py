@@ -15,6 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from phivault.api.app import create_app
+from phivault.api.http import http_date
 from phivault.fhir.resources import parse_instant
 from phivault.store.base import HistoryQuery
 from phivault.vault import Vault
@@ -786,3 +787,9 @@ def test_invalid_resource_is_422(
     expressions = [e for i in out["issue"] for e in i.get("expression", [])]
     assert any(e == path or e.startswith(path) for e in expressions), expressions
     assert vault.store.count_current() == 0
+
+
+def test_http_date_of_an_instant() -> None:
+    assert http_date("2026-11-29T20:19:42.123Z") == "Sun, 29 Nov 2026 20:19:42 GMT"
+    assert http_date("2024-02-29T23:59:59.999+02:00") == "Thu, 29 Feb 2024 21:59:59 GMT"
+    assert http_date("2026-11-29T20:19:42.123Z") == "Sun, 29 Nov 2026 20:19:42 GMT"  # cached

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.utils import format_datetime
 from itertools import chain
 from typing import Any
 
@@ -26,11 +25,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from phivault.api.fhir_routes import FhirRoutes
-from phivault.api.http import check_accept, fhir_json, read_resource
+from phivault.api.http import check_accept, fhir_json, http_date, read_resource
 from phivault.config import Settings
 from phivault.errors import BadRequest, UnsupportedSearchParameter
 from phivault.fhir.outcome import information
-from phivault.fhir.resources import parse_instant
 from phivault.service import Service
 from phivault.service.export import ExportService
 
@@ -202,7 +200,7 @@ class ExportRoutes(FhirRoutes):
             )
         headers: dict[str, str] = {}
         if state.expires:
-            headers["Expires"] = format_datetime(parse_instant(state.expires), usegmt=True)
+            headers["Expires"] = http_date(state.expires)
         return JSONResponse(state.manifest, headers=headers)
 
     async def cancel(self, request: Request) -> Response:

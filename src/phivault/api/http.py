@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from email.utils import format_datetime
 from typing import Any
 
@@ -109,12 +110,17 @@ def prefer_return(request: Request) -> str:
     return "representation"
 
 
+@functools.lru_cache(maxsize=4096)
+def http_date(instant: str) -> str:
+    """A FHIR instant as an HTTP date (Last-Modified, Expires). Remembered: every read
+    answers with its version's, and formatting one costs more than the rest of the
+    headers together. Instants are times, not patient data."""
+    return format_datetime(parse_instant(instant), usegmt=True)
+
+
 def read_headers(version: int, last_updated: str) -> dict[str, str]:
     """ETag and Last-Modified of a version (a read's answer has no Location)."""
-    return {
-        "ETag": f'W/"{version}"',
-        "Last-Modified": format_datetime(parse_instant(last_updated), usegmt=True),
-    }
+    return {"ETag": f'W/"{version}"', "Last-Modified": http_date(last_updated)}
 
 
 def version_headers(
