@@ -4,6 +4,8 @@ seal, whatever the row count (PostgreSQL: one statement of column arrays)."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +144,53 @@ def test_a_committing_append_is_durable_when_it_returns(vault: Vault) -> None:
     assert store.audit_size() == 4
     assert store.audit_nodes(list(nodes)) == nodes
     assert store.audit_seal() == (4, b"c" * 32)
+
+
+def test_a_committing_append_waits_for_the_audit_lock_and_its_holders_rows(
+    vault: Vault,
+) -> None:
+    """A writer holds the audit lock, then appends at the size it read under it, the size
+    the appender expects too. The committing append, sent meanwhile, waits for the lock
+    (PostgreSQL: its one statement started before the holder wrote or committed anything)
+    instead of taking the holder's indexes, and then, the log having grown, commits
+    nothing."""
+    vault.audit.close()
+    store = vault.store
+    mine, mine_index = rows(0, 4)
+    theirs, theirs_index = rows(0, 2)
+    holding, release = threading.Event(), threading.Event()
+    found: list[int] = []
+
+    def holder() -> None:
+        with store.write() as tx:
+            size = tx.audit_claim()  # the lock, and the size under it
+            holding.set()
+            release.wait(10)
+            tx.audit_append(size, mine, {}, mine_index, (4, b"h" * 32))
+
+    def appender() -> None:
+        with contextlib.suppress(_Abandon), store.write() as tx:
+            found.append(
+                tx.audit_claim_append(0, theirs, {}, theirs_index, (2, b"t" * 32), commit=True)
+            )
+            _assert_transactional(tx)
+            if found[0] != 0:
+                raise _Abandon()
+
+    first = threading.Thread(target=holder)
+    first.start()
+    assert holding.wait(10)
+    second = threading.Thread(target=appender)
+    second.start()
+    second.join(0.5)
+    assert second.is_alive()  # waiting for the lock
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert found and found[0] != 0
+    assert store.audit_size() == 4
+    assert [bytes(r[1]) for r in store.audit_rows(0, 4)] == mine
+    assert store.audit_seal() == (4, b"h" * 32)
 
 
 def _assert_transactional(tx: Any) -> None:

@@ -180,6 +180,35 @@ PG_APPEND_SEALED = (
     "VALUES (1, %b, %b) ON CONFLICT (id) DO UPDATE SET size = excluded.size, mac = excluded.mac"
 )
 
+# PostgreSQL: a committing append (the appender's group commit) as one statement, run as
+# its own transaction (autocommit): the audit lock, the size check and the append. Every
+# insert and the seal take their rows through `c`, so no row is written before the lock
+# is held and the check passed. The statement's snapshot predates the lock, so the check
+# may see fewer entries than the log holds by then, never more (the log only grows):
+# entries committed meanwhile either fail the check or take the index the first new row
+# wants (a unique violation); a log shorter than `expected` always fails it. Either error
+# rolls the whole statement back.
+_PG_CLAIMED = (
+    "l AS (SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '?audit', 0))), "
+    "c AS (SELECT 1 / ((SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entries) = %b::bigint)"
+    "::integer AS ok FROM l)"
+)
+_PG_CLAIMED_ENTRIES = (
+    "INSERT INTO audit_entries (" + ", ".join(ENTRY_COLUMNS) + ") SELECT u.* FROM unnest("
+    "%b::bigint[], %b::bytea[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
+    "%b::text[], %b::text[]) AS u CROSS JOIN c"
+)
+_PG_CLAIMED_NODES = (
+    "INSERT INTO audit_nodes (level, idx, hash) "
+    "SELECT u.* FROM unnest(%b::integer[], %b::bigint[], %b::bytea[]) AS u CROSS JOIN c"
+)
+_PG_CLAIMED_WITH = f"WITH {_PG_CLAIMED}, e AS ({_PG_CLAIMED_ENTRIES}), n AS ({_PG_CLAIMED_NODES}) "
+PG_CLAIM_APPEND = _PG_CLAIMED_WITH + "SELECT ok FROM c"
+PG_CLAIM_APPEND_SEALED = (
+    _PG_CLAIMED_WITH + "INSERT INTO audit_seal (id, size, mac) SELECT 1, %b, %b FROM c "
+    "ON CONFLICT (id) DO UPDATE SET size = excluded.size, mac = excluded.mac"
+)
+
 
 # PostgreSQL: any number of nodes (a whole proof) in one statement of one text, so that
 # it is prepared once per connection: the keys as two arrays, joined to the primary key

@@ -471,26 +471,23 @@ class _PgWriteTx(SqlWriteTx):
         index: Sequence[AuditIndexRow],
         seal: tuple[int, bytes] | None,
     ) -> int:
-        # BEGIN, lock, size check, append and COMMIT in one round trip, where they took
-        # three (psycopg's BEGIN, which it syncs on its own in a pipeline; the pipeline;
-        # the COMMIT): a read's audit entry is durable two round trips sooner. BEGIN and
-        # COMMIT are statements of the pipeline, sent on the connection switched to
-        # autocommit for the purpose (else psycopg opens the transaction itself).
-        # The size is checked by the server before the COMMIT: a log of another size
-        # fails the check statement (a division by zero), a row at a taken index fails
-        # its key; after an error the server skips the rest of the pipeline, so the
-        # COMMIT never runs, and -1 tells the caller to start again.
+        # Lock, size check, append and commit in one statement and one round trip
+        # (audit_sql.PG_CLAIM_APPEND), run as its own transaction on the connection
+        # switched to autocommit for the purpose: where BEGIN, the lock, the check, the
+        # append and COMMIT took five statements of a pipeline (the appender's Python
+        # work for each, per group commit). A log of another size fails the check (a
+        # division by zero) or a row's key, the statement commits nothing, and -1 tells
+        # the caller to start again.
         conn = self._conn
         if conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             raise StoreError("a committing audit append must open its transaction")
+        params = [expected, *_append_params(expected, entries, nodes, index)]
         conn.autocommit = True
         try:
-            with conn.pipeline():
-                conn.execute("BEGIN")
-                self.lock_audit()
-                conn.execute(_AUDIT_SIZE_IS, (expected,))
-                self.audit_append(expected, entries, nodes, index, seal)
-                conn.execute("COMMIT")
+            if seal is None:
+                conn.execute(_CLAIM_APPEND, params)
+            else:
+                conn.execute(_CLAIM_APPEND_SEALED, [*params, *seal])
         except (pg_errors.UniqueViolation, pg_errors.DivisionByZero):
             return -1
         finally:
@@ -505,14 +502,7 @@ class _PgWriteTx(SqlWriteTx):
         index: Sequence[AuditIndexRow] = (),
         seal: tuple[int, bytes] | None = None,
     ) -> None:
-        if index and len(index) != len(entries):
-            raise ValueError("one index row per entry")
-        count = len(entries)
-        columns: list[list[Any]] = (
-            [list(c) for c in zip(*index, strict=True)] if index else [[None] * count] * 7
-        )
-        params: list[Any] = [list(range(start, start + count)), list(entries), *columns]
-        params += [[lv for lv, _ in nodes], [ix for _, ix in nodes], list(nodes.values())]
+        params = _append_params(start, entries, nodes, index)
         if seal is None:
             self._conn.execute(audit_sql.PG_APPEND.encode(), params)
         else:
@@ -538,6 +528,27 @@ class _PgWriteTx(SqlWriteTx):
 
 
 _SELECT_NODES = audit_sql.PG_SELECT_NODES.encode()
+_CLAIM_APPEND = audit_sql.PG_CLAIM_APPEND.encode()
+_CLAIM_APPEND_SEALED = audit_sql.PG_CLAIM_APPEND_SEALED.encode()
+
+
+def _append_params(
+    start: int,
+    entries: Sequence[bytes],
+    nodes: dict[tuple[int, int], bytes],
+    index: Sequence[AuditIndexRow],
+) -> list[Any]:
+    """The column arrays of an append (audit_sql.PG_APPEND): entries from `start`, their
+    index columns, then the nodes'."""
+    if index and len(index) != len(entries):
+        raise ValueError("one index row per entry")
+    count = len(entries)
+    columns: list[list[Any]] = (
+        [list(c) for c in zip(*index, strict=True)] if index else [[None] * count] * 7
+    )
+    params: list[Any] = [list(range(start, start + count)), list(entries), *columns]
+    params += [[lv for lv, _ in nodes], [ix for _, ix in nodes], list(nodes.values())]
+    return params
 
 
 def _end_autocommit(conn: psycopg.Connection[Any]) -> None:
@@ -556,8 +567,6 @@ def _end_autocommit(conn: psycopg.Connection[Any]) -> None:
         conn.close()
 
 
-# Fails (division by zero) unless the log holds exactly the given number of entries.
-_AUDIT_SIZE_IS = "SELECT 1 / (COALESCE(MAX(idx) + 1, 0) = %s::bigint)::integer FROM audit_entries"
 _VERSION_COPY_COLUMNS = (
     "seq", "rtype", "rid", "version", "last_updated", "deleted", "body", "compartment", "method",
 )  # fmt: skip
