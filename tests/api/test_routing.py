@@ -124,6 +124,27 @@ def test_unknown_methods_share_one_cache_entry(vault: Vault, access: AccessContr
     assert len(router._by_method) == len(shapes)
 
 
+def test_full_match_names_the_route_the_router_hands_a_request_to(
+    vault: Vault, access: AccessControl
+) -> None:
+    app = create_app(vault.service, vault.settings, access)
+    router = app.router
+    assert isinstance(router, SegmentRouter)
+    checked = 0
+    for path in sorted(_paths_of(router.routes)):
+        for method in METHODS:
+            scope = {"type": "http", "method": method, "path": path, "root_path": ""}
+            chosen = _chosen(router.routes, method, path)
+            found = router.full_match(scope)
+            if chosen is None or chosen.matches(scope)[0] is not Match.FULL:
+                assert found is None, (method, path)  # a 404 or a 405: no full match
+                continue
+            assert found is not None and found[0] is chosen, (method, path)
+            assert found[1] == chosen.matches(scope)[1]
+            checked += 1
+    assert checked > 50
+
+
 def test_a_route_with_a_path_parameter_stays_a_candidate() -> None:
     async def endpoint(request: Any) -> Any:
         raise AssertionError("not called")

@@ -61,8 +61,13 @@ def create_app(
         metadata = Route(f"{base}/metadata", secured_metadata(fhir), methods=["GET"])
         alerts = AlertRoutes(access, service.store).routes()  # /admin/alerts: admins only
         routes = [*OAuthRoutes(access, base).routes(), *alerts, metadata, *routes]
-        # A networked store's read by id: epochs, version and key in one round trip.
-        ahead = None if access.store.local_reads else ReadAheads(access, service, base)
+    router = SegmentRouter(routes)  # the plain Router tried every route's regex in turn
+    if access is not None:
+        # A networked store's read by id: epochs, version and key in one round trip, and
+        # the read in the same worker thread as the token check.
+        ahead = None
+        if not access.store.local_reads:
+            ahead = ReadAheads(access, service, base, router, fhir.read)
         middleware.append(Middleware(BearerAuth, access=access, base_path=base, read_ahead=ahead))
     app = Starlette(
         middleware=middleware,
@@ -72,5 +77,5 @@ def create_app(
             Exception: errors.unexpected_error,
         },
     )
-    app.router = SegmentRouter(routes)  # the plain Router tried every route's regex in turn
+    app.router = router
     return app

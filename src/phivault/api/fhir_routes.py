@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from phivault.api import read_ahead
+from phivault.api.held import held
 from phivault.api.http import (
     as_resource,
     check_accept,
@@ -22,7 +23,6 @@ from phivault.api.http import (
     version_headers,
 )
 from phivault.api.worker_threads import run_blocking
-from phivault.audit.log import AuditLog, Deferred
 from phivault.config import Settings
 from phivault.errors import BadRequest, MethodNotAllowed
 from phivault.fhir.bundles import HistoryItem, history_bundle
@@ -99,32 +99,13 @@ class FhirRoutes:
 
     async def released(self, work: Callable[[], T], *, inline: bool = False) -> T:
         """Run `work` (a read, a search, `$everything`), and hand its answer over only once
-        every audit entry it made (the access, or the refusal) is durable: fail closed, as
-        `AuditSink.record` is.
+        every audit entry it made (the access, or the refusal) is durable (api/held.py).
 
-        The wait is awaited on the event loop instead of blocking a worker thread per
-        request (the audit appender wakes every request of one group commit at once).
         `inline` runs the work on the event loop itself, for work cheaper than the hop to
         a worker thread and back."""
         audit = self.service.audit
-        if not isinstance(audit, AuditLog):
-            return work() if inline else await run_blocking(work)
-
-        found: list[T] = []
-
-        def run() -> tuple[Deferred, Exception | None]:
-            with audit.deferred() as pending:
-                try:
-                    found.append(work())
-                except Exception as exc:  # answered only after its audit entry is durable
-                    return pending, exc
-                return pending, None
-
-        pending, error = run() if inline else await run_blocking(run)
-        await pending.durable()
-        if error is not None:
-            raise error
-        return found[0]
+        outcome = held(audit, work) if inline else await run_blocking(held, audit, work)
+        return await outcome.released()
 
     def capability_statement(self, request: Request) -> dict[str, Any]:
         """The CapabilityStatement as this server's settings make it."""
@@ -141,6 +122,9 @@ class FhirRoutes:
     async def read(self, request: Request) -> Response:
         check_accept(request)
         p = request.path_params
+        early = read_ahead.answered(request.scope, p["rtype"], p["rid"])
+        if early is not None:  # read where the token was checked: release it here
+            return self._version_response(await early.released())
         ctx = self.context(request)
         ahead = read_ahead.taken(request.scope, p["rtype"], p["rid"])
         version = await self.released(

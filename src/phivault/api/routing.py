@@ -132,6 +132,16 @@ class SegmentRouter(Router):
             self._by_shape[shape] = found
         return found
 
+    def full_match(self, scope: Scope) -> tuple[BaseRoute, Scope] | None:
+        """The route `app` would hand the HTTP request `scope` to on a full match, with
+        its child scope (path parameters), without handling it; None for any other
+        answer (a 405, a redirect, a 404)."""
+        for _, route in self.ordered(get_route_path(scope), scope["method"]):
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:  # those that may match fully come first, in order
+                return route, child_scope
+        return None
+
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().app(scope, receive, send)

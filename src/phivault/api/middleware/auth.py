@@ -72,9 +72,11 @@ class BearerAuth:
                 principal = self.access.cached(token, refresh=False)
             target = self.read_ahead.target(scope) if self.read_ahead is not None else None
             if target is not None:
-                principal = await run_blocking(self._authenticate_reading, token, scope, target)
-            elif principal is None:
-                principal = await run_blocking(self.access.authenticate, token)
+                ctx = await run_blocking(self._authenticate_reading, token, address, scope, target)
+            else:
+                if principal is None:
+                    principal = await run_blocking(self.access.authenticate, token)
+                ctx = self._context(principal, address)
         except InvalidToken as exc:
             await to_thread.run_sync(self._audit_denied, address)
             response = outcome_response(exc)
@@ -84,22 +86,34 @@ class BearerAuth:
         except PhivaultError as exc:
             await outcome_response(exc)(scope, receive, send)
             return
-        scope[CONTEXT_KEY] = Context(
+        scope[CONTEXT_KEY] = ctx
+        await self.app(scope, receive, send)
+
+    def _context(self, principal: Principal, address: str | None) -> Context:
+        return Context(
             actor=principal.subject,
             client=address,
             purpose=self.access.purpose(principal),
             principal=principal,
         )
-        await self.app(scope, receive, send)
 
-    def _authenticate_reading(self, token: str, scope: Scope, target: tuple[str, str]) -> Principal:
+    def _authenticate_reading(
+        self, token: str, address: str | None, scope: Scope, target: tuple[str, str]
+    ) -> Context:
         """`authenticate` with the epochs read along with the version a read by id is
-        about to open (api/read_ahead.py), left in the scope for the read handler."""
+        about to open (api/read_ahead.py). The read itself follows in this thread when
+        the read handler is sure to answer the request, its answer held in the scope
+        until its audit entry is durable; otherwise the read-ahead is left in the scope
+        for whichever handler answers. Nothing is read for a token that fails."""
         assert self.read_ahead is not None
         ahead = self.read_ahead.read(*target)
         principal = self.access.authenticate(token, ahead.epochs)
-        scope[READ_AHEAD_KEY] = ahead
-        return principal
+        ctx = self._context(principal, address)
+        if self.read_ahead.answerable(scope, *target):
+            self.read_ahead.answer(scope, ctx, ahead)
+        else:
+            scope[READ_AHEAD_KEY] = ahead
+        return ctx
 
     def _protected(self, path: str) -> bool:
         if path in _NEEDS_TOKEN:
