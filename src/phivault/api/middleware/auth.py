@@ -36,6 +36,7 @@ from phivault.service import Context
 CONTEXT_KEY = "phivault.context"
 _PUBLIC = ("/metadata", "/.well-known/smart-configuration")
 _NEEDS_TOKEN = ("/oauth/break-glass", "/audit/leaves")
+_CONTEXTS_KEPT = 16  # per principal: the addresses one token is used from
 
 
 class BearerAuth:
@@ -84,13 +85,28 @@ class BearerAuth:
         except PhivaultError as exc:
             await outcome_response(exc)(scope, receive, send)
             return
-        scope[CONTEXT_KEY] = Context(
+        scope[CONTEXT_KEY] = self._context(principal, address)
+        await self.app(scope, receive, send)
+
+    def _context(self, principal: Principal, address: str | None) -> Context:
+        """The request's Context: made once per principal and address unless its purpose
+        of use depends on the time (break-glass, which ends). The principal stands for its
+        token only while the token cache keeps it (a revocation empties the cache), so a
+        Context kept with it is never used for a caller it no longer describes."""
+        kept = principal.contexts.get(address)
+        if isinstance(kept, Context):
+            return kept
+        made = Context(
             actor=principal.subject,
             client=address,
             purpose=self.access.purpose(principal),
             principal=principal,
         )
-        await self.app(scope, receive, send)
+        if principal.break_glass_until is None:
+            if len(principal.contexts) >= _CONTEXTS_KEPT:
+                principal.contexts.clear()  # addresses are the network's choice: bounded
+            principal.contexts[address] = made
+        return made
 
     def _authenticate_reading(self, token: str, scope: Scope, target: tuple[str, str]) -> Principal:
         """`authenticate` with the epochs read along with the version a read by id is
@@ -166,11 +182,14 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 def _bearer(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", []):
+    """The token of the first Authorization header if it is a Bearer one (the scheme in
+    any case; spaces and tabs around the token are not part of it)."""
+    for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            text: str = bytes(value).decode("latin-1")
-            kind, _, token = text.partition(" ")
-            if kind.lower() == "bearer" and token.strip():
-                return token.strip()
+            kind, _, token = bytes(value).partition(b" ")
+            if kind.lower() == b"bearer":
+                token = token.strip(b" \t")
+                if token:
+                    return token.decode("latin-1")
             return None
     return None
