@@ -324,20 +324,20 @@ class Policy:
         principal = ctx.principal
         if principal is None:
             return Decision.ALLOW
-        if self.decide_type(principal, interaction, target.rtype) is Decision.DENY:
+        rtype = target.rtype
+        plan = principal.plans.get((interaction, rtype)) or _plan(principal, interaction, rtype)
+        if plan.type_decision is Decision.DENY:
             return Decision.DENY
         compartment = target.compartment
         if compartment is None:
             return Decision.ALLOW  # not patient data (directory, terminology ...)
-        rtype = target.rtype
-        plan = _plan(principal, interaction, rtype)
         if plan.patient_only:
             if principal.patient is None or compartment != f"Patient/{principal.patient}":
                 return Decision.HIDE
         elif interaction == "create" and rtype == "Patient":
             return Decision.ALLOW  # registering a new patient: no relationship can exist yet
         now = self.clock()
-        emergency = _emergency(principal, now)
+        emergency = principal.break_glass_until is not None and _emergency(principal, now)
         if principal.kind != SYSTEM and not emergency:
             if not self._plan_allows_patient(plan, principal, compartment, now):
                 return Decision.HIDE
@@ -438,10 +438,11 @@ class Policy:
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What a principal's scopes and roles say about one (interaction, type), fixed for
-    the principal's lifetime: whether every scope allowing it is limited to the launch
-    patient, and whether a role allowing it works clinic-wide (clerical) or by care
-    relationship (clinical)."""
+    the principal's lifetime: the type-level decision (as `decide_type`), whether every
+    scope allowing it is limited to the launch patient, and whether a role allowing it
+    works clinic-wide (clerical) or by care relationship (clinical)."""
 
+    type_decision: Decision
     patient_only: bool
     clinic_wide: bool
     clinical: bool
@@ -455,6 +456,7 @@ def _plan(principal: Principal, interaction: str, rtype: str) -> _Plan:
         scopes = [s for s in principal.scopes if s.allows(rtype, interaction)]
         roles = [r for r in principal.roles if letter and letter in role_permissions(r, rtype)]
         found = _Plan(
+            type_decision=_decide_type(principal, interaction, rtype),
             patient_only=all(s.context == PATIENT for s in scopes),
             clinic_wide=any(r not in CLINICAL_ROLES for r in roles),
             clinical=any(r in CLINICAL_ROLES for r in roles),

@@ -159,8 +159,9 @@ class _EpochTurn:
 
     def refreshed(self, read: Callable[[], None]) -> None:
         """Call `read` (AccessControl.refresh) unless this loop turn has done so."""
-        loop = _running_loop()
-        if loop is None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
             read()  # no loop: every request reads for itself
             return
         if getattr(self._local, "loop", None) is loop:
@@ -172,13 +173,6 @@ class _EpochTurn:
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         if getattr(self._local, "loop", None) is loop:
             self._local.loop = None
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _bearer(scope: Scope) -> str | None:
