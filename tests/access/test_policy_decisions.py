@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 
 from phivault.access.care import PatientFacts
 from phivault.access.policy import Decision, Policy, Target, Visible
@@ -228,3 +229,14 @@ def test_an_interaction_the_policy_does_not_know_reaches_no_patient() -> None:
     # that has no permission letter (the empty letter must not match every role).
     assert policy.reach(Ctx(clerk), "search", "Coverage").only is None
     assert policy.reach(Ctx(clerk), "frobnicate", "Coverage").only == frozenset()
+
+
+def test_a_target_cannot_be_changed_once_made() -> None:
+    """A decision is made about the target it was given: nobody can swap its compartment
+    or body afterwards (a named tuple, as immutable as the frozen dataclass it was)."""
+    target = Target("Observation", "o1", "Patient/p1", None, b'{"resourceType": "Observation"}')
+    with pytest.raises(AttributeError):
+        target.compartment = "Patient/p2"  # type: ignore[misc]
+    assert target.compartment == "Patient/p1"
+    assert target.data() == {"resourceType": "Observation"}
+    assert Target("Patient").rid is None and Target("Patient").data() is None

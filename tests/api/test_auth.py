@@ -3,6 +3,7 @@ scope escalation and every guessing attack is refused, audited, and leaks nothin
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import html
@@ -22,6 +23,8 @@ from starlette.testclient import TestClient
 
 from phivault.access import clients, totp
 from phivault.access.tokens import TokenSigner
+from phivault.api.middleware.auth import CONTEXT_KEY, BearerAuth, _bearer
+from phivault.service import Context
 from phivault.vault import Vault
 from tests.access.clinic import PASSWORD, Clinic, open_clinic
 
@@ -446,3 +449,116 @@ def test_backend_services_client_credentials(clinic: Clinic) -> None:
     config = clinic.client.get("/.well-known/smart-configuration").json()
     assert config["code_challenge_methods_supported"] == ["S256"]
     clinic.client.post("/oauth/revoke", data={"token": "whatever"})
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        (b"Bearer abc.def.ghi", "abc.def.ghi"),
+        (b"bearer abc", "abc"),
+        (b"BEARER  abc \t", "abc"),
+        (b"Bearer", None),
+        (b"Bearer \t ", None),
+        (b"Basic YWxhZGRpbjpvcGVuc2VzYW1l", None),
+        (b"Bearer\tabc", None),
+    ],
+)
+def test_the_bearer_token_is_read_from_the_first_authorization_header(
+    header: bytes, token: str | None
+) -> None:
+    later = (b"authorization", b"Bearer later")
+    scope = {"headers": [(b"host", b"x"), (b"authorization", header), later]}
+    assert _bearer(scope) == token
+    assert _bearer({"headers": [(b"host", b"x")]}) is None
+
+
+def _capturing(found: list[Context]) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        found.append(scope[CONTEXT_KEY])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+def _from(address: str, url: str, token: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": url,
+        "headers": [(b"authorization", f"Bearer {token}".encode())],
+        "client": (address, 50000),
+    }
+
+
+async def _call(auth: BearerAuth, scope: dict[str, Any]) -> None:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    await auth(scope, receive, send)
+
+
+def test_a_token_seen_again_keeps_its_context_per_address(clinic: Clinic) -> None:
+    """The Context of a cached principal is made once per address; a revocation (a new
+    principal after the full check) or break-glass (its purpose ends with time) never
+    reuses an older one."""
+    doctor = clinic.add_user("clinician", practitioner=clinic.clinician_ref)
+    token = clinic.token(doctor)
+    found: list[Context] = []
+    auth = BearerAuth(_capturing(found), clinic.access, "/fhir")
+    url = f"/fhir/Patient/{clinic.related}"
+
+    async def run(*addresses: str) -> None:
+        for address in addresses:
+            await _call(auth, _from(address, url, token))
+
+    asyncio.run(run("10.0.0.1", "10.0.0.1", "10.0.0.2"))
+    first, again, elsewhere = found
+    assert again is first
+    assert (first.actor, first.client, first.purpose) == (doctor.user_id, "10.0.0.1", "TREAT")
+    assert elsewhere is not first and elsewhere.client == "10.0.0.2"
+    assert elsewhere.principal is first.principal
+
+    # Break-glass changes the session (the auth epoch): a new principal, whose purpose
+    # of use depends on the time, so its Context is made for every request.
+    assert first.principal is not None and first.principal.session_id is not None
+    until = clinic.access.sessions.start_break_glass(first.principal.session_id, "cardiac arrest")
+    found.clear()
+    asyncio.run(run("10.0.0.1", "10.0.0.1"))
+    urgent, urgent_again = found
+    assert urgent.principal is not first.principal
+    assert urgent.purpose == urgent_again.purpose == "ETREAT"
+    assert urgent_again is not urgent
+    real = clinic.access.clock
+    clinic.access.clock = lambda: until + 1  # break-glass over; the token still valid
+    try:
+        found.clear()
+        asyncio.run(run("10.0.0.1"))
+        assert found[0].purpose == "TREAT"
+    finally:
+        clinic.access.clock = real
+
+    # Revoked: refused, although a Context for this token and address was kept.
+    assert clinic.access.sessions.revoke_user(doctor.user_id) == 1
+    found.clear()
+    asyncio.run(run("10.0.0.1"))
+    assert found == []
+
+
+def test_a_system_token_acts_without_a_purpose_of_use(clinic: Clinic) -> None:
+    row = clients.register(clinic.access.store, "ctx-script", clients.SCRIPT, "system/*.rs")
+    token, _ = clinic.access.system_token(row.client_id, "system/*.rs")
+    found: list[Context] = []
+    auth = BearerAuth(_capturing(found), clinic.access, "/fhir")
+    url = f"/fhir/Patient/{clinic.related}"
+
+    async def run() -> None:
+        await _call(auth, _from("10.0.0.9", url, token))
+        await _call(auth, _from("10.0.0.9", url, token))
+
+    asyncio.run(run())
+    assert found[0] is found[1]
+    assert (found[0].actor, found[0].purpose) == (row.client_id, None)

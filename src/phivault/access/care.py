@@ -166,10 +166,12 @@ class StoreCareFacts:
         Kept (until a care write empties the cache) for as long as `now` stays before the
         next instant at which one of those Appointments enters or leaves the window: within
         that span the answer cannot change, so a cached answer is always the exact one."""
+        # A hit needs no lock: an entry is an immutable tuple, stored whole, and `forget`
+        # drops entries rather than changing them (one read per decision of a clinician).
+        hit = self._related.get(who)
+        if hit is not None and hit[0] == window and hit[1] <= now < hit[2]:
+            return hit[3]
         with self._lock:
-            hit = self._related.get(who)
-            if hit is not None and hit[0] == window and hit[1] <= now < hit[2]:
-                return hit[3]
             generation = self._generation
         rtype, _, rid = who.partition("/")
         by_compartment: dict[str, list[Resource]] = {}
@@ -199,9 +201,10 @@ class StoreCareFacts:
     def consent_compartments(self) -> frozenset[str]:
         """Every compartment holding a live Consent (any status: a superset)."""
         tick = self._clock()
+        consented = self._consented  # one immutable tuple, replaced whole: no lock to read
+        if consented is not None and tick - consented[0] < self._ttl:
+            return consented[1]
         with self._lock:
-            if self._consented is not None and tick - self._consented[0] < self._ttl:
-                return self._consented[1]
             generation = self._generation
         found: set[str] = set()
         spec = SearchSpec("Consent", (), limit=_BATCH)

@@ -52,6 +52,13 @@ class Principal:
         default_factory=dict, init=False, compare=False, repr=False
     )
 
+    # client address -> the request Context (service/records.py) the API made for this
+    # principal from there, kept by api/middleware/auth.py while its purpose of use
+    # cannot change (no break-glass): a token seen before then costs no new Context.
+    contexts: dict[str | None, Any] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+
     def break_glass_active(self, now: float) -> bool:
         return self.break_glass_until is not None and now < self.break_glass_until
 

@@ -57,12 +57,11 @@ def type_level(
     if ctx.principal is None:
         return
     interaction = interaction_of(action, rtype, rid)
-    types = [rtype] if rtype is not None else ["*"]
-    for name in types:
-        if service.policy.decide_type(ctx.principal, interaction, name) is not Decision.ALLOW:
-            reason = reason_of(service.policy, ctx, interaction, Target(name, rid))
-            record_refusal(service.audit, refusal_event(ctx, action, rtype, rid, None, reason))
-            raise Forbidden()
+    name = rtype if rtype is not None else "*"
+    if service.policy.decide_type(ctx.principal, interaction, name) is not Decision.ALLOW:
+        reason = reason_of(service.policy, ctx, interaction, Target(name, rid))
+        record_refusal(service.audit, refusal_event(ctx, action, rtype, rid, None, reason))
+        raise Forbidden()
 
 
 def instance(

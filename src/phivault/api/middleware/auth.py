@@ -36,6 +36,7 @@ from phivault.service import Context
 CONTEXT_KEY = "phivault.context"
 _PUBLIC = ("/metadata", "/.well-known/smart-configuration")
 _NEEDS_TOKEN = ("/oauth/break-glass", "/audit/leaves")
+_CONTEXTS_KEPT = 16  # per principal: the addresses one token is used from
 
 
 class BearerAuth:
@@ -90,12 +91,24 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
     def _context(self, principal: Principal, address: str | None) -> Context:
-        return Context(
+        """The request's Context: made once per principal and address unless its purpose
+        of use depends on the time (break-glass, which ends). The principal stands for its
+        token only while the token cache keeps it (a revocation empties the cache), so a
+        Context kept with it is never used for a caller it no longer describes."""
+        kept = principal.contexts.get(address)
+        if isinstance(kept, Context):
+            return kept
+        made = Context(
             actor=principal.subject,
             client=address,
             purpose=self.access.purpose(principal),
             principal=principal,
         )
+        if principal.break_glass_until is None:
+            if len(principal.contexts) >= _CONTEXTS_KEPT:
+                principal.contexts.clear()  # addresses are the network's choice: bounded
+            principal.contexts[address] = made
+        return made
 
     def _authenticate_reading(
         self, token: str, address: str | None, scope: Scope, target: tuple[str, str]
@@ -157,8 +170,9 @@ class _EpochTurn:
 
     def refreshed(self, read: Callable[[], None]) -> None:
         """Call `read` (AccessControl.refresh) unless this loop turn has done so."""
-        loop = _running_loop()
-        if loop is None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
             read()  # no loop: every request reads for itself
             return
         if getattr(self._local, "loop", None) is loop:
@@ -172,19 +186,15 @@ class _EpochTurn:
             self._local.loop = None
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
 def _bearer(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", []):
+    """The token of the first Authorization header if it is a Bearer one (the scheme in
+    any case; spaces and tabs around the token are not part of it)."""
+    for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            text: str = bytes(value).decode("latin-1")
-            kind, _, token = text.partition(" ")
-            if kind.lower() == "bearer" and token.strip():
-                return token.strip()
+            kind, _, token = bytes(value).partition(b" ")
+            if kind.lower() == b"bearer":
+                token = token.strip(b" \t")
+                if token:
+                    return token.decode("latin-1")
             return None
     return None
