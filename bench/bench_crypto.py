@@ -382,11 +382,11 @@ def run() -> None:
                     f"{w['transform_ms']:.2f} | "
                     f"{w['rows_on']:.0f} | {w['rows_off']:.0f} | {w['blind_rows']:.0f} |"
                 )
-                lines.append("")
-                lines.append(
-                    "sealing only: bodies sealed, index in clear; all but prefix tokens: "
-                    "the blind index without its prefix tokens (bench-only variants)."
-                )
+            lines += [
+                "",
+                "sealing only: bodies sealed, index in clear; all but prefix tokens: the blind "
+                "index without its prefix tokens (bench-only variants).",
+            ]
             report["write_path"] = writes
         if not args.skip_http:
             report["http"] = http_section(args, work, lines)
