@@ -99,3 +99,23 @@ def test_audit_summary_names_its_callers(tmp_path: Path) -> None:
     lines = component_markdown(collect("read", tmp_path / "bench", ("sqlite",), None, print))
     assert any("sqlite_sealed, 64 threads: 12,000" in line for line in lines)
     assert any("sqlite_async_sealed, 64 coroutines: 13,000" in line for line in lines)
+
+
+def test_access_summary_gives_pooled_and_per_round_overhead(tmp_path: Path) -> None:
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    row = {"workload": "read Observation/{id}", "p50_ms": 2.0, "p95_ms": 4.0, "rate": 2500.0}
+    access = {
+        "rows": [
+            {**row, "caller": "off", "p95_overhead_pct": None},
+            {**row, "caller": "system", "p95_overhead_pct": 7.5,
+             "round_p95_overhead_median_pct": 6.25},
+            {**row, "caller": "older", "p95_overhead_pct": 3.0},
+        ]
+    }  # fmt: skip
+    (results / "access.json").write_text(json.dumps(access))
+    lines = component_markdown(collect("read", tmp_path / "bench", ("sqlite",), None, print))
+    assert any("system: p95 4.0 ms" in ln and "+7.5% p95 vs off; per-round median +6.2%" in ln
+               for ln in lines)  # fmt: skip
+    assert any("older:" in ln and "(+3.0% p95 vs off)" in ln for ln in lines)
+    assert any("off: p95 4.0 ms, 2,500/s (off)" in ln for ln in lines)

@@ -231,7 +231,11 @@ def _summary(name: str, f: Any) -> list[str]:
     elif name == "access control":
         for row in f["rows"]:
             over = row["p95_overhead_pct"]
-            shown = f" ({over:+.1f}% p95 vs off)" if over is not None else " (off)"
+            median = row.get("round_p95_overhead_median_pct")
+            shown = " (off)"
+            if over is not None:
+                shown = f" ({over:+.1f}% p95 vs off"
+                shown += f"; per-round median {median:+.1f}%)" if median is not None else ")"
             out.append(f"{row['workload']}, {row['caller']}: p95 {row['p95_ms']:.1f} ms, "
                        f"{row['rate']:,.0f}/s{shown}")  # fmt: skip
     elif name == "search":
