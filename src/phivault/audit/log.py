@@ -59,12 +59,7 @@ log = logging.getLogger("phivault.audit")
 
 DURABLE_TIMEOUT_S = 10.0
 CHECKPOINT_INTERVAL_S = 1.0
-# Below this many callers expected back, commit at once. At 16, a server with 16 clients
-# (its commits released 6-9 at a time) committed as soon as one entry came back: many
-# small group commits, each a WAL write, an fsync and GIL hand-overs in the appender.
-# Waiting (at most FILL_WAIT_S) from 6 on cut the server's CPU per guarded read by about a
-# quarter (bench/bench_serve_cpu.py: 4 and 6 alike, 10 half-way, 16 the most).
-FILL_MIN = 6
+FILL_MIN = 16  # below this many concurrent callers, commit at once
 FILL_WAIT_S = 0.001  # longest a commit waits for them
 
 
