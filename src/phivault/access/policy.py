@@ -382,16 +382,10 @@ class Policy:
         now = self.clock()
         emergency = principal.is_clinical and principal.break_glass_active(now)
         if principal.kind != SYSTEM and not emergency:
-            rtype = target.rtype
-            if not self._role_allows_patient(principal, interaction, rtype, compartment, now):
+            plan = _plan(principal, interaction, target.rtype)
+            if not self._plan_allows_patient(plan, principal, compartment, now):
                 return "care-relationship"
         return "consent"
-
-    def _role_allows_patient(
-        self, principal: Principal, interaction: str, rtype: str, compartment: str, now: float
-    ) -> bool:
-        plan = _plan(principal, interaction, rtype)
-        return self._plan_allows_patient(plan, principal, compartment, now)
 
     def _plan_allows_patient(
         self, plan: _Plan, principal: Principal, compartment: str, now: float
