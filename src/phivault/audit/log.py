@@ -38,6 +38,7 @@ from phivault.audit.entry import (
     now,
 )
 from phivault.audit.events import AccessEvent, AuditSink
+from phivault.audit.fill_pace import FillPace
 from phivault.audit.merkle import NodeKey, leaf_hash, new_nodes_for_append, perfect_subtrees
 from phivault.audit.merkle import read_nodes as _read_nodes
 from phivault.audit.seal import LogSeal
@@ -59,8 +60,6 @@ log = logging.getLogger("phivault.audit")
 
 DURABLE_TIMEOUT_S = 10.0
 CHECKPOINT_INTERVAL_S = 1.0
-FILL_MIN = 16  # below this many concurrent callers, commit at once
-FILL_WAIT_S = 0.001  # longest a commit waits for them
 
 
 class RightEdge:
@@ -304,6 +303,7 @@ class AuditLog:
         self._wakeup = threading.Event()
         self._filled = threading.Event()
         self._expect = 0  # callers the last commit released: they are about to queue again
+        self._pace = FillPace()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._checkpointed_size = 0
@@ -337,7 +337,9 @@ class AuditLog:
             batch = self._open
             batch.entries.append(entry)
             batch.rows.append(row)
-            if len(batch.entries) == 1:
+            first = len(batch.entries) == 1
+            self._pace.arrived(time.monotonic(), first)
+            if first:
                 self._wakeup.set()
             if len(batch.entries) >= self._expect:
                 self._filled.set()
@@ -415,15 +417,14 @@ class AuditLog:
         last_checkpoint = time.monotonic()
         while True:
             self._wakeup.wait(self._interval)
-            if self._expect >= FILL_MIN:
-                # Under load, the callers the last commit released are queueing again: a
-                # moment's wait lets one fsync cover them all instead of half of them.
-                with self._lock:
-                    short = len(self._open.entries) < self._expect
-                    if short:
-                        self._filled.clear()
-                if short:
-                    self._filled.wait(FILL_WAIT_S)
+            # Under load, the callers the last commit released are queueing again: a
+            # moment's wait can let one fsync cover them all instead of half of them.
+            with self._lock:
+                wait = self._pace.wait(self._expect, len(self._open.entries))
+                if wait:
+                    self._filled.clear()
+            if wait:
+                self._filled.wait(wait)
             with self._lock:
                 batch = self._open
                 if batch.entries:
