@@ -37,10 +37,11 @@ from typing import Any
 
 import psycopg
 
+from phivault.audit.append import RightEdge, append_entries
 from phivault.audit.checkpoint import CheckpointSigner, make_checkpoint, tree_root
 from phivault.audit.entry import encode_fields, index_row_of
 from phivault.audit.events import AccessEvent
-from phivault.audit.log import AuditLog, RightEdge, append_entries
+from phivault.audit.log import AuditLog
 from phivault.audit.merkle import NodeKey, new_nodes_for_append, perfect_subtrees
 from phivault.audit.proofs import inclusion_proof, verify_inclusion
 from phivault.audit.reader import StoreNodes

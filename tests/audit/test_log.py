@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-import phivault.audit.log
+import phivault.audit.append
 from phivault.audit.checkpoint import CheckpointSigner, verify_checkpoint
 from phivault.audit.events import AccessEvent
 from phivault.audit.log import AuditLog
@@ -165,9 +165,9 @@ def test_an_appender_whose_edge_went_stale_appends_again_from_the_tree(
     for n in range(3):
         other.record(event(10 + n))  # more rows than the next append brings
     stale: list[bool] = []
-    real = phivault.audit.log.StaleEdge.__init__
+    real = phivault.audit.append.StaleEdge.__init__
     monkeypatch.setattr(
-        phivault.audit.log.StaleEdge, "__init__", lambda self: stale.append(True) or real(self)
+        phivault.audit.append.StaleEdge, "__init__", lambda self: stale.append(True) or real(self)
     )
     vault.audit.record(event(2))
     assert stale == [True]  # the optimistic attempt was abandoned, not refused

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from phivault.audit.append import append_entries
 from phivault.audit.entry import encode_fields, entry_fields, index_row_of, now
 from phivault.audit.events import AccessEvent
-from phivault.audit.log import append_entries
 from phivault.audit.terms import TermKeys, catch_up
 from phivault.service import Context
 from phivault.service.audit_view import AuditView
