@@ -216,9 +216,23 @@ def test_a_system_client_reach_skips_compartments_without_consent() -> None:
     policy = Policy(facts)
     scopes, _ = parse_scopes("system/*.rs")
     ctx = Ctx(Principal("c1", kind=SYSTEM, scopes=scopes), None)
-    assert policy.visible(ctx, "search", "Observation") == Visible(None, frozenset(), frozenset())
+    first = policy.visible(ctx, "search", "Observation")
+    assert first == Visible(None, frozenset(), frozenset())
     assert facts.looked_up == 0
-    assert ctx.principal is not None and ctx.principal.visibility == {}
+    # Nothing was decided, yet the same object comes back (search keeps its predicates by
+    # it) while the reach is the same.
+    assert policy.visible(ctx, "search", "Observation") is first
+
+
+def test_a_remembered_reach_without_consents_ends_when_a_consent_is_written() -> None:
+    facts = Facts()
+    policy = Policy(facts)
+    ctx = Ctx(clinician())
+    first = policy.visible(ctx, "search", "Observation")
+    assert first == Visible(RELATED, frozenset(), frozenset())
+    assert policy.visible(ctx, "search", "Observation") is first
+    facts.consents = (_denial(),)  # the care cache now names a compartment with a Consent
+    assert policy.visible(ctx, "search", "Observation").hidden == {PATIENT}
 
 
 def test_an_interaction_the_policy_does_not_know_reaches_no_patient() -> None:

@@ -11,7 +11,7 @@ from phivault.store.base import NewVersion
 from phivault.store.compartment_lists import SET_COMPARTMENTS, SET_TABLE, set_ids
 from phivault.store.search_spec import CompartmentMatch, SearchSpec, Term
 from phivault.store.search_sql import Dialect, page_sql
-from phivault.store.sqlite import LOADED_SETS, SqliteStore
+from phivault.store.sqlite import LOADED_SETS, TEMP_PAGE_BYTES, SqliteStore
 
 SQLITE = Dialect(postgres=False)
 SET_TABLES = (
@@ -119,5 +119,19 @@ def test_old_sets_are_dropped_from_the_connection(tmp_path: Path) -> None:
         assert len(held) == LOADED_SETS
         first = every[: SET_COMPARTMENTS + 2]  # dropped long ago: loaded again
         assert [r.record.rid for r in store.search(_spec(first)).rows] == _expected(first, True)
+    finally:
+        store.close()
+
+
+def test_a_few_hundred_compartments_fit_one_page_of_the_temp_database(tmp_path: Path) -> None:
+    """The probe of every candidate row searches within one page (TEMP_PAGE_BYTES)."""
+    store = _store(tmp_path)
+    try:
+        related = tuple(sorted(f"Patient/{n:08d}-aaaa-bbbb-cccc-{n:012d}" for n in range(300)))
+        assert store.search_count(_spec(related)) == len(_expected(related, True))
+        reader = store.reader()
+        assert reader.execute("PRAGMA temp.page_size").fetchone()[0] == TEMP_PAGE_BYTES
+        # sqlite_temp_master and the set's table: one page each.
+        assert reader.execute("PRAGMA temp.page_count").fetchone()[0] == 2
     finally:
         store.close()

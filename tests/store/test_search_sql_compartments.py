@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import sqlite3
 
-from phivault.store.compartment_lists import LITERAL_COMPARTMENTS, _literal_list
+from phivault.store.compartment_lists import (
+    LITERAL_COMPARTMENTS,
+    SET_COMPARTMENTS,
+    _literal_list,
+)
 from phivault.store.search_spec import CompartmentMatch, SearchSpec, Term
 from phivault.store.search_sql import Dialect, count_sql, page_sql
 
@@ -62,3 +66,40 @@ def test_written_and_bound_lists_select_the_same_rows() -> None:
             assert rids == want
             sql, params = count_sql(_spec(chosen, unassigned), SQLITE, 1000)
             assert db.execute(sql, params).fetchone()[0] == len(want)
+
+
+def test_a_compartment_term_met_again_compiles_to_the_same_statement() -> None:
+    """The access policy's Term is compiled once and replayed: the same SQL, parameters
+    and sets, for every statement that meets it, in each way a list can be given."""
+    many = tuple(f"Patient/p{n}" for n in range(SET_COMPARTMENTS))
+    short = many[:3]
+    for chosen in (many, short):
+        term = Term((CompartmentMatch(chosen, unassigned=True),))
+        spec = SearchSpec("Observation", (term,), limit=20)
+        for dialect in (SQLITE, Dialect(postgres=True)):
+            for with_sets in (False, True):
+                made = [{} if with_sets else None for _ in range(2)]
+                first = count_sql(spec, dialect, 1000, made[0])
+                again = count_sql(spec, dialect, 1000, made[1])
+                assert again == first and made[1] == made[0]
+                if chosen is short:  # bound, in every statement
+                    assert set(short) <= set(again[1])
+                elif with_sets:
+                    assert list(made[1].values()) == [many] and not set(many) & set(again[1])
+                else:
+                    assert "'Patient/p0'" in again[0]
+        # Another object with the same lists compiles alike (the cache is by object).
+        twin = SearchSpec("Observation", (Term((CompartmentMatch(chosen, True),)),), limit=20)
+        assert count_sql(twin, SQLITE, 1000) == count_sql(spec, SQLITE, 1000)
+
+
+def test_a_replayed_term_selects_the_same_rows_as_a_fresh_one() -> None:
+    stored: list[str | None] = [f"Patient/p{n % 40}" for n in range(120)] + [None] * 3
+    db = _db(stored)
+    chosen = tuple(f"Patient/p{n}" for n in range(0, 40, 2))
+    term = Term((CompartmentMatch(chosen, unassigned=True),))
+    want = [f"o{n:03d}" for n, c in enumerate(stored) if c is None or c in chosen]
+    for _ in range(2):
+        spec = SearchSpec("Observation", (term,), limit=1000)
+        sql, params = page_sql(spec, SQLITE)
+        assert [r[0] for r in db.execute(sql, params).fetchall()] == want

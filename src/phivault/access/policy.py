@@ -256,21 +256,20 @@ class Policy:
         if principal is None:
             return None, NOTHING
         consents = self.care.consent_compartments()
-        scopes = [s for s in principal.scopes if s.allows(rtype, interaction)]
-        if scopes and all(s.context == PATIENT for s in scopes):
+        # What the scopes and roles say, kept on the principal (_plan) rather than
+        # filtered again on every search.
+        plan = principal.plans.get((interaction, rtype)) or _plan(principal, interaction, rtype)
+        if plan.patient_only:
             return _launch_patient(principal.patient), consents
         if principal.kind == SYSTEM:
             return None, consents
         now = self.clock()
-        if principal.is_clinical and principal.break_glass_active(now):
+        if principal.break_glass_until is not None and _emergency(principal, now):
             return None, consents
-        letter = INTERACTIONS.get(interaction)
-        # An interaction the policy does not know grants nothing ("" is in every string).
-        roles = [r for r in principal.roles if letter and letter in role_permissions(r, rtype)]
-        if any(r not in CLINICAL_ROLES for r in roles):
+        if plan.clinic_wide:
             return None, consents
         who = principal.practitioner
-        if not roles or not who:
+        if not plan.clinical or not who:
             return NOTHING, consents
         window = self.settings.appointment_window
         return self.care.related_compartments(who, now, window), consents
@@ -288,11 +287,20 @@ class Policy:
         principal = ctx.principal
         generation = self.care.generation  # first: facts read after it are at least as new
         only, consents = self._reach(ctx, interaction, rtype)
-        if principal is None or not consents:
+        if principal is None:
             return Visible(only, NOTHING, NOTHING)
         key = (interaction, rtype, ctx.purpose)
-        now = self.clock()
         seen = principal.visibility.get(key)
+        if not consents:
+            # Nothing to decide: `only` is all there is, and the same object stands for
+            # the same set (see above), so the Visible made for it is handed out again
+            # (search_access keeps its store predicates by that object).
+            if isinstance(seen, _Seen) and seen.only is only and not seen.consents:
+                return seen.visible
+            found = Visible(only, NOTHING, NOTHING)
+            principal.visibility[key] = _Seen(only, consents, generation, math.inf, found)
+            return found
+        now = self.clock()
         if (
             isinstance(seen, _Seen)
             and seen.only is only
@@ -432,9 +440,10 @@ class Policy:
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What a principal's scopes and roles say about one (interaction, type), fixed for
-    the principal's lifetime: the type-level decision (as `decide_type`), whether every
-    scope allowing it is limited to the launch patient, and whether a role allowing it
-    works clinic-wide (clerical) or by care relationship (clinical)."""
+    the principal's lifetime: the type-level decision (as `decide_type`), whether some
+    scope allows it and every one that does is limited to the launch patient, and
+    whether a role allowing it works clinic-wide (clerical) or by care relationship
+    (clinical)."""
 
     type_decision: Decision
     patient_only: bool
@@ -451,7 +460,7 @@ def _plan(principal: Principal, interaction: str, rtype: str) -> _Plan:
         roles = [r for r in principal.roles if letter and letter in role_permissions(r, rtype)]
         found = _Plan(
             type_decision=_decide_type(principal, interaction, rtype),
-            patient_only=all(s.context == PATIENT for s in scopes),
+            patient_only=bool(scopes) and all(s.context == PATIENT for s in scopes),
             clinic_wide=any(r not in CLINICAL_ROLES for r in roles),
             clinical=any(r in CLINICAL_ROLES for r in roles),
         )

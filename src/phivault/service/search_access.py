@@ -73,6 +73,26 @@ def _terms(seen: Visible) -> tuple[tuple[Term, ...], tuple[Term, ...]]:
     return _within(allowed | uncertain), _within(allowed)
 
 
+_EXACT_KEPT = 256
+# id(Visible) -> (that Visible, its Visibility): the policy hands out the same object while
+# its reach holds (Policy.visible), found here without hashing its compartments. The
+# Visible is held, so its id() cannot be reused while it is in here.
+_exact_kept: dict[int, tuple[Visible, Visibility]] = {}
+
+
+def _exact(seen: Visible) -> Visibility:
+    """The Visibility of a reach decided without uncertain compartments."""
+    hit = _exact_kept.get(id(seen))
+    if hit is not None and hit[0] is seen:
+        return hit[1]
+    candidates, sure = _terms(seen)
+    found = Visibility(candidates, sure, None)
+    if len(_exact_kept) >= _EXACT_KEPT:
+        _exact_kept.clear()
+    _exact_kept[id(seen)] = (seen, found)
+    return found
+
+
 # isinstance against a runtime-checkable Protocol inspects every member each time (tens of
 # microseconds); a policy's class answers the same every time.
 _REACHES: dict[type, bool] = {}
@@ -93,19 +113,19 @@ def visibility(
     """None: no restriction (a trusted in-process caller)."""
     if ctx.principal is None:
         return None
+    reacher = reaches(policy)
+    seen = reacher.visible(ctx, interaction, rtype) if reacher is not None else None
+    if seen is not None and not seen.uncertain:
+        return _exact(seen)
 
     def decide(record: VersionRecord, body: bytes) -> bool:
         target = Target(rtype, record.rid, record.compartment, None, body)
         return policy.decide(ctx, interaction, target) is Decision.ALLOW
 
-    reacher = reaches(policy)
-    if reacher is None:
+    if seen is None:
         return Visibility((), (Term(()),), decide)  # decide every candidate on its own
-    seen = reacher.visible(ctx, interaction, rtype)
     candidates, sure = _terms(seen)
     uncertain = seen.uncertain
-    if not uncertain:
-        return Visibility(candidates, sure, None)
 
     def keep(record: VersionRecord, body: bytes) -> bool:
         return record.compartment not in uncertain or decide(record, body)

@@ -109,6 +109,15 @@ def _table(kind: str) -> str:
     return spec[0]
 
 
+_KEPT_TERMS = 256
+# (id(term), alias, PostgreSQL, with sets) -> (that term, its SQL, its parameters, the
+# compartment sets it names): see Compiler.term. The Term is held, so its id() cannot be
+# reused while it is in here; a set id always stands for one list (compartment_lists).
+_kept_terms: dict[
+    tuple[int, str, bool, bool], tuple[Term, str, tuple[Any, ...], CompartmentSets]
+] = {}
+
+
 class Compiler:
     """Builds one statement; parameters are collected in the order they appear.
 
@@ -194,6 +203,27 @@ class Compiler:
         return head + self.where(atom.source, atom.where, s) + ")"
 
     def term(self, rtype: str, term: Term, alias: str) -> str:
+        """One term's condition on `alias`. A term of compartment lists only (how the
+        access policy restricts a caller, one Term object per reach, met in every page
+        and count of every search) is compiled once and replayed (`_kept_terms`)."""
+        key = (id(term), alias, self.d.postgres, self.sets is not None)
+        kept = _kept_terms.get(key)
+        if kept is None or kept[0] is not term:
+            if not term.any_of or not all(type(a) is CompartmentMatch for a in term.any_of):
+                return self._term(rtype, term, alias)
+            alone = Compiler(self.d, None if self.sets is None else {})
+            sql = alone._term(rtype, term, alias)  # compartment lists name no alias
+            kept = (term, sql, tuple(alone.params), alone.sets or {})
+            if len(_kept_terms) >= _KEPT_TERMS:
+                _kept_terms.clear()
+            _kept_terms[key] = kept
+        _, sql, params, sets = kept
+        self.params.extend(params)
+        if self.sets is not None:
+            self.sets.update(sets)
+        return sql
+
+    def _term(self, rtype: str, term: Term, alias: str) -> str:
         found = " OR ".join(self.atom(rtype, atom, alias) for atom in term.any_of)
         found = f"({found})" if found else "1 = 0"
         return f"NOT {found}" if term.negate else found

@@ -42,6 +42,11 @@ WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024  # the WAL file is cut back to this afte
 # pages; data writes are refused until the reserve can be put back.
 SPACE_RESERVE_BYTES = 4 * 1024 * 1024
 LOADED_SETS = 64  # compartment sets (search_sql.Compiler) kept per reader connection
+# Page size of a connection's TEMP database, where the compartment sets live: a clinician's
+# few hundred related patients fit one page, so the probe of each candidate row (a type-wide
+# search and its total test every row of the type) is a search within that page instead of
+# a descent through several (the main database keeps its own page size).
+TEMP_PAGE_BYTES = 16384
 MAX_BATCH = 512  # writes per group commit
 MAX_BATCH_AGE_S = 0.05  # a batch never waits longer than this for more writers
 
@@ -88,6 +93,7 @@ class SqliteStore(SqlReadView):
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA temp.page_size={TEMP_PAGE_BYTES}")  # before any TEMP table
             # Deleted pages are zeroed so that removed index rows (e.g. after crypto-shredding)
             # do not linger in free pages of the file.
             conn.execute("PRAGMA secure_delete=ON")
