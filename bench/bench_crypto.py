@@ -20,6 +20,8 @@
     .venv/bin/python bench/bench_crypto.py [--patients 200] [--requests 3000]
         [--concurrency 16] [--backends sqlite,postgresql] [--rounds 2]
         [--write-creates 600] [--skip-http]
+    .venv/bin/python bench/bench_crypto.py --trees OLD/src,NEW/src [--write-creates 800]
+        (section 2 only, for each source tree, the trees in lockstep chunk by chunk)
 
 Results: markdown on stdout, bench/results/crypto.json.
 """
@@ -153,48 +155,137 @@ def _partial(vault: Vault, variant: str) -> None:
         ]
 
 
+class WritePath:
+    """Section 2's four data directories (one per variant) and the Patients to create."""
+
+    def __init__(self, work: Path, backend: str, creates: int, patients: int) -> None:
+        self.people = new_patients(creates)
+        self.vaults: dict[str, Vault] = {}
+        for variant in WRITE_VARIANTS:
+            encryption = variant != "off"
+            tag = f"{backend}-write-{variant}"
+            data, key_file = prepare_dir(work, tag, encryption, patients, backend)
+            self.vaults[variant] = open_vault(
+                data, KeyFileKeySource(key_file), encryption=encryption
+            )
+            _partial(self.vaults[variant], variant)
+        self.cpu = dict.fromkeys(WRITE_VARIANTS, 0.0)
+        self.done = dict.fromkeys(WRITE_VARIANTS, 0)
+
+    def run(self, start: int, count: int, shift: int) -> dict[str, float]:
+        """Create people[start:start+count] on every variant (the order rotated by
+        `shift`); CPU seconds per variant."""
+        ctx = Context(actor="bench")
+        batch = self.people[start : start + count]
+        used: dict[str, float] = {}
+        shift %= len(WRITE_VARIANTS)
+        for variant in WRITE_VARIANTS[shift:] + WRITE_VARIANTS[:shift]:
+            service = self.vaults[variant].service
+            began = time.process_time()
+            for person in batch:
+                service.create(ctx, "Patient", dict(person))
+            used[variant] = time.process_time() - began
+            self.cpu[variant] += used[variant]
+            self.done[variant] += len(batch)
+        return used
+
+    def finish(self) -> dict[str, float]:
+        """CPU ms per Patient create per variant; blind transform ms; index entries per
+        Patient. Closes the vaults."""
+        try:
+            service = self.vaults["on"].service
+            rows = [index_rows({**p, "id": "x"}) for p in self.people]
+            began = time.process_time()
+            blinded = [service.index_policy.transform("Patient", r) for r in rows]
+            transform_ms = (time.process_time() - began) * 1000 / len(rows)
+        finally:
+            for vault in self.vaults.values():
+                vault.close()
+        # A blind row holds a parameter's prefix tokens; each is one index entry.
+        blind_rows = sum(r.kind == BLIND for b in blinded for r in b)
+        tokens = sum(len((r.value or "").split()) for b in blinded for r in b if r.kind == BLIND)
+        return {
+            **{f"cpu_ms_{v}": self.cpu[v] * 1000 / self.done[v] for v in WRITE_VARIANTS},
+            "transform_ms": transform_ms,
+            "rows_on": (sum(map(len, blinded)) - blind_rows + tokens) / len(blinded),
+            "rows_off": sum(map(len, rows)) / len(rows),
+            "blind_rows": tokens / len(blinded),
+        }
+
+
 def write_path(
     work: Path, backend: str, creates: int, patients: int, rounds: int = 4
 ) -> dict[str, float]:
-    """CPU ms per Patient create per variant; blind transform ms; index rows per Patient."""
-    people = new_patients(creates)
-    vaults: dict[str, Vault] = {}
-    for variant in WRITE_VARIANTS:
-        encryption = variant != "off"
-        data, key_file = prepare_dir(work, f"{backend}-write-{variant}", encryption, patients, backend)
-        vaults[variant] = open_vault(data, KeyFileKeySource(key_file), encryption=encryption)
-        _partial(vaults[variant], variant)
-    cpu = dict.fromkeys(WRITE_VARIANTS, 0.0)
-    done = dict.fromkeys(WRITE_VARIANTS, 0)
-    ctx = Context(actor="bench")
+    """CPU ms per Patient create per variant, on/off interleaved in `rounds` chunks."""
+    path = WritePath(work, backend, creates, patients)
+    chunk = max(1, creates // rounds)
     try:
-        chunk = max(1, len(people) // rounds)
-        for turn, start in enumerate(range(0, len(people), chunk)):
-            batch = people[start : start + chunk]
-            shift = turn % len(WRITE_VARIANTS)
-            for variant in WRITE_VARIANTS[shift:] + WRITE_VARIANTS[:shift]:
-                service = vaults[variant].service
-                began = time.process_time()
-                for person in batch:
-                    service.create(ctx, "Patient", dict(person))
-                cpu[variant] += time.process_time() - began
-                done[variant] += len(batch)
-        service = vaults["on"].service
-        rows = [index_rows({**p, "id": "x"}) for p in people]
-        began = time.process_time()
-        blinded = [service.index_policy.transform("Patient", r) for r in rows]
-        transform_ms = (time.process_time() - began) * 1000 / len(rows)
-    finally:
-        for vault in vaults.values():
+        for turn, start in enumerate(range(0, creates, chunk)):
+            path.run(start, chunk, turn)
+    except BaseException:
+        for vault in path.vaults.values():
             vault.close()
-    found = {f"cpu_ms_{v}": cpu[v] * 1000 / done[v] for v in WRITE_VARIANTS}
-    return {
-        **found,
-        "transform_ms": transform_ms,
-        "rows_on": sum(map(len, blinded)) / len(blinded),
-        "rows_off": sum(map(len, rows)) / len(rows),
-        "blind_rows": sum(r.kind == BLIND for b in blinded for r in b) / len(blinded),
-    }
+        raise
+    return path.finish()
+
+
+def write_path_trees(
+    backend: str, creates: int, patients: int, trees: list[str], rounds: int = 8
+) -> dict[str, dict[str, float]]:
+    """Section 2 for several source trees in lockstep: one worker process per tree (its
+    PYTHONPATH the tree, its own four data directories); chunk by chunk every tree runs
+    the chunk on every variant, the trees' order alternating, so that load on a shared
+    machine falls on all of them alike."""
+    workers: dict[str, subprocess.Popen[str]] = {}
+    found: dict[str, dict[str, float]] = {}
+    try:
+        for tree in trees:
+            workers[tree] = subprocess.Popen(
+                [sys.executable, __file__, "--write-worker", backend,
+                 "--write-creates", str(creates), "--patients", str(patients)],
+                env=dict(os.environ, PYTHONPATH=tree), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+        for worker in workers.values():
+            _ask(worker, None)  # set up
+        chunk = max(1, creates // rounds)
+        for turn, start in enumerate(range(0, creates, chunk)):
+            order = trees if turn % 2 == 0 else trees[::-1]
+            for tree in order:
+                _ask(workers[tree], f"{start} {chunk} {turn}")
+        for tree, worker in workers.items():
+            found[tree] = _ask(worker, "finish")
+    finally:
+        for worker in workers.values():
+            if worker.poll() is None:
+                worker.kill()
+            worker.wait()
+    return found
+
+
+def _ask(worker: subprocess.Popen[str], line: str | None) -> dict[str, float]:
+    assert worker.stdin is not None and worker.stdout is not None
+    if line is not None:
+        worker.stdin.write(line + "\n")
+        worker.stdin.flush()
+    answer = worker.stdout.readline()
+    if not answer:
+        raise RuntimeError("a write-path worker ended early")
+    result: dict[str, float] = json.loads(answer)
+    return result
+
+
+def write_worker(backend: str, creates: int, patients: int) -> None:
+    """`--write-worker`: WritePath driven over stdin/stdout (write_path_trees)."""
+    with tempfile.TemporaryDirectory(prefix="phivault-bench-crypto-") as tmp:
+        path = WritePath(Path(tmp), backend, creates, patients)
+        print(json.dumps({}), flush=True)
+        for line in sys.stdin:
+            if line.strip() == "finish":
+                print(json.dumps(path.finish()), flush=True)
+                return
+            start, count, shift = map(int, line.split())
+            print(json.dumps(path.run(start, count, shift)), flush=True)
 
 
 # --- 3. HTTP, encryption on and off ---------------------------------------------------------
@@ -337,7 +428,18 @@ def run() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--write-creates", type=int, default=600)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument(
+        "--trees",
+        help="comma-separated source dirs (src/): section 2 only, the trees in lockstep",
+    )
+    parser.add_argument("--write-worker", help=argparse.SUPPRESS)  # a backend: see write_worker
     args = parser.parse_args()
+    if args.write_worker:
+        write_worker(args.write_worker, args.write_creates, args.patients)
+        return
+    if args.trees:
+        trees_section(args)
+        return
     report: dict[str, object] = {}
     lines = [
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
@@ -394,6 +496,33 @@ def run() -> None:
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     (results / "crypto.json").write_text(json.dumps(report, indent=2))
+
+
+def trees_section(args: argparse.Namespace) -> None:
+    """`--trees`: section 2 for each source tree, in lockstep (write_path_trees)."""
+    trees = [str(Path(t).resolve()) for t in args.trees.split(",") if t]
+    lines = [
+        f"## Write path in process, trees in lockstep ({args.write_creates} Patient creates "
+        "per variant and tree, one thread; CPU ms per create)",
+        "",
+        "| backend | tree | on | sealing only | all but prefix tokens | off | on/off | "
+        "blind transform ms |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    report: dict[str, object] = {"trees": trees}
+    for backend in args.backends.split(","):
+        found = write_path_trees(backend, args.write_creates, args.patients, trees)
+        report[backend] = found
+        for tree, w in found.items():
+            lines.append(
+                f"| {backend} | {tree} | {w['cpu_ms_on']:.2f} | {w['cpu_ms_sealing']:.2f} | "
+                f"{w['cpu_ms_no-prefix']:.2f} | {w['cpu_ms_off']:.2f} | "
+                f"{w['cpu_ms_off'] / w['cpu_ms_on']:.2f} | {w['transform_ms']:.2f} |"
+            )
+    print("\n".join(lines))
+    results = Path(__file__).parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / "crypto_trees.json").write_text(json.dumps(report, indent=2))
 
 
 def http_section(

@@ -170,3 +170,56 @@ def test_seal_outside_a_transaction_never_uses_a_rolled_back_key(vault: Vault) -
     blob = ring.encrypt_body(key_id, b"swept", b"aad")
     assert fresh_ring(vault).decrypt_body(key_id, blob, b"aad") == b"swept"
     assert ring.data_key(key_id, create=False) == fresh_ring(vault).data_key(key_id, create=False)
+
+
+class CountingKeys(StoreWrappedKeys):
+    """The store's wrapped keys, counting reads outside a transaction."""
+
+    reads = 0
+
+    def get_wrapped(self, key_id: str, within: object | None = None) -> bytes | None:
+        if within is None:
+            self.reads += 1
+        return super().get_wrapped(key_id, within=within)
+
+
+def test_a_drawn_id_is_not_looked_up_and_its_key_is_stored_with_the_write(
+    vault: Vault,
+) -> None:
+    """check_writable(new=True) (a Patient id the server just drew): no store read, the
+    key made ahead, and stored by the write like any first key."""
+    kek = CountingKek(vault.keyring.kek)
+    keys = CountingKeys(vault.store)
+    ring = KeyRing(kek, keys)
+    ring.check_current()
+    key_id = patient_key_id("drawn")
+    before = keys.reads
+    ring.check_writable(key_id, new=True)
+    assert keys.reads == before and kek.calls == 1
+    with vault.store.write() as tx:
+        blob = ring.encrypt_body(key_id, b"body", b"aad", within=tx)
+    assert kek.calls == 1
+    assert fresh_ring(vault).decrypt_body(key_id, blob, b"aad") == b"body"
+
+
+def test_a_drawn_id_that_exists_after_all_keeps_its_key_or_its_shred(vault: Vault) -> None:
+    """Were a drawn id taken (it never is: 122 random bits), the write's key transaction
+    still finds the stored key and seals under it, and refuses a shredded one."""
+    ring = vault.keyring
+    taken, shredded = patient_key_id("taken"), patient_key_id("shredded-drawn")
+    with vault.store.write() as tx:
+        first = ring.encrypt_body(taken, b"first", b"aad", within=tx)
+    ring.check_writable(shredded)
+    with vault.store.write() as tx:
+        ring.encrypt_body(shredded, b"x", b"aad", within=tx)
+    fresh_ring(vault).shred(shredded)
+    other = fresh_ring(vault)
+    other.check_writable(taken, new=True)
+    with vault.store.write() as tx:
+        second = other.encrypt_body(taken, b"second", b"aad", within=tx)
+    for blob, plain in ((first, b"first"), (second, b"second")):
+        assert fresh_ring(vault).decrypt_body(taken, blob, b"aad") == plain
+    other.check_writable(shredded, new=True)
+    with pytest.raises(KeyShredded):
+        with vault.store.write() as tx:
+            other.encrypt_body(shredded, b"after", b"aad", within=tx)

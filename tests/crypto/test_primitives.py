@@ -187,3 +187,5 @@ def test_prekeyed_hmac_is_hmac_sha256(key: bytes, head: bytes, msg: bytes) -> No
     assert mac.digest(msg) == hmac.digest(key, msg, "sha256")
     assert mac.extended(head).digest(msg) == hmac.digest(key, head + msg, "sha256")
     assert mac.digest(msg) == mac.digest(msg)  # the pre-hashed states are not consumed
+    # digests: one loop over several messages, the same MACs in order
+    assert mac.digests([msg, head, b""]) == [mac.digest(m) for m in (msg, head, b"")]

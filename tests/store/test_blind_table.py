@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from phivault.crypto.blind import blind_exact, blind_prefixes
+from phivault.crypto.blind_index import BLIND
+from phivault.fhir.indexing import index_rows
 from phivault.service import Context
 from phivault.service.reindex import reindex
+from phivault.store.sql import index_params
+from phivault.types import IndexRow
 from phivault.vault import Vault
 from tests.keys_support import raw_sql
 
@@ -67,6 +73,29 @@ def test_prefix_tokens_are_distinct_16_byte_keys(vault: Vault) -> None:
     assert found(vault, "family:exact=Anderson") == [rid]
     assert found(vault, "family:exact=anderson") == []
     assert found(vault, "family:missing=false") == [rid]
+
+
+def test_stored_tokens_are_the_policys_in_token_order(vault: Vault) -> None:
+    """What the store holds for a resource is exactly the policy's prefix tokens, in
+    token order (PostgreSQL: one INSERT cutting one bytea; SQLite: one document)."""
+    person = {**PERSON, "name": [{"family": "Ångström", "given": ["Zoë", "Ann"]}]}
+    rid = vault.service.create(CTX, "Patient", dict(person)).version.rid
+    rows = index_rows({**person, "id": rid})
+    policy = vault.service.index_policy
+    blind = [r.value or "" for r in policy.transform("Patient", rows) if r.kind == BLIND]
+    expected = sorted(bytes.fromhex(token) for tokens in blind for token in tokens.split())
+    stored = blind_rows(vault, rid)
+    assert sorted(stored) == expected and len(expected) > 20
+    if sqlite(vault):
+        assert stored == expected  # the document lists them in token order
+    for query in ("family=angs", "given=zo", "name=ANGSTROM", "given:exact=Zoë"):
+        assert found(vault, query) == [rid], query
+
+
+def test_a_token_that_is_not_hex_is_refused() -> None:
+    for bad in ("ab" * 15 + "zz", "ab" * 15 + "\ta", "ab" * 8, "ab" * 15 + " " + "ab" * 17, ""):
+        with pytest.raises(ValueError):
+            index_params("Patient", "x", [IndexRow("family", BLIND, value=bad)])
 
 
 def test_tokens_follow_update_and_delete(vault: Vault) -> None:

@@ -7,8 +7,9 @@ Practitioner and Person, and the identifier that a Reference may carry. Everythi
 
 Row shapes after blinding (the query layer mirrors them through the `query_*` methods):
 
-- string: one `blind` row per distinct prefix token of the parameter (`value`), which the
-  store keeps in its compact blind table (one B-tree entry per token); and one `string`
+- string: one `blind` row per parameter, whose `value` is its distinct prefix tokens
+  (hex, space-separated, in token order), which the store keeps in its compact blind
+  table (one entry per token); and one `string`
   row per value, whose `value` is the token of its longest indexed prefix and `text` its
   `:exact` token (`:exact`, `:missing`). Prefixes are indexed up to `prefix_len`
   characters; a longer query matches on its first `prefix_len` characters and must be
@@ -97,80 +98,21 @@ class BlindIndexPolicy:
 
     def transform(self, rtype: str, rows: list[IndexRow]) -> list[IndexRow]:
         blinded = IDENTIFYING.get(rtype)
-        out: list[IndexRow] = []
-        # Per resource: several parameters index the same values (name, family, phonetic;
-        # address, address-city), and a value's prefixes repeat its shorter ones.
-        normalized: dict[str, str] = {}
-        prefixes: dict[str, set[str]] = {}
-        narrower: dict[str, set[str]] = {}
-        if blinded is not None:
-            for row in rows:
-                if row.kind == "string" and row.param in _NARROWER and row.value:
-                    narrower.setdefault(row.param, set()).add(self._normal(row.value, normalized))
-        for row in rows:
-            if row.kind == "reference" and row.text:
-                out.append(
-                    IndexRow(
-                        row.param,
-                        "reference",
-                        system=row.system,
-                        value=row.value,
-                        text=self.query_reference_identifier(row.text),
-                    )
-                )
-            elif blinded is None or row.param not in blinded:
-                out.append(row)
-            elif row.kind == "string":
-                self._blind_string(row, normalized, prefixes, narrower, out)
-            else:
-                out.extend(self._blind_other(row))
-        for param, tokens in prefixes.items():
-            out.extend(IndexRow(param, BLIND, value=t) for t in sorted(tokens))
-        return out
+        if blinded is None:
+            return [
+                self._reference(row) if row.kind == "reference" and row.text else row
+                for row in rows
+            ]
+        return _Blinding(self).rows(blinded, rows)
 
-    @staticmethod
-    def _normal(raw: str, cache: dict[str, str]) -> str:
-        value = cache.get(raw)
-        if value is None:
-            value = cache[raw] = normalize_string(raw)
-        return value
-
-    def _blind_string(
-        self,
-        row: IndexRow,
-        normalized: dict[str, str],
-        prefixes: dict[str, set[str]],
-        narrower: dict[str, set[str]],
-        out: list[IndexRow],
-    ) -> None:
-        if not row.value:
-            return
-        value = self._normal(row.value, normalized)
-        if not value:
-            return
-        domain = _SAME_TOKENS.get(row.param, row.param)
-        if any(value in narrower.get(p, ()) for p in _COVERS.get(domain, ())):
-            last = self._blind.longest_prefix(domain, value, self.prefix_len)
-        else:
-            tokens = self._blind.prefixes(domain, value, self.prefix_len)
-            prefixes.setdefault(domain, set()).update(tokens)
-            last = tokens[-1]
-        exact = self._blind.exact(domain, row.text) if row.text is not None else None
-        out.append(IndexRow(row.param, "string", value=last, text=exact))
-
-    def _blind_other(self, row: IndexRow) -> list[IndexRow]:
-        param = row.param
-        if row.kind == "token":
-            if row.value is None:
-                return []  # a display text alone: not searchable once blinded
-            value = self._blind.token(param, None, row.value)
-            return [IndexRow(param, "token", system=row.system, value=value)]
-        if row.kind == "date":
-            day = _date_text(row.lo, row.hi)
-            if day is None:
-                return []
-            return [IndexRow(param, "token", system=DATE_SYSTEM, value=self.query_date(param, day))]
-        return []  # no other kind identifies a person; drop rather than leak
+    def _reference(self, row: IndexRow) -> IndexRow:
+        return IndexRow(
+            row.param,
+            "reference",
+            system=row.system,
+            value=row.value,
+            text=self.query_reference_identifier(row.text or ""),
+        )
 
     # -- the query side: the same transformations applied to search arguments -----------
     def query_token(self, param: str, code: str) -> str:
@@ -201,6 +143,98 @@ class BlindIndexPolicy:
 
     def query_reference_identifier(self, system_value: str) -> str:
         return blind_token(self._key, "reference:identifier", None, system_value)
+
+
+class _Blinding:
+    """One resource's blinding. Several parameters index the same values (name, family
+    and phonetic; address and address-city; an identifier again under its type for
+    `:of-type`), and a value's prefixes repeat its shorter ones: each token is computed
+    once per resource."""
+
+    __slots__ = ("_exact", "_longest", "_narrower", "_normal", "_policy", "_prefixes", "_tokens")
+
+    def __init__(self, policy: BlindIndexPolicy) -> None:
+        self._policy = policy
+        self._normal: dict[str, str] = {}
+        self._longest: dict[tuple[str, str], str] = {}  # (domain, normalized) -> token
+        self._exact: dict[tuple[str, str], str] = {}  # (domain, raw) -> token
+        self._tokens: dict[tuple[str, str], str] = {}  # (param, code) -> token
+        self._prefixes: dict[str, set[str]] = {}  # domain -> its prefix tokens
+        self._narrower: set[tuple[str, str]] = set()  # (narrower param, normalized)
+
+    def _normalized(self, raw: str) -> str:
+        value = self._normal.get(raw)
+        if value is None:
+            value = self._normal[raw] = normalize_string(raw)
+        return value
+
+    def rows(self, blinded: frozenset[str], rows: list[IndexRow]) -> list[IndexRow]:
+        for row in rows:
+            if row.kind == "string" and row.param in _NARROWER and row.value:
+                self._narrower.add((row.param, self._normalized(row.value)))
+        out: list[IndexRow] = []
+        policy = self._policy
+        for row in rows:
+            kind = row.kind
+            if kind == "reference" and row.text:
+                out.append(policy._reference(row))
+            elif row.param not in blinded:
+                out.append(row)
+            elif kind == "string":
+                found = self._string(row)
+                if found is not None:
+                    out.append(found)
+            elif kind == "token":
+                if row.value is not None:  # a display text alone: not searchable once blinded
+                    out.append(
+                        IndexRow(row.param, "token", system=row.system, value=self._token(row))
+                    )
+            elif kind == "date":
+                day = _date_text(row.lo, row.hi)
+                if day is not None:
+                    value = policy.query_date(row.param, day)
+                    out.append(IndexRow(row.param, "token", system=DATE_SYSTEM, value=value))
+            # no other kind identifies a person; drop rather than leak
+        for param, tokens in self._prefixes.items():
+            out.append(IndexRow(param, BLIND, value=" ".join(sorted(tokens))))
+        return out
+
+    def _token(self, row: IndexRow) -> str:
+        key = (row.param, row.value or "")
+        token = self._tokens.get(key)
+        if token is None:
+            token = self._tokens[key] = self._policy._blind.token(row.param, None, key[1])
+        return token
+
+    def _string(self, row: IndexRow) -> IndexRow | None:
+        if not row.value:
+            return None
+        value = self._normalized(row.value)
+        if not value:
+            return None
+        domain = _SAME_TOKENS.get(row.param, row.param)
+        blind = self._policy._blind
+        prefix_len = self._policy.prefix_len
+        last = self._longest.get((domain, value))
+        if last is None:
+            covered = False
+            for narrower in _COVERS.get(domain, ()):
+                if (narrower, value) in self._narrower:
+                    covered = True
+                    break
+            if covered:
+                last = blind.longest_prefix(domain, value, prefix_len)
+            else:
+                tokens = blind.prefixes(domain, value, prefix_len)
+                self._prefixes.setdefault(domain, set()).update(tokens)
+                last = tokens[-1]
+            self._longest[(domain, value)] = last
+        exact = None
+        if row.text is not None:
+            exact = self._exact.get((domain, row.text))
+            if exact is None:
+                exact = self._exact[(domain, row.text)] = blind.exact(domain, row.text)
+        return IndexRow(row.param, "string", value=last, text=exact)
 
 
 def _date_text(lo: float | None, hi: float | None) -> str | None:

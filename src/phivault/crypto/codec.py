@@ -15,9 +15,10 @@ from phivault.crypto.keyring import SYSTEM_KEY_ID, KeyRing, patient_key_id
 class BodyCodec(Protocol):
     name: str
 
-    def prepare(self, compartment: str | None) -> None:
+    def prepare(self, compartment: str | None, *, new: bool = False) -> None:
         """Check `compartment` can be written (e.g. not crypto-shredded) before a write
-        transaction opens."""
+        transaction opens. `new`: the compartment is a Patient whose id the server has
+        just drawn (a create): it cannot have a key yet, so none is looked up."""
         ...
 
     def seal(
@@ -77,8 +78,8 @@ class KeyRingCodec:
     def __init__(self, keyring: KeyRing) -> None:
         self.keyring = keyring
 
-    def prepare(self, compartment: str | None) -> None:
-        self.keyring.check_writable(key_id_for(compartment))
+    def prepare(self, compartment: str | None, *, new: bool = False) -> None:
+        self.keyring.check_writable(key_id_for(compartment), new=new)
 
     def seal(
         self,
@@ -126,7 +127,7 @@ class PlaintextCodec:
 
     name = "plaintext"
 
-    def prepare(self, compartment: str | None) -> None:
+    def prepare(self, compartment: str | None, *, new: bool = False) -> None:
         return None
 
     def seal(

@@ -525,12 +525,23 @@ class KeyRing:
                     raise
         return current, self._key(key_id, current, create=True)
 
-    def check_writable(self, key_id: str) -> None:
+    def check_writable(self, key_id: str, *, new: bool = False) -> None:
         """Before a write transaction opens: raise `KeyShredded` for a shredded id (and
         `KeyMaterialError` for a rotated-out KEK). A missing key is fine: the write
-        creates it inside its own transaction, from a key made ahead here."""
+        creates it inside its own transaction, from a key made ahead here.
+
+        `new`: the id was just drawn at random by the server (a create), so no key and no
+        tombstone can exist for it: nothing is read, the key is only made ahead. (Were
+        the id taken after all, the write's key transaction finds the row and uses it, or
+        refuses a tombstone, as for any other id.)"""
         check_key_id(key_id)
         generation = self.refresh().generation
+        if new:
+            with self._lock:
+                if self._stale:
+                    raise KeyMaterialError(ROTATED_MESSAGE)
+            self._make_ahead(key_id, generation)
+            return
         self._confirm(key_row_id(key_id, generation))
         try:
             self._key(key_id, generation, create=False)

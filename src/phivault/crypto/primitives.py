@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 
 from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -158,6 +159,18 @@ class PrekeyedHmac:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()
+
+    def digests(self, msgs: Iterable[bytes]) -> list[bytes]:
+        """`[self.digest(m) for m in msgs]`, in one loop (a value's prefix tokens)."""
+        inner0, outer0 = self._inner, self._outer
+        out = []
+        for msg in msgs:
+            inner = inner0.copy()
+            inner.update(msg)
+            outer = outer0.copy()
+            outer.update(inner.digest())
+            out.append(outer.digest())
+        return out
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:

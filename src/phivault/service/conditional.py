@@ -111,7 +111,7 @@ def create(
     access_guard.require_type(service, ctx, "search", rtype)  # matching is a search
     found = _match(service, ctx, service.store, rtype, condition, MATCH_LIMIT)
     if not found:
-        prepared = service.prepare(rtype, str(uuid.uuid4()), resource)
+        prepared = service.prepare(rtype, str(uuid.uuid4()), resource, drawn=True)
         with access_guard.deferred_refusals(service), service.store.write() as tx:
             found = _locked_match(service, ctx, tx, rtype, condition, MATCH_LIMIT)
             if not found:

@@ -285,7 +285,7 @@ class Service:
             # matched again inside the write transaction (service/conditional.py)
             return conditional.create(self, ctx, rtype, resource, if_none_exist)
         # Server-assigned id: a client id in a POST body is ignored, as the spec requires.
-        prepared = self.prepare(rtype, str(uuid.uuid4()), resource)
+        prepared = self.prepare(rtype, str(uuid.uuid4()), resource, drawn=True)
         with self.store.write() as tx:
             return self._write(ctx, tx, prepared, expected=None, action="create")
 
@@ -387,11 +387,15 @@ class Service:
         rid: str,
         resource: Resource,
         checked: set[str | None] | None = None,
+        *,
+        drawn: bool = False,
     ) -> Prepared:
         """Everything about a write that needs no transaction: id, lastUpdated, index rows,
         compartment, and the check that the compartment's data key may be written (not
         shredded). `checked`: compartments whose key a bulk import checked already for
-        the batch being prepared (one lookup per compartment instead of per resource)."""
+        the batch being prepared (one lookup per compartment instead of per resource).
+        `drawn`: `rid` is a random id the server just drew (a create), so a Patient's own
+        compartment is new and its key is not looked up (KeyRing.check_writable)."""
         check_writable(rtype)
         stored = dict(resource)
         stored["id"] = rid
@@ -402,7 +406,8 @@ class Service:
         rows = index_rows(stored)
         compartment = patient_compartment(stored, rows)
         if checked is None or compartment not in checked:
-            self.codec.prepare(compartment)
+            new = drawn and rtype == "Patient" and compartment == f"Patient/{rid}"
+            self.codec.prepare(compartment, new=new)
             if checked is not None:
                 checked.add(compartment)
         return Prepared(rtype, rid, stored, self.index_policy.transform(rtype, rows), compartment)

@@ -24,6 +24,7 @@ from phivault.store.sql import (
     BLIND_FTS,
     VERSION_COLUMNS,
     Queries,
+    blind_bytes,
     blind_docs,
     history_sql,
     index_params,
@@ -359,8 +360,8 @@ class SqlWriteTx(SqlReadView):
     def insert_index(self, kind: str, rows: list[tuple[Any, ...]]) -> None:
         """Insert one resource's index rows of one kind (parameter tuples of
         `index_params`). A backend may do better than executemany (PostgreSQL: COPY)."""
-        if kind == BLIND and self._q.blind_docs:
-            rows = blind_docs(rows)
+        if kind == BLIND:
+            rows = blind_docs(rows) if self._q.blind_docs else blind_bytes(rows)
         self._executemany(self._q.insert_index[kind], rows)
 
     def replace_index(self, rtype: str, rid: str, rows: Sequence[IndexRow]) -> None:

@@ -27,9 +27,12 @@ from phivault.store.audit_sql import AuditIndexRow
 from phivault.store.base import NewVersion, VersionRecord
 from phivault.store.common import SqlReadView, SqlWriteTx
 from phivault.store.sql import (
+    BLIND,
+    BLIND_TOKEN_BYTES,
     INDEX_TABLES,
     VERSION_COLUMNS,
     Queries,
+    blind_bytes,
     index_params,
     load_migrations,
     new_version_params,
@@ -41,6 +44,12 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Any advisory lock key works as long as every phivault process uses the same one.
 _MIGRATION_LOCK = 0x70686976
 _COPY_FROM_ROWS = 4  # smaller bulk inserts are plain INSERTs
+# One resource's blind tokens: $1 is their 16-byte tokens end to end, $4 its length.
+_INSERT_BLIND = (
+    "INSERT INTO idx_blind (token, rtype, rid) "
+    f"SELECT substring(%s::bytea FROM i FOR {BLIND_TOKEN_BYTES}), %s, %s "
+    f"FROM generate_series(1, %s, {BLIND_TOKEN_BYTES}) AS i ORDER BY i"
+)
 # A pooled read connection is probed (one round trip) before use only after sitting idle
 # this long; a busy one that broke anyway is replaced and its statement run once more.
 _PROBE_AFTER_IDLE_S = 2.0
@@ -360,11 +369,19 @@ class _PgWriteTx(SqlWriteTx):
                 copy.write_row(row)
 
     def insert_index(self, kind: str, rows: list[tuple[Any, ...]]) -> None:
-        # A Patient's 45 blind tokens by COPY: one stream, a third of executemany's client
-        # CPU (psycopg binds every row in Python) and half its time. No ON CONFLICT is
-        # needed: a resource's tokens are distinct (index_params), and its old rows are
-        # deleted before a new version's go in (append_versions does the same).
-        if len(rows) > _COPY_FROM_ROWS:
+        # A resource's blind tokens (a Patient has ~45) in one statement: one bytea of
+        # them all, cut into rows by the server. Less client CPU than COPY (which binds
+        # every row in Python) and one round trip less. No ON CONFLICT is needed: a
+        # resource's tokens are distinct (index_params), and its old rows are deleted
+        # before a new version's go in (append_versions does the same). Rows go in in
+        # token order, as index_params sorted them.
+        if kind == BLIND:
+            _, rtype, rid = rows[0]
+            if any(r[1] != rtype or r[2] != rid for r in rows):
+                raise ValueError("insert_index takes the rows of one resource")
+            tokens = bytes.fromhex("".join(r[0] for r in rows))
+            self._conn.execute(_INSERT_BLIND, (tokens, rtype, rid, len(tokens)))
+        elif len(rows) > _COPY_FROM_ROWS:
             self.insert_rows(INDEX_TABLES[kind][0], row_columns(kind), rows)
         else:
             super().insert_index(kind, rows)
@@ -412,7 +429,8 @@ class _PgWriteTx(SqlWriteTx):
                 for kind, rows in index_params(new.rtype, new.rid, new.index).items():
                     index.setdefault(kind, []).extend(rows)
         for kind, rows in index.items():
-            self.insert_rows(INDEX_TABLES[kind][0], row_columns(kind), rows)
+            copied = blind_bytes(rows) if kind == BLIND else rows
+            self.insert_rows(INDEX_TABLES[kind][0], row_columns(kind), copied)
         return [
             VersionRecord(
                 rtype=new.rtype,

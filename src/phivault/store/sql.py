@@ -31,6 +31,7 @@ BLIND = "blind"
 # SQLite keeps a resource's blind tokens as one row of this table, indexed by the FTS5
 # table `blind_fts` (migration 013): see `blind_docs`.
 BLIND_DOCS = "idx_blind_docs"
+BLIND_TOKEN_BYTES = 16  # crypto/blind.py's TOKEN_BYTES (the store does not import crypto)
 BLIND_FTS = "blind_fts"
 
 
@@ -222,14 +223,16 @@ def history_sql(query: HistoryQuery, *, total: bool) -> tuple[str, list[Any]]:
 def index_params(
     rtype: str, rid: str, rows: Sequence[IndexRow]
 ) -> dict[str, list[tuple[Any, ...]]]:
-    """Group index rows by kind into parameter tuples for executemany."""
+    """Group index rows by kind into parameter tuples for executemany. A blind row carries
+    its parameter's prefix tokens (hex, space-separated): each distinct token of the
+    resource becomes one tuple (hex token, rtype, rid), in token order."""
     grouped: dict[str, list[tuple[Any, ...]]] = {}
-    tokens: set[bytes] = set()
+    tokens: set[str] = set()
     for row in rows:
         if row.kind == BLIND:
-            if row.value is None:
-                raise ValueError("a blind index row without its token")
-            tokens.add(bytes.fromhex(row.value))
+            if not row.value:
+                raise ValueError("a blind index row without its tokens")
+            tokens.update(row.value.split(" "))
             continue
         spec = INDEX_TABLES.get(row.kind)
         if spec is None:
@@ -239,20 +242,30 @@ def index_params(
     if tokens:
         # In token order, never in the order of their prefixes: on PostgreSQL the heap
         # keeps insertion order, which would tell the 1-character prefix from the others.
-        grouped[BLIND] = [(t, rtype, rid) for t in sorted(tokens)]
+        # (Lower-case hex of one length sorts as the bytes it spells.)
+        ordered = sorted(tokens)
+        hex_len = 2 * BLIND_TOKEN_BYTES
+        if any(len(t) != hex_len for t in ordered) or len(
+            bytes.fromhex("".join(ordered))
+        ) != BLIND_TOKEN_BYTES * len(ordered):
+            raise ValueError("a blind index token that is not 16 bytes in hex")
+        grouped[BLIND] = [(t, rtype, rid) for t in ordered]
     return grouped
 
 
+def blind_bytes(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """`index_params`' blind rows (hex token, rtype, rid) as `idx_blind` rows: the token
+    as its 16 bytes."""
+    return [(bytes.fromhex(token), rtype, rid) for token, rtype, rid in rows]
+
+
 def blind_docs(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """`index_params`' blind rows (token, rtype, rid) as `BLIND_DOCS` rows: one per
+    """`index_params`' blind rows (hex token, rtype, rid) as `BLIND_DOCS` rows: one per
     resource, (rtype, rid, its tokens in hex, space-separated, in token order)."""
-    docs: dict[tuple[str, str], list[bytes]] = {}
+    docs: dict[tuple[str, str], list[str]] = {}
     for token, rtype, rid in rows:
         docs.setdefault((rtype, rid), []).append(token)
-    return [
-        (rtype, rid, " ".join(t.hex() for t in sorted(tokens)))
-        for (rtype, rid), tokens in docs.items()
-    ]
+    return [(rtype, rid, " ".join(sorted(tokens))) for (rtype, rid), tokens in docs.items()]
 
 
 def new_version_params(new: NewVersion, deleted_value: Any) -> tuple[Any, ...]:
