@@ -257,9 +257,15 @@ def write_path_trees(
             found[tree] = _ask(worker, "finish")
     finally:
         for worker in workers.values():
-            if worker.poll() is None:
+            # End of input ends the worker, which then drops its PostgreSQL schemas (main):
+            # killed at once, it would leave them behind.
+            if worker.stdin is not None:
+                worker.stdin.close()
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
                 worker.kill()
-            worker.wait()
+                worker.wait()
     return found
 
 
