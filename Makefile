@@ -31,11 +31,13 @@ run: venv
 
 test: venv
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: venv
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 # Every safeguard on vs off, interleaved, on SQLite and PostgreSQL, next to the bare

@@ -22,7 +22,9 @@ from phivault.vault import open_vault
 
 
 def create() -> Starlette:
-    vault = open_vault(Path(os.environ["BENCH_DATA"]), KeyFileKeySource(os.environ["BENCH_KEY_FILE"]))
+    vault = open_vault(
+        Path(os.environ["BENCH_DATA"]), KeyFileKeySource(os.environ["BENCH_KEY_FILE"])
+    )
     access = None
     if os.environ.get("BENCH_ACCESS", "1") == "1":
         access = AccessControl.for_service(vault.service, vault.keyring)

@@ -44,7 +44,9 @@ def _of(clinic: Clinic, rtype: str, patient: str) -> set[str]:
 
 
 def _family(clinic: Clinic, patient: str) -> str:
-    found = next(r for r in clinic.resources if r["resourceType"] == "Patient" and r["id"] == patient)
+    found = next(
+        r for r in clinic.resources if r["resourceType"] == "Patient" and r["id"] == patient
+    )
     return str(found["name"][0]["family"])
 
 
@@ -163,13 +165,13 @@ def test_everything_of_another_patient_is_not_found(
     clinic: Clinic, patient_token: dict[str, str]
 ) -> None:
     since = clinic.vault.store.audit_size()
-    hidden = clinic.client.get(f"/fhir/Patient/{clinic.unrelated}/$everything", headers=patient_token)
+    hidden = clinic.client.get(
+        f"/fhir/Patient/{clinic.unrelated}/$everything", headers=patient_token
+    )
     absent = clinic.client.get("/fhir/Patient/00000000/$everything", headers=patient_token)
     assert hidden.status_code == absent.status_code == 404
     assert hidden.text.replace(clinic.unrelated, "00000000") == absent.text
-    assert any(
-        e["action"] == "everything" and e["outcome"] == "4" for e in _audit(clinic, since)
-    )
+    assert any(e["action"] == "everything" and e["outcome"] == "4" for e in _audit(clinic, since))
     mine = _get(clinic, f"/fhir/Patient/{clinic.related}/$everything", patient_token)
     assert clinic.unrelated not in orjson.dumps(mine).decode()
 

@@ -143,9 +143,9 @@ def test_the_api_needs_a_token(server: Server) -> None:
     metadata = httpx.get(f"{server.base}/metadata").json()
     assert metadata["rest"][0]["security"]["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
     config = httpx.get(f"{server.base}/.well-known/smart-configuration")
-    assert config.status_code == 200 and "client_credentials" in config.json()[
-        "grant_types_supported"
-    ]
+    assert (
+        config.status_code == 200 and "client_credentials" in config.json()["grant_types_supported"]
+    )
 
 
 def test_fhirpy_create_read_search_paging_transaction(server: Server) -> None:

@@ -739,6 +739,7 @@ def test_errors_do_not_echo_phi_or_traces(client: TestClient, vault: Vault) -> N
 
 # -- R4 validation at the API -----------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("body", "path"),
     [

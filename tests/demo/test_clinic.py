@@ -33,8 +33,16 @@ from phivault.demo.common import IndexPermutation, luhn_check_digit, seeded_stre
 
 Resource = dict[str, Any]
 
-PATIENT_ORDER = ("Patient", "CareTeam", "Encounter", "Observation", "Condition",
-                 "AllergyIntolerance", "MedicationRequest", "Appointment")
+PATIENT_ORDER = (
+    "Patient",
+    "CareTeam",
+    "Encounter",
+    "Observation",
+    "Condition",
+    "AllergyIntolerance",
+    "MedicationRequest",
+    "Appointment",
+)
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 SSN = re.compile(r"^9\d\d-(?!00)\d\d-(?!0000)\d{4}$")
 MRN = re.compile(r"^\d{8}$")
@@ -101,12 +109,13 @@ def test_output_does_not_depend_on_the_interpreter_hash_seed() -> None:
         " separators=(',', ':')).encode()).hexdigest())\n"
     )
     expected = hashlib.sha256(
-        _dump(list(generate_clinic(ClinicSpec(patients=100, seed=4))))).hexdigest()
+        _dump(list(generate_clinic(ClinicSpec(patients=100, seed=4))))
+    ).hexdigest()
     for hash_seed in ("0", "4242"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         result = subprocess.run(
-            [sys.executable, "-c", script], env=env, capture_output=True, text=True,
-            check=True)
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        )
         assert result.stdout.strip() == expected
 
 
@@ -122,10 +131,8 @@ def test_different_seeds_give_different_clinics() -> None:
 
 def test_a_larger_clinic_starts_with_the_same_patients() -> None:
     # Staff size depends on the patient count, so compare from the first patient on.
-    small = _patient_blocks(list(generate_clinic(ClinicSpec(patients=20, seed=9,
-                                                            practitioners=4))))
-    large = _patient_blocks(list(generate_clinic(ClinicSpec(patients=40, seed=9,
-                                                            practitioners=4))))
+    small = _patient_blocks(list(generate_clinic(ClinicSpec(patients=20, seed=9, practitioners=4))))
+    large = _patient_blocks(list(generate_clinic(ClinicSpec(patients=40, seed=9, practitioners=4))))
     assert large[:20] == small
 
 
@@ -161,8 +168,11 @@ def test_resources_come_in_dependency_order(medium: list[Resource]) -> None:
     spec = ClinicSpec(patients=2_000, seed=5)
     staff = len(staff_roles(spec))
     head = [r["resourceType"] for r in medium[: 1 + spec.locations + 2 * staff]]
-    assert head == (["Organization"] + ["Location"] * spec.locations
-                    + ["Practitioner", "PractitionerRole"] * staff)
+    assert head == (
+        ["Organization"]
+        + ["Location"] * spec.locations
+        + ["Practitioner", "PractitionerRole"] * staff
+    )
     for block in _patient_blocks(medium):
         ranks = [PATIENT_ORDER.index(r["resourceType"]) for r in block]
         assert ranks == sorted(ranks)
@@ -189,8 +199,11 @@ def test_counts_and_ratios(medium: list[Resource]) -> None:
     counts = Counter(r["resourceType"] for r in medium)
     assert counts["Organization"] == 1
     assert counts["Patient"] == counts["CareTeam"] == 2_000
-    assert counts["Practitioner"] == counts["PractitionerRole"] == len(
-        staff_roles(ClinicSpec(patients=2_000)))
+    assert (
+        counts["Practitioner"]
+        == counts["PractitionerRole"]
+        == len(staff_roles(ClinicSpec(patients=2_000)))
+    )
     per_patient = sum(len(block) for block in _patient_blocks(medium)) / 2_000
     assert 9.0 <= per_patient <= 11.5
     for resource_type in PATIENT_ORDER:
@@ -208,8 +221,11 @@ def test_default_and_explicit_practitioner_counts() -> None:
 
 
 def test_count_resources_is_exact() -> None:
-    for spec in (ClinicSpec(patients=0), ClinicSpec(patients=1, seed=8),
-                 ClinicSpec(patients=300, seed=2, practitioners=5)):
+    for spec in (
+        ClinicSpec(patients=0),
+        ClinicSpec(patients=1, seed=8),
+        ClinicSpec(patients=300, seed=2, practitioners=5),
+    ):
         assert count_resources(spec) == sum(1 for _ in generate_clinic(spec))
 
 
@@ -219,7 +235,8 @@ def test_clinical_records_use_standard_terminologies(medium: list[Resource]) -> 
         assert _codes(observation["code"], "http://loinc.org")
         assert observation["effectiveDateTime"]
         quantities = [observation.get("valueQuantity")] + [
-            c["valueQuantity"] for c in observation.get("component", [])]
+            c["valueQuantity"] for c in observation.get("component", [])
+        ]
         for quantity in filter(None, quantities):
             assert quantity["system"] == "http://unitsofmeasure.org" and quantity["code"]
         categories[observation["category"][0]["coding"][0]["code"]] += 1
@@ -228,8 +245,9 @@ def test_clinical_records_use_standard_terminologies(medium: list[Resource]) -> 
         assert _codes(condition["code"], "http://snomed.info/sct")
         assert _codes(condition["code"], "http://hl7.org/fhir/sid/icd-10-cm")
     for request in _by_type(medium, "MedicationRequest"):
-        assert _codes(request["medicationCodeableConcept"],
-                      "http://www.nlm.nih.gov/research/umls/rxnorm")
+        assert _codes(
+            request["medicationCodeableConcept"], "http://www.nlm.nih.gov/research/umls/rxnorm"
+        )
 
 
 def test_dates_are_relative_to_the_fixed_reference_date(medium: list[Resource]) -> None:
@@ -246,8 +264,11 @@ def test_dates_are_relative_to_the_fixed_reference_date(medium: list[Resource]) 
 
 def test_patients_look_real(medium: list[Resource]) -> None:
     patients = _by_type(medium, "Patient")
-    clinicians = {m["practitioner"] for m in demo_staff(ClinicSpec(patients=2_000, seed=5))
-                  if m["role"] == "clinician"}
+    clinicians = {
+        m["practitioner"]
+        for m in demo_staff(ClinicSpec(patients=2_000, seed=5))
+        if m["role"] == "clinician"
+    }
     for patient in patients:
         name = patient["name"][0]
         assert name["family"] and name["given"]
@@ -262,7 +283,8 @@ def test_patients_look_real(medium: list[Resource]) -> None:
         types = {i["type"]["coding"][0]["code"]: i for i in patient["identifier"]}
         assert MRN.match(types["MR"]["value"])
         assert types["MR"]["type"]["coding"][0]["system"] == (
-            "http://terminology.hl7.org/CodeSystem/v2-0203")
+            "http://terminology.hl7.org/CodeSystem/v2-0203"
+        )
         if "SS" in types:
             assert types["SS"]["system"] == "http://hl7.org/fhir/sid/us-ssn"
             assert SSN.match(types["SS"]["value"])
@@ -281,8 +303,11 @@ def test_name_lists_are_sizeable() -> None:
 
 
 def test_mrn_and_ssn_are_unique_per_patient() -> None:
-    patients = [r for r in generate_clinic(ClinicSpec(patients=5_000, seed=21))
-                if r["resourceType"] == "Patient"]
+    patients = [
+        r
+        for r in generate_clinic(ClinicSpec(patients=5_000, seed=21))
+        if r["resourceType"] == "Patient"
+    ]
     values: dict[str, list[str]] = {"MR": [], "SS": []}
     for patient in patients:
         for identifier in patient["identifier"]:
@@ -300,8 +325,12 @@ def test_identifier_permutation_is_a_bijection(size: int) -> None:
 
 def test_npis_carry_a_valid_check_digit(small: list[Resource]) -> None:
     assert luhn_check_digit("80840" + "123456789") == 3  # CMS example NPI 1234567893
-    npis = [i["value"] for r in small for i in r.get("identifier", [])
-            if i.get("system") == "http://hl7.org/fhir/sid/us-npi"]
+    npis = [
+        i["value"]
+        for r in small
+        for i in r.get("identifier", [])
+        if i.get("system") == "http://hl7.org/fhir/sid/us-npi"
+    ]
     assert npis and len(npis) == len(set(npis))
     for value in npis:
         assert len(value) == 10 and luhn_check_digit("80840" + value[:9]) == int(value[9])
@@ -351,8 +380,9 @@ def test_generation_streams_without_precomputing() -> None:
     assert time.perf_counter() - started < 5
 
 
-@pytest.mark.parametrize("kwargs", [{"patients": -1}, {"patients": 10, "practitioners": 0},
-                                    {"patients": 10**9}])
+@pytest.mark.parametrize(
+    "kwargs", [{"patients": -1}, {"patients": 10, "practitioners": 0}, {"patients": 10**9}]
+)
 def test_spec_rejects_impossible_clinics(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         ClinicSpec(**kwargs)
@@ -361,4 +391,8 @@ def test_spec_rejects_impossible_clinics(kwargs: dict[str, int]) -> None:
 def test_an_empty_clinic_has_only_its_site_and_staff() -> None:
     resources = list(generate_clinic(ClinicSpec(patients=0)))
     assert {r["resourceType"] for r in resources} == {
-        "Organization", "Location", "Practitioner", "PractitionerRole"}
+        "Organization",
+        "Location",
+        "Practitioner",
+        "PractitionerRole",
+    }

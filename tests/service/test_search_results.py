@@ -435,7 +435,10 @@ def test_last_updated(search_vault: Vault) -> None:
     base = f"code=urn:page|{code}"
     assert ids(search_vault, "Basic", f"{base}&_lastUpdated=ge{new.last_updated}") >= {new.rid}
     assert ids(search_vault, "Basic", f"{base}&_lastUpdated=lt{old.last_updated}") == set()
-    assert ids(search_vault, "Basic", f"{base}&_lastUpdated=le{new.last_updated}") == {old.rid, new.rid}
+    assert ids(search_vault, "Basic", f"{base}&_lastUpdated=le{new.last_updated}") == {
+        old.rid,
+        new.rid,
+    }
     newest_first = ordered(search_vault, "Basic", f"{base}&_sort=-_lastUpdated,_id")
     if old.last_updated < new.last_updated:
         assert newest_first == [new.rid, old.rid]

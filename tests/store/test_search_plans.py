@@ -50,8 +50,16 @@ def _blind_rows(p: int, postgres: bool) -> list[tuple[str, int, str]]:
     a row per token; SQLite: a row per patient, indexed by the FTS5 table's triggers."""
     if postgres:
         return [
-            ("idx_blind (token, rtype, rid)", p, f"{_token('n % 500', postgres)}, 'Patient', 'p' || n"),
-            ("idx_blind (token, rtype, rid)", p, f"{_token('1000 + n % 50', postgres)}, 'Patient', 'p' || n"),
+            (
+                "idx_blind (token, rtype, rid)",
+                p,
+                f"{_token('n % 500', postgres)}, 'Patient', 'p' || n",
+            ),
+            (
+                "idx_blind (token, rtype, rid)",
+                p,
+                f"{_token('1000 + n % 50', postgres)}, 'Patient', 'p' || n",
+            ),
         ]
     tokens = f"lower(hex({_token('n % 500', False)})) || ' ' || lower(hex({_token('1000 + n % 50', False)}))"
     return [("idx_blind_docs (rtype, rid, tokens)", p, f"'Patient', 'p' || n, {tokens}")]
@@ -63,26 +71,62 @@ def fill(execute: Any, postgres: bool) -> None:
     false = "FALSE" if postgres else "0"
     p, o = PATIENTS, OBSERVATIONS
     inserts = [
-        ("resources (rtype, rid, version, seq, deleted, last_updated, compartment)",
-         p, f"'Patient', 'p' || n, 1, n, {false}, '2024-01-01T00:00:00.000Z', 'Patient/p' || n"),
-        ("resources (rtype, rid, version, seq, deleted, last_updated, compartment)",
-         p, f"'Organization', 'g' || n, 1, {p + o} + n, {false}, '2024-01-01T00:00:00.000Z', NULL"),
-        ("resources (rtype, rid, version, seq, deleted, last_updated, compartment)",
-         o, f"'Observation', 'o' || n, 1, {p} + n, {false}, '2024-01-01T00:00:00.000Z', 'Patient/p' || (n % {p})"),
-        ("idx_token (rtype, param, system, value, text, rid)",
-         p, "'Patient', 'identifier', 'urn:mrn', 'tok' || n, NULL, 'p' || n"),
-        ("idx_token (rtype, param, system, value, text, rid)",
-         p, "'Patient', 'gender', '', CASE WHEN n % 2 = 0 THEN 'male' ELSE 'female' END, NULL, 'p' || n"),
+        (
+            "resources (rtype, rid, version, seq, deleted, last_updated, compartment)",
+            p,
+            f"'Patient', 'p' || n, 1, n, {false}, '2024-01-01T00:00:00.000Z', 'Patient/p' || n",
+        ),
+        (
+            "resources (rtype, rid, version, seq, deleted, last_updated, compartment)",
+            p,
+            f"'Organization', 'g' || n, 1, {p + o} + n, {false}, '2024-01-01T00:00:00.000Z', NULL",
+        ),
+        (
+            "resources (rtype, rid, version, seq, deleted, last_updated, compartment)",
+            o,
+            f"'Observation', 'o' || n, 1, {p} + n, {false}, '2024-01-01T00:00:00.000Z', 'Patient/p' || (n % {p})",
+        ),
+        (
+            "idx_token (rtype, param, system, value, text, rid)",
+            p,
+            "'Patient', 'identifier', 'urn:mrn', 'tok' || n, NULL, 'p' || n",
+        ),
+        (
+            "idx_token (rtype, param, system, value, text, rid)",
+            p,
+            "'Patient', 'gender', '', CASE WHEN n % 2 = 0 THEN 'male' ELSE 'female' END, NULL, 'p' || n",
+        ),
         *_blind_rows(p, postgres),
-        ("idx_string (rtype, param, value, text, rid)", p, "'Organization', 'name', 'org ' || n, NULL, 'g' || n"),
-        ("idx_reference (rtype, param, system, value, text, rid)",
-         o, f"'Observation', 'subject', 'Patient', 'p' || (n % {p}), NULL, 'o' || n"),
-        ("idx_reference (rtype, param, system, value, text, rid)",
-         o, f"'Observation', 'patient', 'Patient', 'p' || (n % {p}), NULL, 'o' || n"),
-        ("idx_token (rtype, param, system, value, text, rid)",
-         o, "'Observation', 'code', 'http://loinc.org', 'c' || (n % 20), 'Body', 'o' || n"),
-        ("idx_token (rtype, param, system, value, text, rid)", o, "'Observation', 'status', '', 'final', NULL, 'o' || n"),
-        ("idx_date (rtype, param, lo, hi, rid)", o, "'Observation', 'date', 1.6e9 + n * 1000.0, 1.6e9 + n * 1000.0 + 1, 'o' || n"),
+        (
+            "idx_string (rtype, param, value, text, rid)",
+            p,
+            "'Organization', 'name', 'org ' || n, NULL, 'g' || n",
+        ),
+        (
+            "idx_reference (rtype, param, system, value, text, rid)",
+            o,
+            f"'Observation', 'subject', 'Patient', 'p' || (n % {p}), NULL, 'o' || n",
+        ),
+        (
+            "idx_reference (rtype, param, system, value, text, rid)",
+            o,
+            f"'Observation', 'patient', 'Patient', 'p' || (n % {p}), NULL, 'o' || n",
+        ),
+        (
+            "idx_token (rtype, param, system, value, text, rid)",
+            o,
+            "'Observation', 'code', 'http://loinc.org', 'c' || (n % 20), 'Body', 'o' || n",
+        ),
+        (
+            "idx_token (rtype, param, system, value, text, rid)",
+            o,
+            "'Observation', 'status', '', 'final', NULL, 'o' || n",
+        ),
+        (
+            "idx_date (rtype, param, lo, hi, rid)",
+            o,
+            "'Observation', 'date', 1.6e9 + n * 1000.0, 1.6e9 + n * 1000.0 + 1, 'o' || n",
+        ),
     ]
     for table, n, select in inserts:
         execute(f"INSERT INTO {table} {_rows(n, select, postgres)}")
@@ -96,7 +140,9 @@ def fill(execute: Any, postgres: bool) -> None:
         pytest.param("postgresql", marks=pytest.mark.postgres),
     ],
 )
-def explain(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Vault, Any]]:
+def explain(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Vault, Any]]:
     """(vault, explain(sql, params) -> plan text) over a filled database."""
     tmp = tmp_path_factory.mktemp("plans")
     postgres = request.param == "postgresql"
@@ -104,14 +150,25 @@ def explain(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     pg_url = str(request.getfixturevalue("pg_url")) if postgres else ""
     key = tmp / "kek.key"
     create_key_file(key)
-    init_data_dir(tmp / "data", KeyFileKeySource(key), db_url=f"{pg_url}?schema={schema}" if postgres else None)
+    init_data_dir(
+        tmp / "data",
+        KeyFileKeySource(key),
+        db_url=f"{pg_url}?schema={schema}" if postgres else None,
+    )
     vault = open_vault(tmp / "data", KeyFileKeySource(key))
     render = vault.store._queries.render  # type: ignore[attr-defined]
     if postgres:
         conn: Any = psycopg.connect(pg_url, autocommit=True)
         conn.execute(f'SET search_path TO "{schema}"')
         fill(conn.execute, True)
-        for table in ("resources", "idx_token", "idx_string", "idx_blind", "idx_reference", "idx_date"):
+        for table in (
+            "resources",
+            "idx_token",
+            "idx_string",
+            "idx_blind",
+            "idx_reference",
+            "idx_date",
+        ):
             conn.execute(f"ANALYZE {table}")  # this schema's tables only
 
         def plan(sql: str, params: list[Any]) -> str:
@@ -210,7 +267,11 @@ def test_include_of_the_subject_uses_an_index(explain: tuple[Vault, Any]) -> Non
     assert_indexed(text, postgres, "idx_reference_res")
     # ... and the included patients are read by primary key
     current = "SELECT rid FROM resources WHERE rtype = ? AND rid IN (" + ", ".join("?" * 50) + ")"
-    assert_indexed(plan(current, ["Patient", *[f"p{n}" for n in range(50)]]), postgres, "resources_pkey" if postgres else "PRIMARY KEY")
+    assert_indexed(
+        plan(current, ["Patient", *[f"p{n}" for n in range(50)]]),
+        postgres,
+        "resources_pkey" if postgres else "PRIMARY KEY",
+    )
 
 
 def test_a_blind_prefix_beside_a_selective_term_is_probed_per_candidate(
@@ -225,6 +286,9 @@ def test_a_blind_prefix_beside_a_selective_term_is_probed_per_candidate(
         assert_indexed(text, postgres, "idx_token_match", "idx_blind_pkey")
     else:
         assert_indexed(
-            text, postgres, "idx_token_match", "idx_blind_docs_res (rtype=? AND rid=?)",
+            text,
+            postgres,
+            "idx_token_match",
+            "idx_blind_docs_res (rtype=? AND rid=?)",
             "VIRTUAL TABLE INDEX 0:M",
         )

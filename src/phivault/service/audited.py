@@ -73,6 +73,8 @@ def failure_event(
         rid=rid,
         detail=type(error).__name__,
     )
+
+
 _scope = threading.local()
 
 

@@ -96,7 +96,10 @@ def test_token_modifiers() -> None:
 
 
 def test_id_is_checked() -> None:
-    assert one("Patient", "_id", "a-1,b.2").values == (TokenValue(None, "a-1"), TokenValue(None, "b.2"))
+    assert one("Patient", "_id", "a-1,b.2").values == (
+        TokenValue(None, "a-1"),
+        TokenValue(None, "b.2"),
+    )
     with pytest.raises(InvalidSearchParameter):
         one("Patient", "_id", "no/slashes")
 
@@ -146,7 +149,9 @@ def test_a_plus_sign_lost_in_url_decoding_is_restored() -> None:
     assert value.lo == date_range("2021-03-01T09:00:00Z")[0]  # type: ignore[index]
 
 
-@pytest.mark.parametrize("raw", ["2021-13", "xx2021", "2021-02-30", "ge", "20210301", "2021-03-01T25:00"])
+@pytest.mark.parametrize(
+    "raw", ["2021-13", "xx2021", "2021-02-30", "ge", "20210301", "2021-03-01T25:00"]
+)
 def test_malformed_dates_are_refused(raw: str) -> None:
     with pytest.raises(InvalidSearchParameter) as caught:
         one("Observation", "date", raw)
@@ -179,7 +184,9 @@ def test_quantity_forms() -> None:
 
 
 def test_reference_forms() -> None:
-    assert one("Observation", "subject", "Patient/123").values == (ReferenceValue("Patient", "123"),)
+    assert one("Observation", "subject", "Patient/123").values == (
+        ReferenceValue("Patient", "123"),
+    )
     assert one("Observation", "subject", "123").values == (ReferenceValue(None, "123"),)
     typed = one("Observation", "subject:Patient", "123")
     assert typed.values == (ReferenceValue("Patient", "123"),)
@@ -234,7 +241,11 @@ def test_has() -> None:
     (found,) = parse_search("Patient", [("_has:Observation:patient:code", "1234-5")]).filters
     assert isinstance(found, HasClause)
     assert (found.source, found.ref_param, found.inner.code) == ("Observation", "patient", "code")
-    for name in ("_has:Observation:patient", "_has:Nope:patient:code", "_has:Observation:code:code"):
+    for name in (
+        "_has:Observation:patient",
+        "_has:Nope:patient:code",
+        "_has:Observation:code:code",
+    ):
         with pytest.raises(BadRequest):
             parse_search("Patient", [(name, "x")])
     with pytest.raises(UnsupportedSearchParameter):
@@ -347,7 +358,14 @@ def test_errors_never_echo_values() -> None:
 def test_conditions_are_strict_searches_without_result_parameters() -> None:
     condition = parse_condition("Patient", "Patient?identifier=urn:mrn|1&family=smith")
     assert [getattr(f, "code", None) for f in condition.request.filters] == ["identifier", "family"]
-    for query in ("foo=1", "identifier=1&_count=1", "_sort=family", "", "identifier=", "Group?name=x"):
+    for query in (
+        "foo=1",
+        "identifier=1&_count=1",
+        "_sort=family",
+        "",
+        "identifier=",
+        "Group?name=x",
+    ):
         with pytest.raises(BadRequest):
             parse_condition("Patient", query)
 
