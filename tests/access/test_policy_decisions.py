@@ -70,13 +70,14 @@ def test_type_decisions_are_remembered_per_principal_and_not_copied() -> None:
     policy = Policy(Facts())
     doctor = clinician()
     assert policy.decide_type(doctor, "read", "Condition") is Decision.ALLOW
-    assert doctor.type_decisions == {("read", "Condition"): Decision.ALLOW}
+    assert list(doctor.plans) == [("read", "Condition")]
+    assert doctor.plans[("read", "Condition")].type_decision is Decision.ALLOW
     assert policy.decide_type(doctor, "read", "Condition") is Decision.ALLOW
     # Another principal (roles changed) starts from nothing: front desk may not read it.
     clerk = replace(doctor, roles=frozenset({FRONT_DESK}))
-    assert clerk.type_decisions == {}
+    assert clerk.plans == {}
     assert policy.decide_type(clerk, "read", "Condition") is Decision.DENY
-    assert doctor.type_decisions[("read", "Condition")] is Decision.ALLOW
+    assert doctor.plans[("read", "Condition")].type_decision is Decision.ALLOW
 
 
 def test_system_audit_rule_is_kept_with_the_memo() -> None:

@@ -214,15 +214,10 @@ class Policy:
     def decide_type(self, principal: Principal | None, interaction: str, rtype: str) -> Decision:
         """Type-level: may this caller ever do `interaction` on `rtype`? It depends on the
         principal's roles and scopes alone, fixed for the principal's lifetime, so each
-        answer is kept on the principal (a request asks several times)."""
+        answer is kept on the principal, in its plan (a request asks several times)."""
         if principal is None:
             return Decision.ALLOW
-        key = (interaction, rtype)
-        found = principal.type_decisions.get(key)
-        if found is None:
-            found = _decide_type(principal, interaction, rtype)
-            principal.type_decisions[key] = found
-        return found
+        return _plan(principal, interaction, rtype).type_decision
 
     def decide(self, ctx: HasPrincipal, interaction: str, target: Target) -> Decision:
         found = self._decide(ctx, interaction, target, data_known=True)

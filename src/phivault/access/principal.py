@@ -36,13 +36,9 @@ class Principal:
     break_glass_until: float | None = None  # epoch seconds; None: no emergency access
     token_id: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
-    # (interaction, resource type) -> the policy's type-level Decision, kept by the policy
-    # (it depends on roles and scopes only, which never change for one principal).
-    type_decisions: dict[tuple[str, str], Any] = field(
-        default_factory=dict, init=False, compare=False, repr=False
-    )
     # (interaction, resource type) -> what the scopes and roles say about it (the policy's
-    # _Plan), fixed like the type-level decisions.
+    # _Plan, with the type-level Decision): it depends on roles and scopes only, which
+    # never change for one principal.
     plans: dict[tuple[str, str], Any] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
