@@ -253,13 +253,13 @@ class Policy:
         consents = self.care.consent_compartments()
         # What the scopes and roles say, kept on the principal (_plan) rather than
         # filtered again on every search.
-        plan = principal.plans.get((interaction, rtype)) or _plan(principal, interaction, rtype)
+        plan = _plan(principal, interaction, rtype)
         if plan.patient_only:
             return _launch_patient(principal.patient), consents
         if principal.kind == SYSTEM:
             return None, consents
         now = self.clock()
-        if principal.break_glass_until is not None and _emergency(principal, now):
+        if _emergency(principal, now):
             return None, consents
         if plan.clinic_wide:
             return None, consents
@@ -328,7 +328,7 @@ class Policy:
         if principal is None:
             return Decision.ALLOW
         rtype = target.rtype
-        plan = principal.plans.get((interaction, rtype)) or _plan(principal, interaction, rtype)
+        plan = _plan(principal, interaction, rtype)
         if plan.type_decision is Decision.DENY:
             return Decision.DENY
         compartment = target.compartment
@@ -340,7 +340,7 @@ class Policy:
         elif interaction == "create" and rtype == "Patient":
             return Decision.ALLOW  # registering a new patient: no relationship can exist yet
         now = self.clock()
-        emergency = principal.break_glass_until is not None and _emergency(principal, now)
+        emergency = _emergency(principal, now)
         if principal.kind != SYSTEM and not emergency:
             if not self._plan_allows_patient(plan, principal, compartment, now):
                 return Decision.HIDE
@@ -383,7 +383,7 @@ class Policy:
         ):
             return "patient-context"
         now = self.clock()
-        emergency = principal.is_clinical and principal.break_glass_active(now)
+        emergency = _emergency(principal, now)
         if principal.kind != SYSTEM and not emergency:
             plan = _plan(principal, interaction, target.rtype)
             if not self._plan_allows_patient(plan, principal, compartment, now):
