@@ -50,15 +50,15 @@ def test_a_read_by_id_reads_epochs_version_and_key_in_one_statement(
     aheads: list[ReadAhead] = []
     networked = vault.service.store.backend != "sqlite"
     if networked:
-        from phivault.store.postgres import _PoolExec
+        from phivault.store.pg_pool import PoolExec
 
-        real_execute = _PoolExec.execute
+        real_execute = PoolExec.execute
 
-        def counting(self: _PoolExec, sql: str, params: Any = ()) -> Any:
+        def counting(self: PoolExec, sql: str, params: Any = ()) -> Any:
             statements.append(sql)
             return real_execute(self, sql, params)
 
-        monkeypatch.setattr(_PoolExec, "execute", counting)
+        monkeypatch.setattr(PoolExec, "execute", counting)
     real_read_ahead = AccessStore.read_ahead
 
     def spying(self: AccessStore, rtype: str, rid: str, suffix: str | None) -> ReadAhead:

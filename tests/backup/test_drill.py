@@ -19,7 +19,7 @@ from phivault.backup.operations import backup_now
 from phivault.backup.restore import restore_snapshot
 from phivault.crypto.kek import KeyFileKeySource
 from phivault.errors import DataDirDamaged, PhivaultError
-from phivault.store.postgres import split_schema
+from phivault.store.pg_pool import split_schema
 from tests.backup.support import (
     clinic,
     load,

@@ -21,7 +21,7 @@ from phivault.backup.prune import RetentionPolicy, prune
 from phivault.backup.restore import restore_snapshot
 from phivault.service import Context
 from phivault.service.keys import shred_patient
-from phivault.store.postgres import split_schema
+from phivault.store.pg_pool import split_schema
 from phivault.vault import Vault
 from tests.backup.support import clinic, load, open_with, repository, setup_repo, snapshot_of
 from tests.keys_support import raw_sql

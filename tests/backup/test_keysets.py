@@ -20,7 +20,7 @@ from phivault.backup.restore import restore_snapshot
 from phivault.crypto.keyring import patient_key_id
 from phivault.errors import KeyShredded
 from phivault.service.keys import shred_patient
-from phivault.store.postgres import split_schema
+from phivault.store.pg_pool import split_schema
 from phivault.vault import Vault
 from tests.backup.support import CTX, clinic, load, open_with, repository, setup_repo
 

@@ -86,7 +86,7 @@ def test_postgres_reads_a_proof_s_nodes_by_index_in_one_statement(pg_schema_url:
 
     from phivault.store.audit_sql import PG_SELECT_NODES
     from phivault.store.factory import open_store
-    from phivault.store.postgres import split_schema
+    from phivault.store.pg_pool import split_schema
 
     url, schema = split_schema(pg_schema_url)
     open_store(Path("."), pg_schema_url).close()  # the schema and its tables

@@ -9,13 +9,13 @@ import psycopg
 import pytest
 
 from phivault.errors import ConfigError, StoreError
-from phivault.store.postgres import (
+from phivault.store.pg_pool import (
     DEFAULT_POOL_SIZE,
     DEFAULT_POOL_TIMEOUT_S,
-    PostgresStore,
     pool_options,
     split_schema,
 )
+from phivault.store.postgres import PostgresStore
 
 
 def test_own_parameters_never_reach_libpq() -> None:

@@ -29,7 +29,7 @@ def load_postgres(
     transaction, so a failed restore leaves nothing half-loaded."""
     import psycopg
 
-    from phivault.store.postgres import split_schema
+    from phivault.store.pg_pool import split_schema
 
     url, schema = split_schema(db_url)
     version = int(meta["schema_version"])

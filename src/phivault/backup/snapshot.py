@@ -191,7 +191,7 @@ def _capture_postgres(db_url: str, temp: Path, result: Capture, since: Marks | N
     ONLY transaction either way, so the tables agree with each other."""
     import psycopg
 
-    from phivault.store.postgres import split_schema
+    from phivault.store.pg_pool import split_schema
 
     url, schema = split_schema(db_url)
     folder = PG_DIR if since is None else PG_DELTA_DIR

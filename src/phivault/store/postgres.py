@@ -6,26 +6,31 @@ which lets several phivault instances or test runs share one database.
 
 from __future__ import annotations
 
-import re
-import select
-import threading
-import time
-import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool
 
-from phivault.errors import ConfigError, StorageFull, StoreError, VersionConflict
+from phivault.errors import StoreError
 from phivault.store import audit_sql
 from phivault.store.audit_scan import AuditScanSource
 from phivault.store.audit_sql import AuditIndexRow
 from phivault.store.base import NewVersion, VersionRecord
 from phivault.store.common import SqlReadView, SqlWriteTx
+from phivault.store.pg_pool import (
+    KEEPALIVES,
+    PROBE_AFTER_IDLE_S,
+    PROBE_WRITE_AFTER_IDLE_S,
+    PoolExec,
+    ProbeIfIdle,
+    pool_options,
+    read_retrying,
+    split_schema,
+    translate,
+)
 from phivault.store.sql import (
     BLIND,
     BLIND_TOKEN_BYTES,
@@ -40,7 +45,6 @@ from phivault.store.sql import (
     row_to_version,
 )
 
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Any advisory lock key works as long as every phivault process uses the same one.
 _MIGRATION_LOCK = 0x70686976
 _COPY_FROM_ROWS = 4  # smaller bulk inserts are plain INSERTs
@@ -50,138 +54,6 @@ _INSERT_BLIND = (
     f"SELECT substring(%s::bytea FROM i FOR {BLIND_TOKEN_BYTES}), %s, %s "
     f"FROM generate_series(1, %s, {BLIND_TOKEN_BYTES}) AS i ORDER BY i"
 )
-# A pooled read connection is probed (one round trip) before use only after sitting idle
-# this long; a busy one that broke anyway is replaced and its statement run once more.
-_PROBE_AFTER_IDLE_S = 2.0
-# A write is never run again, so a write connection is probed after a shorter idle time
-# (and whenever its socket shows the server ended the session): one that broke within
-# the last second without a word from the server fails its write with the 503.
-_PROBE_WRITE_AFTER_IDLE_S = 1.0
-_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-               "keepalives_count": 3}  # fmt: skip
-
-
-# phivault's own URL parameters (libpq would refuse them): the schema, how long a request
-# waits for a pooled connection before its 503, and the pool's size.
-_OWN_PARAMS = ("schema", "pool_timeout", "pool_size")
-DEFAULT_POOL_TIMEOUT_S = 10.0
-DEFAULT_POOL_SIZE = 10
-
-
-def split_schema(url: str) -> tuple[str, str]:
-    """Take phivault's own parameters (`schema=`, `pool_timeout=`, `pool_size=`) out of a
-    libpq URL; return the URL libpq gets and the schema."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    own = {key: value for key, value in query if key in _OWN_PARAMS}
-    kept = [(key, value) for key, value in query if key not in _OWN_PARAMS]
-    schema = own.get("schema", "public")
-    if not _SCHEMA_NAME.match(schema):
-        raise ConfigError("invalid PostgreSQL schema name in the database URL")
-    return urlunsplit(parts._replace(query=urlencode(kept))), schema
-
-
-def pool_options(url: str) -> tuple[float, int]:
-    """(seconds a request waits for a connection, pool size) from the URL's
-    `pool_timeout=` and `pool_size=` parameters, with their defaults."""
-    own = {k: v for k, v in parse_qsl(urlsplit(url).query) if k in _OWN_PARAMS}
-    try:
-        timeout = float(own.get("pool_timeout", DEFAULT_POOL_TIMEOUT_S))
-        size = int(own.get("pool_size", DEFAULT_POOL_SIZE))
-    except ValueError:
-        raise ConfigError("pool_timeout and pool_size in the database URL are numbers") from None
-    if not (0.1 <= timeout <= 300) or not (1 <= size <= 1000):
-        raise ConfigError("pool_timeout must be 0.1-300 s and pool_size 1-1000")
-    return timeout, size
-
-
-class _ProbeIfIdle:
-    """A pool's `check`: probing every borrowed connection costs a round trip per
-    statement (or per write transaction), as much as the statement itself; only
-    connections idle for a while (which a restart or a network cut may have broken) are
-    probed, and those whose socket has something to read: a server that ended the
-    session (restart, terminated backend, idle timeout) sent its FATAL message or closed
-    the socket, which a poll sees without a round trip."""
-
-    def __init__(self, idle_s: float) -> None:
-        self._idle_s = idle_s
-        self._used: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
-
-    def __call__(self, conn: psycopg.Connection[Any]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            last = self._used.get(conn)
-        if last is None or now - last > self._idle_s or _readable(conn):
-            ConnectionPool.check_connection(conn)
-        with self._lock:
-            self._used[conn] = now
-
-
-def _readable(conn: psycopg.Connection[Any]) -> bool:
-    """Whether an idle connection's socket has data or an end of file waiting (it should
-    have neither: the server speaks only when asked); an unusable socket counts too."""
-    try:
-        poller = select.poll()
-        poller.register(conn.pgconn.socket, select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError, psycopg.Error):
-        return True
-
-
-_T = TypeVar("_T")
-_TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
-
-
-class _PoolExec:
-    """ReadView connection adapter: each statement borrows a pooled connection.
-
-    The read pool's connections are in autocommit: one statement is one round trip,
-    where a transaction would add a BEGIN and a COMMIT (each statement was its own
-    transaction anyway)."""
-
-    def __init__(self, pool: ConnectionPool[Any]) -> None:
-        self._pool = pool
-
-    def execute(self, sql: str, params: Any = ()) -> Any:
-        def run(conn: psycopg.Connection[Any]) -> _Fetched:
-            cur = conn.execute(sql, params)
-            # Whether the statement returned rows, from the result's status: `description`
-            # builds a Column object per column on every call (~10 us for a version row).
-            result = cur.pgresult
-            returned = result is not None and result.status == _TUPLES_OK
-            return _Fetched(cur.fetchall() if returned else [])
-
-        return _read_retrying(self._pool, run)
-
-
-def _read_retrying(pool: ConnectionPool[Any], run: Callable[[psycopg.Connection[Any]], _T]) -> _T:
-    """`run` on a pooled read connection. A connection broken while it sat in the pool
-    (not probed: recently used) is dropped by the pool, and a read is safe to run again
-    on a fresh one: once."""
-    for attempt in (1, 2):
-        used: psycopg.Connection[Any] | None = None
-        try:
-            with pool.connection() as conn:
-                used = conn
-                return run(conn)
-        except psycopg.OperationalError as exc:
-            if attempt == 2 or used is None or not used.broken:
-                raise _translate(exc) from None
-        except psycopg.Error as exc:
-            raise _translate(exc) from None
-    raise StoreError()  # not reached: the second attempt returns or raises
-
-
-class _Fetched:
-    def __init__(self, rows: list[Any]) -> None:
-        self._rows = rows
-
-    def fetchone(self) -> Any:
-        return self._rows[0] if self._rows else None
-
-    def fetchall(self) -> list[Any]:
-        return self._rows
 
 
 class PostgresStore(SqlReadView):
@@ -203,8 +75,8 @@ class PostgresStore(SqlReadView):
             conn.execute("SET idle_in_transaction_session_timeout = '60s'")
             conn.commit()
 
-        read_probe = _ProbeIfIdle(_PROBE_AFTER_IDLE_S)
-        write_probe = _ProbeIfIdle(_PROBE_WRITE_AFTER_IDLE_S)
+        read_probe = ProbeIfIdle(PROBE_AFTER_IDLE_S)
+        write_probe = ProbeIfIdle(PROBE_WRITE_AFTER_IDLE_S)
 
         def pool(autocommit: bool) -> ConnectionPool[Any]:
             check = read_probe if autocommit else write_probe
@@ -217,7 +89,7 @@ class PostgresStore(SqlReadView):
                 timeout=pool_timeout,
                 # Keepalives: a server that vanished without a FIN/RST is noticed in ~25 s
                 # instead of hanging the request for the OS default of hours.
-                kwargs={"autocommit": autocommit, "connect_timeout": 5, **_KEEPALIVES},
+                kwargs={"autocommit": autocommit, "connect_timeout": 5, **KEEPALIVES},
                 check=check,
             )
 
@@ -231,7 +103,7 @@ class PostgresStore(SqlReadView):
             raise StoreError("cannot connect to PostgreSQL") from exc
         with self._pool.connection() as conn:
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        super().__init__(_PoolExec(self._read_pool), self._queries)
+        super().__init__(PoolExec(self._read_pool), self._queries)
 
     def release_space_reserve(self) -> bool:
         return False  # the server's disk: nothing this client can hold back
@@ -248,7 +120,7 @@ class PostgresStore(SqlReadView):
                 for table in tables:
                     conn.execute(f"ANALYZE {table}")
         except psycopg.Error as exc:
-            raise _translate(exc) from None
+            raise translate(exc) from None
 
     @contextmanager
     def write(self, *, spare: bool = False) -> Iterator[SqlWriteTx]:
@@ -257,7 +129,7 @@ class PostgresStore(SqlReadView):
             with self._pool.connection() as conn:
                 yield _PgWriteTx(conn, self._queries)
         except psycopg.Error as exc:
-            raise _translate(exc) from None
+            raise translate(exc) from None
 
     def schema_version(self) -> int:
         with self._pool.connection() as conn:
@@ -303,7 +175,7 @@ class PostgresStore(SqlReadView):
                 rows: list[tuple[Any, ...]] = cur.fetchall()
                 return rows
         except psycopg.Error as exc:
-            raise _translate(exc) from None
+            raise translate(exc) from None
 
     def audit_rows(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         return self._binary_rows(audit_sql.SELECT_ROWS, (start, stop))
@@ -319,7 +191,7 @@ class PostgresStore(SqlReadView):
             cur.execute(_SELECT_NODES, params, prepare=True)
             return {(int(lv), int(ix)): h for lv, ix, h in cur.fetchall()}
 
-        return _read_retrying(self._read_pool, run)
+        return read_retrying(self._read_pool, run)
 
     def audit_nodes_range(self, level: int, start: int, stop: int) -> list[tuple[int, bytes]]:
         rows = self._binary_rows(audit_sql.SELECT_NODE_RANGE, (level, start, stop))
@@ -596,11 +468,3 @@ _UPSERT_CURRENT_MANY = (
     "deleted = excluded.deleted, last_updated = excluded.last_updated, "
     "compartment = excluded.compartment"
 )
-
-
-def _translate(exc: psycopg.Error) -> Exception:
-    if isinstance(exc, pg_errors.UniqueViolation):
-        return VersionConflict()
-    if isinstance(exc, pg_errors.DiskFull):
-        return StorageFull()
-    return StoreError()
