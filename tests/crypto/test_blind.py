@@ -192,3 +192,20 @@ def test_a_value_of_a_narrower_parameter_is_stored_there_only() -> None:
     strings = {(r.param, r.value, r.text) for r in out if r.kind == "string"}
     whole = blind_prefixes(KEY, "name", "anderson")[-1], blind_exact(KEY, "name", "Anderson")
     assert ("name", *whole) in strings and ("phonetic", *whole) in strings
+
+
+def test_a_date_is_written_as_its_query_token_at_its_precision() -> None:
+    """A birth date becomes the token `query_date` looks up, at the precision it was
+    given: an index written by the write path matches the search side's tokens."""
+    policy = BlindIndexPolicy(KEY)
+    day, month = 631_152_000.0, 633_830_400.0  # 1990-01-01 and 1990-02-01 (UTC)
+    rows = [
+        IndexRow("birthdate", "date", lo=day, hi=day + 86_399.999),
+        IndexRow("death-date", "date", lo=day, hi=month - 0.001),
+    ]
+    out = [(r.param, r.kind, r.system, r.value) for r in policy.transform("Patient", rows)]
+    assert out == [
+        ("birthdate", "token", "date", policy.query_date("birthdate", "1990-01-01")),
+        ("death-date", "token", "date", policy.query_date("death-date", "1990-01")),
+    ]
+    assert out[0][3] != policy.query_date("birthdate", "1990-01")

@@ -33,7 +33,7 @@ from phivault.crypto.blind import (
     blind_token,
     normalize_string,
 )
-from phivault.types import IndexRow
+from phivault.types import IndexRow, index_row
 
 _PERSON_PARAMS = frozenset(
     {
@@ -187,16 +187,21 @@ class _Blinding:
             elif kind == "token":
                 if row.value is not None:  # a display text alone: not searchable once blinded
                     out.append(
-                        IndexRow(row.param, "token", system=row.system, value=self._token(row))
+                        index_row(
+                            (row.param, "token", row.system, self._token(row), None, None, None)
+                        )
                     )
             elif kind == "date":
                 day = _date_text(row.lo, row.hi)
                 if day is not None:
-                    value = policy.query_date(row.param, day)
-                    out.append(IndexRow(row.param, "token", system=DATE_SYSTEM, value=value))
+                    # = policy.query_date(row.param, day), with the key's pads hashed once
+                    value = policy._blind.token(row.param, DATE_SYSTEM, day)
+                    out.append(
+                        index_row((row.param, "token", DATE_SYSTEM, value, None, None, None))
+                    )
             # no other kind identifies a person; drop rather than leak
         for param, tokens in self._prefixes.items():
-            out.append(IndexRow(param, BLIND, value=" ".join(sorted(tokens))))
+            out.append(index_row((param, BLIND, None, " ".join(sorted(tokens)), None, None, None)))
         return out
 
     def _token(self, row: IndexRow) -> str:
@@ -234,7 +239,7 @@ class _Blinding:
             exact = self._exact.get((domain, row.text))
             if exact is None:
                 exact = self._exact[(domain, row.text)] = blind.exact(domain, row.text)
-        return IndexRow(row.param, "string", value=last, text=exact)
+        return index_row((row.param, "string", None, last, exact, None, None))
 
 
 def _date_text(lo: float | None, hi: float | None) -> str | None:

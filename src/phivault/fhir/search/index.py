@@ -39,7 +39,7 @@ import re
 import unicodedata
 from decimal import Decimal, InvalidOperation
 
-from phivault.types import IndexRow
+from phivault.types import IndexRow, index_row
 
 KINDS = ("token", "string", "date", "reference", "quantity", "number", "uri", "composite")
 
@@ -49,27 +49,8 @@ KINDS = ("token", "string", "date", "reference", "quantity", "number", "uri", "c
 IndexEntry = IndexRow
 
 
-_FIELDS = ("param", "kind", "system", "value", "text", "lo", "hi")
-_SETTERS = tuple(IndexEntry.__dict__[name].__set__ for name in _FIELDS)
-_SET_PARAM, _SET_KIND, _SET_SYSTEM, _SET_VALUE, _SET_TEXT, _SET_LO, _SET_HI = _SETTERS
-_new = object.__new__
-
-
-def entry_from_row(
-    row: tuple[str, str, str | None, str | None, str | None, float | None, float | None],
-) -> IndexEntry:
-    """IndexEntry(*row), about twice as fast: the frozen dataclass __init__ goes through
-    object.__setattr__ per field; this fills the slots directly. Same object either way
-    (tests compare them); extraction makes one per index row, on every write."""
-    entry = _new(IndexEntry)
-    _SET_PARAM(entry, row[0])
-    _SET_KIND(entry, row[1])
-    _SET_SYSTEM(entry, row[2])
-    _SET_VALUE(entry, row[3])
-    _SET_TEXT(entry, row[4])
-    _SET_LO(entry, row[5])
-    _SET_HI(entry, row[6])
-    return entry
+# Built on every write, one per index row: the fast constructor (same object).
+entry_from_row = index_row
 
 
 def normalize_string(text: str) -> str:
