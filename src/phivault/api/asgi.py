@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from phivault.access.runtime import AccessControl
 from phivault.api import connection_limits
 from phivault.api.app import create_app
+from phivault.api.heap import freeze_startup_heap
 from phivault.backup.integrity import CHECKED_ENV
 from phivault.backup.schedule import start_scheduled_backups
 from phivault.config import resolve_data_dir
@@ -31,6 +32,7 @@ def create() -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        freeze_startup_heap()  # everything above lives as long as the process
         try:
             yield
         finally:
