@@ -15,7 +15,7 @@ from phivault.crypto.blind_index import BLIND
 from phivault.fhir.indexing import index_rows
 from phivault.service import Context
 from phivault.service.reindex import reindex
-from phivault.store.sql import index_params
+from phivault.store.sql import blind_bytes, index_params
 from phivault.types import IndexRow
 from phivault.vault import Vault
 from tests.keys_support import raw_sql
@@ -90,6 +90,29 @@ def test_stored_tokens_are_the_policys_in_token_order(vault: Vault) -> None:
         assert stored == expected  # the document lists them in token order
     for query in ("family=angs", "given=zo", "name=ANGSTROM", "given:exact=Zoë"):
         assert found(vault, query) == [rid], query
+
+
+def test_a_resources_tokens_are_one_tuple_in_token_order() -> None:
+    """index_params gives a resource's distinct tokens as one tuple (SQLite's document
+    row); blind_bytes cuts it into PostgreSQL's rows, one 16-byte token each, in order."""
+    a, b, c = "0f" * 16, "a0" * 16, "ff" * 16
+    rows = [
+        IndexRow("family", BLIND, value=f"{c} {a}"),
+        IndexRow("given", BLIND, value=f"{b} {a}"),  # a shared token is stored once
+        IndexRow("gender", "token", system="s", value="female"),
+        IndexRow("uri-param", "uri", value="http://x"),
+    ]
+    grouped = index_params("Patient", "p1", rows)
+    assert grouped[BLIND] == [(f"{a} {b} {c}", "Patient", "p1")]
+    assert grouped["token"] == [("Patient", "gender", "p1", "s", "female", None)]
+    assert grouped["uri"] == [("Patient", "uri-param", "p1", "http://x")]
+    two = grouped[BLIND] + [(b, "Patient", "p2")]
+    assert blind_bytes(two) == [
+        (bytes.fromhex(a), "Patient", "p1"),
+        (bytes.fromhex(b), "Patient", "p1"),
+        (bytes.fromhex(c), "Patient", "p1"),
+        (bytes.fromhex(b), "Patient", "p2"),
+    ]
 
 
 def test_a_token_that_is_not_hex_is_refused() -> None:

@@ -25,7 +25,6 @@ from phivault.store.sql import (
     VERSION_COLUMNS,
     Queries,
     blind_bytes,
-    blind_docs,
     history_sql,
     index_params,
     new_version_params,
@@ -361,7 +360,7 @@ class SqlWriteTx(SqlReadView):
         """Insert one resource's index rows of one kind (parameter tuples of
         `index_params`). A backend may do better than executemany (PostgreSQL: COPY)."""
         if kind == BLIND:
-            rows = blind_docs(rows) if self._q.blind_docs else blind_bytes(rows)
+            rows = rows if self._q.blind_docs else blind_bytes(rows)
         self._executemany(self._q.insert_index[kind], rows)
 
     def replace_index(self, rtype: str, rid: str, rows: Sequence[IndexRow]) -> None:

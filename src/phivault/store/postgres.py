@@ -248,10 +248,10 @@ class _PgWriteTx(SqlWriteTx):
         # before a new version's go in (append_versions does the same). Rows go in in
         # token order, as index_params sorted them.
         if kind == BLIND:
-            _, rtype, rid = rows[0]
-            if any(r[1] != rtype or r[2] != rid for r in rows):
-                raise ValueError("insert_index takes the rows of one resource")
-            tokens = bytes.fromhex("".join(r[0] for r in rows))
+            if len(rows) != 1:
+                raise ValueError("insert_index takes the blind tokens of one resource")
+            ((doc, rtype, rid),) = rows
+            tokens = bytes.fromhex(doc)  # the hex tokens, the spaces between them skipped
             self._conn.execute(_INSERT_BLIND, (tokens, rtype, rid, len(tokens)))
         elif len(rows) > _COPY_FROM_ROWS:
             self.insert_rows(INDEX_TABLES[kind][0], row_columns(kind), rows)

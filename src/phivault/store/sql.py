@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
+from operator import attrgetter
 from typing import Any, Protocol
 
 from phivault.store.base import HistoryQuery, IndexRow, NewVersion, VersionRecord
@@ -29,7 +30,7 @@ INDEX_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 BLIND = "blind"
 # SQLite keeps a resource's blind tokens as one row of this table, indexed by the FTS5
-# table `blind_fts` (migration 013): see `blind_docs`.
+# table `blind_fts` (migration 013): `index_params` gives that row.
 BLIND_DOCS = "idx_blind_docs"
 BLIND_TOKEN_BYTES = 16  # crypto/blind.py's TOKEN_BYTES (the store does not import crypto)
 BLIND_FTS = "blind_fts"
@@ -140,7 +141,7 @@ class Queries:
         }
         if blind_docs:
             self.insert_index[BLIND] = r(
-                f"INSERT INTO {BLIND_DOCS} (rtype, rid, tokens) VALUES (?, ?, ?)"
+                f"INSERT INTO {BLIND_DOCS} (tokens, rtype, rid) VALUES (?, ?, ?)"
             )
         self.find_token_any = r(
             "SELECT DISTINCT t.rid FROM idx_token t JOIN resources r "
@@ -220,52 +221,59 @@ def history_sql(query: HistoryQuery, *, total: bool) -> tuple[str, list[Any]]:
     return f"SELECT {VERSION_COLUMNS} FROM versions{clause} ORDER BY seq DESC LIMIT ?", params
 
 
+def _values_of(columns: tuple[str, ...]) -> Callable[[IndexRow], tuple[Any, ...]]:
+    """The row's values of `columns`, as a tuple, read in C (attrgetter)."""
+    get = attrgetter(*columns)
+    if len(columns) == 1:
+        return lambda row: (get(row),)
+    return get
+
+
+_VALUES = {kind: _values_of(columns) for kind, (_, columns) in INDEX_TABLES.items()}
+
+
 def index_params(
     rtype: str, rid: str, rows: Sequence[IndexRow]
 ) -> dict[str, list[tuple[Any, ...]]]:
     """Group index rows by kind into parameter tuples for executemany. A blind row carries
-    its parameter's prefix tokens (hex, space-separated): each distinct token of the
-    resource becomes one tuple (hex token, rtype, rid), in token order."""
+    its parameter's prefix tokens (hex, space-separated): the resource's distinct tokens
+    become one tuple (its tokens in hex, space-separated, in token order; rtype; rid),
+    which SQLite stores as is (`BLIND_DOCS`) and PostgreSQL as one row per token
+    (`blind_bytes`)."""
     grouped: dict[str, list[tuple[Any, ...]]] = {}
     tokens: set[str] = set()
     for row in rows:
-        if row.kind == BLIND:
+        kind = row.kind
+        if kind == BLIND:
             if not row.value:
                 raise ValueError("a blind index row without its tokens")
             tokens.update(row.value.split(" "))
             continue
-        spec = INDEX_TABLES.get(row.kind)
-        if spec is None:
-            raise ValueError(f"unknown index kind {row.kind!r}")
-        values = tuple(getattr(row, col) for col in spec[1])
-        grouped.setdefault(row.kind, []).append((rtype, row.param, rid, *values))
+        values = _VALUES.get(kind)
+        if values is None:
+            raise ValueError(f"unknown index kind {kind!r}")
+        grouped.setdefault(kind, []).append((rtype, row.param, rid, *values(row)))
     if tokens:
         # In token order, never in the order of their prefixes: on PostgreSQL the heap
         # keeps insertion order, which would tell the 1-character prefix from the others.
         # (Lower-case hex of one length sorts as the bytes it spells.)
         ordered = sorted(tokens)
+        doc = " ".join(ordered)
         hex_len = 2 * BLIND_TOKEN_BYTES
         if any(len(t) != hex_len for t in ordered) or len(
-            bytes.fromhex("".join(ordered))
+            bytes.fromhex(doc)
         ) != BLIND_TOKEN_BYTES * len(ordered):
             raise ValueError("a blind index token that is not 16 bytes in hex")
-        grouped[BLIND] = [(t, rtype, rid) for t in ordered]
+        grouped[BLIND] = [(doc, rtype, rid)]
     return grouped
 
 
 def blind_bytes(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """`index_params`' blind rows (hex token, rtype, rid) as `idx_blind` rows: the token
-    as its 16 bytes."""
-    return [(bytes.fromhex(token), rtype, rid) for token, rtype, rid in rows]
-
-
-def blind_docs(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """`index_params`' blind rows (hex token, rtype, rid) as `BLIND_DOCS` rows: one per
-    resource, (rtype, rid, its tokens in hex, space-separated, in token order)."""
-    docs: dict[tuple[str, str], list[str]] = {}
-    for token, rtype, rid in rows:
-        docs.setdefault((rtype, rid), []).append(token)
-    return [(rtype, rid, " ".join(sorted(tokens))) for (rtype, rid), tokens in docs.items()]
+    """`index_params`' blind tuples (tokens in hex, rtype, rid) as `idx_blind` rows: one
+    per token, the token as its 16 bytes, in token order."""
+    return [
+        (bytes.fromhex(token), rtype, rid) for doc, rtype, rid in rows for token in doc.split(" ")
+    ]
 
 
 def new_version_params(new: NewVersion, deleted_value: Any) -> tuple[Any, ...]:
