@@ -154,6 +154,41 @@ def test_another_key_does_not_verify(vault: Vault) -> None:
     assert not report.ok
 
 
+def test_a_data_write_hands_its_edge_over_once_committed(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write's audit entry goes in with the write's own transaction; once that has
+    committed, the tree's new right edge is the appender's, so the next write and the
+    next group commit read neither nodes nor seal. A write that rolls back hands over
+    nothing, and the tree stays sound."""
+    edge = vault.audit._edge
+    vault.audit.record(event(1))
+    vault.service.create(CTX, "Patient", patient("Zzfirst"))
+    size = vault.store.audit_size()
+    current = edge.current()
+    assert current is not None and current[0] == size
+    reads: list[int] = []
+    real = phivault.audit.append._read_nodes
+    monkeypatch.setattr(
+        phivault.audit.append,
+        "_read_nodes",
+        lambda *args: reads.append(1) or real(*args),  # type: ignore[func-returns-value]
+    )
+    vault.service.create(CTX, "Patient", patient("Zzsecond"))
+    vault.audit.record(event(2))
+    assert reads == [] and vault.store.audit_size() == size + 2
+    before = edge.current()
+    with pytest.raises(RuntimeError):
+        with vault.store.write() as tx:
+            vault.audit.record(event(3), tx)
+            raise RuntimeError("the write fails after its audit entry")
+    assert edge.current() == before and vault.store.audit_size() == size + 2
+    vault.service.create(CTX, "Patient", patient("Zzthird"))
+    vault.audit.checkpoint()
+    report = verify_log(vault.store, public_key(vault))
+    assert report.ok, report.findings[:3]
+
+
 def test_an_appender_whose_edge_went_stale_appends_again_from_the_tree(
     vault: Vault, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,6 +4,7 @@ what actually lands in the database (ciphertext, blind values)."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -178,6 +179,50 @@ def test_append_existing_version_conflicts_and_rolls_back(vault: Vault) -> None:
     # The store is still usable afterwards.
     append(vault, new("c1", 2))
     assert store.current("Basic", "c1").version == 2  # type: ignore[union-attr]
+
+
+def test_after_commit_runs_once_committed_and_never_after_a_rollback(vault: Vault) -> None:
+    """On both backends: a callback runs once its transaction has committed (the row is
+    there to read), and never for a block that raised. On SQLite, a block that raised
+    while others share its group commit loses only its own callbacks."""
+    store = vault.store
+    ran: list[str] = []
+
+    def seen(name: str) -> None:
+        ran.append(name if store.current("Basic", name) is not None else f"{name}: not yet")
+
+    with store.write() as tx:
+        tx.append_version(new("kept", 1))
+        tx.after_commit(lambda: seen("kept"))
+        assert ran == []  # not before the commit
+    assert ran == ["kept"]
+    with pytest.raises(RuntimeError):
+        with store.write() as tx:
+            tx.append_version(new("undone", 1))
+            tx.after_commit(lambda: seen("undone"))
+            raise RuntimeError("the block fails")
+    assert ran == ["kept"] and store.current("Basic", "undone") is None
+    errors: list[BaseException] = []
+
+    def block(name: str, fail: bool) -> None:
+        try:
+            with store.write() as tx:
+                tx.append_version(new(name, 1))
+                tx.after_commit(lambda: seen(name))
+                if fail:
+                    raise RuntimeError("the block fails")
+        except RuntimeError:
+            pass
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=block, args=(f"b{n}", n % 3 == 0)) for n in range(9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sorted(ran[1:]) == [f"b{n}" for n in range(9) if n % 3]
 
 
 # -- history --------------------------------------------------------------------------------

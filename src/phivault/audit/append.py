@@ -4,13 +4,15 @@ when; this module does the append).
 `append_entries` writes leaves, every Merkle node they complete, their index rows and
 the log's new seal in the caller's write transaction. The appender thread keeps the
 committed right edge of the tree (`RightEdge`: the perfect subtrees of the current size)
-so that a group commit reads no node; a write's own transaction reads the edge without
-staging it. An edge is trusted only while the log still has the size it was recorded at:
-another writer's or process's append shows up as a different size (`StaleEdge`).
+so that a group commit reads no node; a data write's own transaction reads the edge and
+hands its new one over once it has committed. An edge is trusted only while the log
+still has the size it was recorded at: another writer's or process's append shows up as
+a different size (`StaleEdge`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from phivault.audit.entry import decode_entry, index_row_of
@@ -52,6 +54,15 @@ class RightEdge:
     def commit(self) -> None:
         self._current, self._staged = self._staged, None
 
+    def offer(self, size: int, edge: dict[NodeKey, bytes]) -> None:
+        """The edge a data write's transaction left, now that it committed: kept unless
+        the current edge is at least as new. (A prefix of the log never changes once
+        committed, so an edge stays true of its size; an older one kept by a race with
+        the appender only costs a read.)"""
+        current = self._current
+        if current is None or current[0] < size:
+            self._current = (size, edge)
+
     def discard(self) -> None:
         self._current = self._staged = None
 
@@ -71,9 +82,10 @@ def append_entries(
 
     With `edge`, a right edge cached at the current size replaces the node reads, and the
     new edge is staged on it (the caller commits it once the transaction is durable);
-    with `stage=False` the edge is only read (a transaction whose commit the log does
-    not see: a data write's). `last`: nothing else is written in `tx` after this call,
-    so the backend may commit it with the rows (PostgreSQL: in the same round trip).
+    with `stage=False` (a transaction whose commit the log does not see: a data write's)
+    the new edge is offered to it when the store reports the commit (`after_commit`).
+    `last`: nothing else is written in `tx` after this call, so the backend may commit it
+    with the rows (PostgreSQL: in the same round trip).
     With `seal` (audit/seal.py), a log this appender did not just write itself must carry
     a matching seal, and the new size is sealed in the same transaction.
     """
@@ -106,6 +118,10 @@ def append_entries(
             sealed = seal.of_edge(new_size, new_edge)
         if edge is not None and stage:
             edge.stage(new_size, new_edge)
+        elif edge is not None:
+            # A data write's: the edge becomes the appender's once this transaction has
+            # committed, so the next write or group commit reads neither nodes nor seal.
+            tx.after_commit(functools.partial(edge.offer, new_size, new_edge))
     # Entries, nodes and the new seal in one call (PostgreSQL: one statement).
     if guess is None:
         tx.audit_append(size, entries, nodes, index, sealed)

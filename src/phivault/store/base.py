@@ -8,7 +8,7 @@ transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -192,6 +192,12 @@ class ReadView(Protocol):
 
 class WriteTx(ReadView, Protocol):
     """One atomic write transaction: everything commits together or nothing does."""
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call `fn` once what the caller wrote in this transaction has committed (it is
+        durable), and never if it is rolled back: for in-process caches that may only
+        learn a committed state. `fn` must be quick and must not raise."""
+        ...
 
     def append_version(self, new: NewVersion) -> VersionRecord:
         """Insert a version, move the current pointer, replace the resource's index rows.

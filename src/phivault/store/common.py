@@ -271,6 +271,10 @@ class SqlWriteTx(SqlReadView):
     ) -> None:
         super().__init__(conn, queries)
         self._executemany = executemany
+        self.committed: list[Callable[[], None]] = []  # after_commit's, for the backend
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        self.committed.append(fn)
 
     def lock_resource(self, rtype: str, rid: str) -> None:
         # SQLite: the whole write transaction holds the database write lock already.

@@ -127,9 +127,12 @@ class PostgresStore(SqlReadView):
         # The pool commits when the block ends normally and rolls back on any exception.
         try:
             with self._pool.connection() as conn:
-                yield _PgWriteTx(conn, self._queries)
+                tx = _PgWriteTx(conn, self._queries)
+                yield tx
         except psycopg.Error as exc:
             raise translate(exc) from None
+        for fn in tx.committed:  # reached only once the block ended and its COMMIT held
+            fn()
 
     def schema_version(self) -> int:
         with self._pool.connection() as conn:

@@ -180,6 +180,7 @@ class SqliteStore(SqlReadView):
                 raise
             conn.execute("RELEASE phivault_write")
             batch.count += 1
+            batch.committed.extend(tx.committed)  # a block rolled back never gets here
             self._maybe_commit(conn, batch)
         finally:
             self._write_lock.release()
@@ -216,6 +217,9 @@ class SqliteStore(SqlReadView):
         self._finish(batch, error)
 
     def _finish(self, batch: _Batch, error: Exception | None) -> None:
+        if error is None:
+            for fn in batch.committed:  # the blocks that were released, in their order
+                fn()
         batch.error = error
         batch.done.set()
         self._batch = _Batch()
@@ -303,6 +307,7 @@ class _Batch:
         self.error: Exception | None = None
         self.count = 0
         self.started = time.monotonic()
+        self.committed: list[Callable[[], None]] = []  # the released blocks' after_commit
 
 
 class _WriteTx(SqlWriteTx):
