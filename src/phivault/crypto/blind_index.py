@@ -28,9 +28,7 @@ from datetime import UTC, datetime
 from phivault.crypto.blind import (
     DEFAULT_PREFIX_LEN,
     BlindKey,
-    blind_exact,
     blind_prefix_query,
-    blind_token,
     normalize_string,
 )
 from phivault.types import IndexRow, index_row
@@ -115,8 +113,11 @@ class BlindIndexPolicy:
         )
 
     # -- the query side: the same transformations applied to search arguments -----------
+    # Tokens through the pre-keyed BlindKey: the same as blind_token / blind_exact, with
+    # the key's HMAC pads hashed once (tests/crypto hold them equal). The write path
+    # (_Blinding) asks these too, so both sides of a search compute a token one way.
     def query_token(self, param: str, code: str) -> str:
-        return blind_token(self._key, param, None, code)
+        return self._blind.token(param, None, code)
 
     def query_prefix(self, param: str, text: str) -> tuple[str, bool]:
         """(token, needs_recheck) for a default (starts-with) string search."""
@@ -135,14 +136,14 @@ class BlindIndexPolicy:
         return tuple(f.token for f in found), found[0].needs_recheck
 
     def query_exact(self, param: str, raw: str) -> str:
-        return blind_exact(self._key, _SAME_TOKENS.get(param, param), raw)
+        return self._blind.exact(_SAME_TOKENS.get(param, param), raw)
 
     def query_date(self, param: str, date_text: str) -> str:
         """Token of a date given at day, month or year precision (YYYY-MM-DD, YYYY-MM, YYYY)."""
-        return blind_token(self._key, param, DATE_SYSTEM, date_text)
+        return self._blind.token(param, DATE_SYSTEM, date_text)
 
     def query_reference_identifier(self, system_value: str) -> str:
-        return blind_token(self._key, "reference:identifier", None, system_value)
+        return self._blind.token("reference:identifier", None, system_value)
 
 
 class _Blinding:
@@ -194,8 +195,7 @@ class _Blinding:
             elif kind == "date":
                 day = _date_text(row.lo, row.hi)
                 if day is not None:
-                    # = policy.query_date(row.param, day), with the key's pads hashed once
-                    value = policy._blind.token(row.param, DATE_SYSTEM, day)
+                    value = policy.query_date(row.param, day)
                     out.append(
                         index_row((row.param, "token", DATE_SYSTEM, value, None, None, None))
                     )
@@ -208,7 +208,7 @@ class _Blinding:
         key = (row.param, row.value or "")
         token = self._tokens.get(key)
         if token is None:
-            token = self._tokens[key] = self._policy._blind.token(row.param, None, key[1])
+            token = self._tokens[key] = self._policy.query_token(row.param, key[1])
         return token
 
     def _string(self, row: IndexRow) -> IndexRow | None:

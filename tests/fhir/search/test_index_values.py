@@ -11,9 +11,9 @@ from phivault.fhir.search.index import (
     IndexEntry,
     date_range,
     decimal_range,
-    entry_from_row,
     normalize_string,
 )
+from phivault.types import index_row
 
 
 def ts(*args: int, tz: timezone = UTC) -> float:
@@ -133,9 +133,9 @@ def test_string_normalisation(raw: str, normalized: str) -> None:
     assert normalize_string(raw) == normalized
 
 
-def test_entry_from_row_is_the_dataclass() -> None:
+def test_index_row_is_the_dataclass() -> None:
     row = ("code", "token", "http://loinc.org", "1234-5", "x", None, 1.5)
-    built = entry_from_row(row)
+    built = index_row(row)
     assert built == IndexEntry(*row)
     assert hash(built) == hash(IndexEntry(*row))
     assert built.hi == 1.5

@@ -16,9 +16,10 @@ from typing import Any
 from phivault.errors import InvalidResource
 from phivault.fhir.search import fhirpath
 from phivault.fhir.search.convert import CONVERTERS, Converter, Row, atoms, composite
-from phivault.fhir.search.index import IndexEntry, entry_from_row
+from phivault.fhir.search.index import IndexEntry
 from phivault.fhir.search.paths import Getter, Unsupported, compile_expression, union
 from phivault.fhir.search.registry import Registry, SearchParam, default_registry
+from phivault.types import index_row
 
 _ComponentPlan = tuple[str, Getter]  # (component type, getter on the composite's element)
 _CompositeBranch = tuple[Getter, tuple[_ComponentPlan, ...]]
@@ -139,7 +140,7 @@ class Extractor:
             root = copy.deepcopy(resource)  # fhirpathpy rewrites numbers in place
             for param in plan.fallback:
                 fhirpath.param_entries(param, resource_type, root, out)
-        return [entry_from_row(row) for row in dict.fromkeys(out)]
+        return [index_row(row) for row in dict.fromkeys(out)]
 
     def report(self) -> CompileReport:
         """Which definitions compile, checked for every resource type each applies to."""

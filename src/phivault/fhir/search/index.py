@@ -39,7 +39,7 @@ import re
 import unicodedata
 from decimal import Decimal, InvalidOperation
 
-from phivault.types import IndexRow, index_row
+from phivault.types import IndexRow
 
 KINDS = ("token", "string", "date", "reference", "quantity", "number", "uri", "composite")
 
@@ -47,10 +47,6 @@ KINDS = ("token", "string", "date", "reference", "quantity", "number", "uri", "c
 # One row type from extraction to storage: the store persists exactly these (after the
 # crypto layer blinds identifying values), without a conversion on the write path.
 IndexEntry = IndexRow
-
-
-# Built on every write, one per index row: the fast constructor (same object).
-entry_from_row = index_row
 
 
 def normalize_string(text: str) -> str:
