@@ -1,8 +1,9 @@
 """Server CPU per request of `phivault serve` (every safeguard on), for one or more source
 trees side by side: what a change to the request path saves, on a shared machine.
 
-    .venv/bin/python bench/bench_serve_cpu.py --trees OLD/src,NEW/src [--rows read,search,create]
-        [--backend sqlite|postgresql] [--pg-url URL] [--requests 3000] [--rounds 4]
+    .venv/bin/python bench/bench_serve_cpu.py --trees OLD/src,NEW/src
+        [--rows read,search,everything,create,ingest] [--backend sqlite|postgresql]
+        [--pg-url URL] [--requests 3000] [--rounds 4]
 
 Make the old tree with e.g. `git archive <commit> src | tar -x -C <dir>`. One guarded data
 directory (the demo clinic) is served by one `phivault serve` per tree (its PYTHONPATH
@@ -11,8 +12,9 @@ alternating round by round. Besides requests/s (which on a loaded machine mostly
 the CPU share the server got) it reports the server process's CPU time per request
 (user + system, all threads, from /proc): the work a request costs, which other load on
 the machine changes much less; on PostgreSQL also the CPU time of the server backends
-that serve its connections (same machine). Results: stdout and
-bench/results/serve_cpu.json.
+that serve its connections (same machine). The ingest row posts transaction bundles of
+whole patients (about 100 resources each, --requests resources a run) and counts per
+resource. Results: stdout and bench/results/serve_cpu.json.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ ROWS = {
     "everything": w.everything,
     "create": lambda _clinic: w.create(500),  # new Patients: a new data key and index each
 }
+# Rows whose requests each carry many resources (transaction bundles of whole patients,
+# about BUNDLE_RESOURCES each): a run sends --requests / BUNDLE_RESOURCES of them, and
+# rates and CPU are counted per resource.
+BUNDLED = {"ingest": 64}  # distinct bundles in the cycle
 
 
 def cpu_seconds(pid: int) -> float:
@@ -113,9 +119,15 @@ def main() -> None:
             servers.append((tree, start_phivault(data.data_dir, data.key_file, env)))
         facts = w.load_facts(args.patients)
         for row in rows:
-            make = ROWS[row](facts)
+            bundles = w.transaction_bundles(BUNDLED[row]) if row in BUNDLED else None
+            make = bundles.cycle if bundles is not None else ROWS[row](facts)
+            requests = args.requests
+            if bundles is not None:
+                requests = max(1, args.requests // w.BUNDLE_RESOURCES)
             for _, server in servers:  # warm-up
-                run_load_in_process(server.port, make, 200, args.concurrency, headers)
+                warm = 200 if bundles is None else 2
+                run_load_in_process(server.port, make, warm, args.concurrency, headers)
+            unit = "resource" if bundles is not None else "request"
             found: dict[str, list[dict[str, float]]] = {tree: [] for tree in trees}
             for round_no in range(args.rounds):
                 order = servers if round_no % 2 == 0 else servers[::-1]
@@ -123,26 +135,29 @@ def main() -> None:
                     pid = server.proc.pid
                     before, db_before = cpu_seconds(pid), pg_cpu_seconds(pid, pg)
                     result = run_load_in_process(
-                        server.port, make, args.requests, args.concurrency, headers
+                        server.port, make, requests, args.concurrency, headers
                     )
-                    cpu_us = (cpu_seconds(pid) - before) / args.requests * 1e6
+                    # Per resource: one per request, or what the bundles carried.
+                    units = bundles.resources(requests) if bundles is not None else requests
+                    cpu_us = (cpu_seconds(pid) - before) / units * 1e6
                     # Backends that closed during the run are missed: an underestimate.
-                    db_us = (pg_cpu_seconds(pid, pg) - db_before) / args.requests * 1e6
+                    db_us = (pg_cpu_seconds(pid, pg) - db_before) / units * 1e6
+                    per_s = result.rate * units / requests
                     found[tree].append(
-                        {"per_s": result.rate, "p95_ms": result.pct(95), "cpu_us": cpu_us,
+                        {"per_s": per_s, "p95_ms": result.pct(95), "cpu_us": cpu_us,
                          "db_cpu_us": db_us, "errors": result.errors}
                     )  # fmt: skip
-                    print(f"{row} round {round_no + 1} {tree}: {result.rate:,.0f}/s, "
-                          f"p95 {result.pct(95):.1f} ms, server CPU {cpu_us:,.0f} us/request, "
-                          f"PostgreSQL CPU {db_us:,.0f} us/request, "
+                    print(f"{row} round {round_no + 1} {tree}: {per_s:,.0f}/s, "
+                          f"p95 {result.pct(95):.1f} ms, server CPU {cpu_us:,.0f} us/{unit}, "
+                          f"PostgreSQL CPU {db_us:,.0f} us/{unit}, "
                           f"{result.errors} errors", flush=True)  # fmt: skip
             out["rows"][row] = found
             for tree, runs in found.items():
                 rate = sum(r["per_s"] for r in runs) / len(runs)
                 cpu = sorted(r["cpu_us"] for r in runs)[len(runs) // 2]
                 db = sorted(r["db_cpu_us"] for r in runs)[len(runs) // 2]
-                print(f"== {row} {tree}: mean {rate:,.0f}/s, median server CPU {cpu:,.0f} us/req"
-                      + (f", PostgreSQL CPU {db:,.0f} us/req" if pg else ""))  # fmt: skip
+                print(f"== {row} {tree}: mean {rate:,.0f}/s, median server CPU {cpu:,.0f} us/{unit}"
+                      + (f", PostgreSQL CPU {db:,.0f} us/{unit}" if pg else ""))  # fmt: skip
     finally:
         for _, server in servers:
             server.stop()

@@ -147,10 +147,15 @@ class SqliteStore(SqlReadView):
     def write(self, *, spare: bool = False) -> Iterator[SqlWriteTx]:
         """One write transaction, group-committed.
 
-        Each caller's block runs under the writer lock inside a SAVEPOINT of a shared
-        transaction; the last writer in line (or a full or old batch) commits, and every
-        caller returns only once the commit that holds its work is durable. One fsync
-        then covers many requests. A block that raises rolls back to its savepoint only.
+        Each caller's block runs under the writer lock in a shared transaction; the last
+        writer in line (or a full or old batch) commits, and every caller returns only
+        once the commit that holds its work is durable. One fsync then covers many
+        requests. A block that raises undoes only its own work: the block that began the
+        transaction rolls it back (nothing else is in it yet), every later block runs
+        inside a SAVEPOINT and rolls back to it. The first block needs no savepoint, and
+        so no statement journal: SQLite copies every page a savepoint's block changes into
+        one (a temporary file) before it changes it: for a lone transaction, such as a
+        transaction bundle or an audit group commit, more page writes than its WAL frames.
         """
         with self._waiting_lock:
             self._waiting += 1
@@ -160,25 +165,28 @@ class SqliteStore(SqlReadView):
         try:
             conn = self._writer
             batch = self._batch
-            if not conn.in_transaction:
+            first = not conn.in_transaction
+            if first:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                 except sqlite3.Error as exc:
                     raise _translate(exc) from None
                 batch.started = time.monotonic()
-            conn.execute("SAVEPOINT phivault_write")
+            else:
+                conn.execute("SAVEPOINT phivault_write")
             tx = _WriteTx(conn, self._queries, lambda sql, rows: _executemany(conn, sql, rows))
             try:
                 if self._reserve_missing and not spare:
                     self._restore_reserve(conn)
                 yield tx
             except BaseException as exc:
-                self._undo_block(conn, batch)
+                self._undo_block(conn, batch, first)
                 self._maybe_commit(conn, batch)
                 if isinstance(exc, sqlite3.Error):
                     raise _translate(exc) from None
                 raise
-            conn.execute("RELEASE phivault_write")
+            if not first:
+                conn.execute("RELEASE phivault_write")
             batch.count += 1
             batch.committed.extend(tx.committed)  # a block rolled back never gets here
             self._maybe_commit(conn, batch)
@@ -188,10 +196,14 @@ class SqliteStore(SqlReadView):
         if batch.error is not None:
             raise batch.error
 
-    def _undo_block(self, conn: sqlite3.Connection, batch: _Batch) -> None:
+    def _undo_block(self, conn: sqlite3.Connection, batch: _Batch, first: bool) -> None:
         try:
-            conn.execute("ROLLBACK TO phivault_write")
-            conn.execute("RELEASE phivault_write")
+            if first:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            else:
+                conn.execute("ROLLBACK TO phivault_write")
+                conn.execute("RELEASE phivault_write")
         except sqlite3.Error:
             pass
         if not conn.in_transaction and batch.count:
