@@ -3,6 +3,7 @@ from __future__ import annotations
 import sqlite3
 import urllib.error
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 import orjson
@@ -31,7 +32,7 @@ def _get(port: int, doc_id: str) -> tuple[int, bytes]:
         return exc.code, b""
 
 
-def test_concurrent_inserts_are_committed_together_and_durably(tmp_path: Path) -> None:
+def test_concurrent_inserts_are_all_committed_before_their_answer(tmp_path: Path) -> None:
     db = tmp_path / "ceiling.db"
     server = start_ceiling(db)
     try:
@@ -40,7 +41,7 @@ def test_concurrent_inserts_are_committed_together_and_durably(tmp_path: Path) -
     finally:
         server.stop()
     # Answered 201 only once committed: every row is in the file after the server is gone.
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT count(*) FROM docs WHERE id LIKE 'g%'").fetchone() == (64,)
 
 

@@ -79,7 +79,10 @@ class _GroupCommit:
             except sqlite3.Error as exc:
                 failed = exc
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # SQLite rolled back already: nothing is left to undo
             for _, _, loop, done in batch:
                 loop.call_soon_threadsafe(_answer, done, failed)
 
@@ -115,7 +118,8 @@ async def create(request: Request) -> Response:
 
 async def read(request: Request) -> Response:
     # On the event loop, as phivault reads SQLite by id: a point read by primary key takes
-    # microseconds, less than the hop to a worker thread (which halved this ceiling).
+    # microseconds, less than the hop to a worker thread (which held this "ceiling" below
+    # phivault's own unguarded reads).
     body = _read(request.path_params["doc_id"])
     if body is None:
         return Response(b"{}", status_code=404, media_type="application/json")
