@@ -203,3 +203,36 @@ def test_wrong_kek_does_not_open_keys(ring: KeyRing, store: MemoryWrappedKeyStor
     blob = ring.encrypt_body(A, b"x", b"")
     with pytest.raises(DecryptionError):
         KeyRing(LocalKek(b"\x08" * 32), store).decrypt_body(A, blob, b"")
+
+
+class _CountingReads(MemoryWrappedKeyStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def get_wrapped(self, key_id: str, within: object | None = None) -> bytes | None:
+        self.reads += 1
+        return super().get_wrapped(key_id, within)
+
+
+def test_a_clinics_patients_in_use_stay_open_but_the_cache_is_bounded() -> None:
+    store = _CountingReads()
+    writer = KeyRing(LocalKek(b"\x07" * 32), store)
+    sealed = []
+    for n in range(2_000):  # a clinic's worth of patients, each under its own key
+        key_id, aad = patient_key_id(f"p{n}"), f"Patient/p{n}/1".encode()
+        sealed.append((key_id, writer.encrypt_body(key_id, b"{}", aad), aad))
+    reader = KeyRing(LocalKek(b"\x07" * 32), store, refresh_interval=3600)
+    for key_id, blob, aad in sealed:
+        reader.decrypt_body(key_id, blob, aad)
+    store.reads = 0
+    for key_id, blob, aad in sealed:  # the same patients again: every key still open
+        assert reader.decrypt_body(key_id, blob, aad) == b"{}"
+    assert store.reads == 0
+    # A small ring forgets the least recently used keys and reads them again.
+    small = KeyRing(LocalKek(b"\x07" * 32), store, cache_size=100, refresh_interval=3600)
+    for key_id, blob, aad in sealed[:200]:
+        small.decrypt_body(key_id, blob, aad)
+    store.reads = 0
+    small.decrypt_body(*sealed[0])
+    assert store.reads == 1

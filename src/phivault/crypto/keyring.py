@@ -99,6 +99,13 @@ _AUDIT_SIGNING_INFO = b"phivault/audit-signing/v1"
 PENDING_KEYS = 64
 
 
+# Open data keys kept (crypto/key_cache.py): about 4 MB. A clinic's patients in use at once
+# fit, so a read or a search page rarely pays a store read and an unwrap for its key (with
+# 256, a 1,000-patient clinic missed on most reads). The bound stays: an open key is
+# plaintext in memory, and with a KMS-held KEK the cache is all a memory dump would give.
+DEFAULT_CACHE_SIZE = 16_384
+
+
 class _Pending(NamedTuple):
     """A fresh data key wrapped for one row id, waiting for the write that inserts it."""
 
@@ -127,7 +134,7 @@ class KeyRing:
         kek: Kek,
         store: WrappedKeyStore,
         *,
-        cache_size: int = 256,
+        cache_size: int = DEFAULT_CACHE_SIZE,
         refresh_interval: float = 1.0,
     ) -> None:
         self._lock = threading.RLock()
