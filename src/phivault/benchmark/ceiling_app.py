@@ -42,16 +42,15 @@ class _GroupCommit:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queue: list[tuple[str, bytes, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._queue: list[tuple[str, bytes, asyncio.Future[None]]] = []
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     async def insert(self, doc_id: str, body: bytes) -> None:
         """Returns once the row is committed (durable: synchronous=FULL)."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._lock:
-            self._queue.append((doc_id, body, loop, done))
+            self._queue.append((doc_id, body, done))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="ceiling-writer", daemon=True
@@ -73,7 +72,7 @@ class _GroupCommit:
             try:
                 conn.execute("BEGIN")
                 conn.executemany(
-                    "INSERT INTO docs (id, body) VALUES (?, ?)", [(d, b) for d, b, _, _ in batch]
+                    "INSERT INTO docs (id, body) VALUES (?, ?)", [(d, b) for d, b, _ in batch]
                 )
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -83,8 +82,8 @@ class _GroupCommit:
                         conn.execute("ROLLBACK")
                     except sqlite3.Error:
                         pass  # SQLite rolled back already: nothing is left to undo
-            for _, _, loop, done in batch:
-                loop.call_soon_threadsafe(_answer, done, failed)
+            for _, _, done in batch:
+                done.get_loop().call_soon_threadsafe(_answer, done, failed)
 
 
 def _answer(done: asyncio.Future[None], failed: BaseException | None) -> None:
