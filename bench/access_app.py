@@ -1,10 +1,13 @@
 """The phivault FHIR app with access control on or off, for bench_access.py:
 
-    BENCH_DATA=DIR BENCH_KEY_FILE=FILE BENCH_ACCESS=1|0 \
+    BENCH_DATA=DIR BENCH_KEY_FILE=FILE BENCH_ACCESS=1|token|0 \
         uvicorn access_app:create --factory --app-dir bench
 
-On: exactly what `phivault serve` runs (bearer tokens, the access policy). Off: the same
-app without `access=` (every caller trusted), the baseline of the comparison.
+1 (on): exactly what `phivault serve` runs (bearer tokens, the access policy). token: the
+bearer tokens checked as on, but the policy allows every interaction (`AllowAll`, as with
+access control off): what the policy alone costs is on against this. 0 (off): the same app
+without `access=` (every caller trusted), the baseline of the comparison.
+MEASUREMENT ONLY: `phivault serve` never runs the token mode.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 
+from phivault.access.policy import AllowAll
 from phivault.access.runtime import AccessControl
 from phivault.api.app import create_app
 from phivault.benchmark.lifespan import close_vault_on_shutdown
@@ -25,8 +29,11 @@ def create() -> Starlette:
     vault = open_vault(
         Path(os.environ["BENCH_DATA"]), KeyFileKeySource(os.environ["BENCH_KEY_FILE"])
     )
+    mode = os.environ.get("BENCH_ACCESS", "1")
     access = None
-    if os.environ.get("BENCH_ACCESS", "1") == "1":
+    if mode in ("1", "token"):
         access = AccessControl.for_service(vault.service, vault.keyring)
+        if mode == "token":
+            access.policy = AllowAll()  # type: ignore[assignment]
     app = create_app(vault.service, vault.settings, access)
     return close_vault_on_shutdown(app, vault)

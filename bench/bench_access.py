@@ -4,24 +4,29 @@ measured in the same run on this machine.
     .venv/bin/python bench/bench_access.py [--patients 300] [--requests 600] [--rounds 8]
         [--concurrency 8] [--consents 0]
 
-Two app instances over identical demo clinics (same seed, separate data directories so
-that their audit writes never contend): `create_app` with `access=` (bearer tokens, the
-policy) and without it, each under uvicorn in its own process (bench/access_app.py). The
-load generator runs in a third process (phivault.benchmark.loadgen). Measured with two
-callers: a clinician user token (care-relationship filtering) and a system token (backend
-client). `--consents N` gives N of the clinician's patients an active Consent that denies
-the mental-health category (both clinics alike): the policy then decides those patients'
-resources one by one, and every search asks which patients have a Consent.
+Three app instances over identical demo clinics (same seed, separate data directories so
+that their audit writes never contend), each under uvicorn in its own process
+(bench/access_app.py): `create_app` with `access=` (bearer tokens, the policy); the same
+with the bearer tokens checked but a policy that allows everything ("policy off": what
+the policy alone adds is measured against it); and without `access=` ("off": no token, no
+policy, every caller trusted). The load generator runs in a fourth process
+(phivault.benchmark.loadgen). Measured with two callers: a clinician user token
+(care-relationship filtering) and a system token (backend client), each against the
+policy and the policy-off app. `--consents N` gives N of the clinician's patients an
+active Consent that denies the mental-health category (every clinic alike): the policy
+then decides those patients' resources one by one, and every search asks which patients
+have a Consent.
 
-Interleaved, so that drift and the load of other processes hit both sides alike: each
-round runs every workload once per caller (off, clinician, system), the callers' order
-rotating from round to round. Reported per workload and caller: p50 and p95 of all rounds
-pooled, the pooled p95 against the pooled off p95, and the median (with the range) of the
-per-round ratios p95(on) / p95(off) of the same round, which a burst of outside load in
-one round cannot move. Also the server's CPU time per request (its process's user +
-system time over the run, from /proc): on a machine shared with other work, the sturdiest
-figure of what authorization costs, since waiting for a core does not count in it.
-Results: a markdown table on stdout and bench/results/access.json.
+Interleaved, so that drift and the load of other processes hit every side alike: each
+round runs every workload once per caller, the callers' order rotating from round to
+round. Reported per workload and caller: p50 and p95 of all rounds pooled, the pooled p95
+against the pooled off p95 (and, for a caller under the policy, against the same caller
+with the policy off), and the median (with the range) of the per-round ratios p95(on) /
+p95(off) of the same round, which a burst of outside load in one round cannot move. Also
+the server's CPU time per request (its process's user + system time over the run, from
+/proc): on a machine shared with other work, the sturdiest figure of what authorization
+costs, since waiting for a core does not count in it. Results: a markdown table on stdout
+and bench/results/access.json.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from phivault.vault import open_vault
 BENCH = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 TARGET = 15.0  # percent, at p95
+POLICY_OFF = ", policy off"  # the label suffix of a caller served with the policy off
 
 
 def load(make: Cycle, total: int, concurrency: int, port: int, token: str | None) -> LoadResult:
@@ -163,13 +169,14 @@ def tokens(data: Path, key: Path, practitioner: str) -> dict[str, str]:
     return {"clinician": clinician, "system": system}
 
 
-def serve(data: Path, key: Path, access: bool) -> tuple[subprocess.Popen[bytes], int]:
+def serve(data: Path, key: Path, access: str) -> tuple[subprocess.Popen[bytes], int]:
+    """`access`: "1" (tokens and the policy), "token" (tokens, the policy off) or "0"."""
     port = free_port()
     env = {
         **os.environ,
         "BENCH_DATA": str(data),
         "BENCH_KEY_FILE": str(key),
-        "BENCH_ACCESS": "1" if access else "0",
+        "BENCH_ACCESS": access,
     }
     proc = subprocess.Popen(
         [str(BIN / "python"), "-m", "uvicorn", "access_app:create", "--factory",
@@ -204,18 +211,23 @@ def main() -> None:
     cpu: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="phivault-bench-access-") as tmp:
         work = Path(tmp)
-        on_data, on_key = prepare(work, "on", args.patients)
-        off_data, off_key = prepare(work, "off", args.patients)
-        for data, key in ((on_data, on_key), (off_data, off_key)):
+        dirs = {mode: prepare(work, mode, args.patients) for mode in ("on", "token", "off")}
+        for data, key in dirs.values():
             add_consents(data, key, mine[: args.consents])
-        issued = tokens(on_data, on_key, practitioner)
-        on, on_port = serve(on_data, on_key, access=True)
-        off, off_port = serve(off_data, off_key, access=False)
-        callers: list[tuple[str, tuple[int, int], str | None]] = [
-            ("off", (off.pid, off_port), None),
-            *((caller, (on.pid, on_port), token) for caller, token in issued.items()),
-        ]
+        issued = {mode: tokens(*dirs[mode], practitioner) for mode in ("on", "token")}
+        procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         try:
+            for mode, access in (("on", "1"), ("token", "token"), ("off", "0")):
+                procs[mode] = serve(*dirs[mode], access=access)
+            server = {mode: (proc.pid, port) for mode, (proc, port) in procs.items()}
+            callers: list[tuple[str, tuple[int, int], str | None]] = [
+                ("off", server["off"], None),
+                *((caller, server["on"], token) for caller, token in issued["on"].items()),
+                *(
+                    (caller + POLICY_OFF, server["token"], token)
+                    for caller, token in issued["token"].items()
+                ),
+            ]
             warm = max(200, args.requests // 5)
             for make in workloads.values():
                 for _, (_, port), token in callers:
@@ -225,13 +237,13 @@ def main() -> None:
                 order = callers[shift:] + callers[:shift]
                 for name, make in workloads.items():
                     runs = results.setdefault(name, {})
-                    for caller, server, token in order:
-                        found, ms = measured(make, args.requests, args.concurrency, server, token)
+                    for caller, where, token in order:
+                        found, ms = measured(make, args.requests, args.concurrency, where, token)
                         runs.setdefault(caller, []).append(found)
                         if ms is not None:
                             cpu.setdefault(name, {}).setdefault(caller, []).append(ms)
         finally:
-            for proc in (on, off):
+            for proc, _ in procs.values():
                 proc.terminate()
                 proc.wait(timeout=30)
     report(args, results, cpu, len(mine))
@@ -247,6 +259,45 @@ def _round_ratios(runs: list[LoadResult], base: list[LoadResult]) -> list[float]
     return [(r.pct(95) / b.pct(95) - 1) * 100 for r, b in pairs if b.pct(95)]
 
 
+def _versus(
+    runs: list[LoadResult],
+    base: list[LoadResult],
+    cpu: list[float] | None,
+    cpu_base: list[float] | None,
+) -> tuple[float, list[float], float | None]:
+    """Pooled p95 over the base's, the per-round p95 ratios and the median server CPU over
+    the base's, each in percent."""
+    pooled, pooled_base = _merged(runs).pct(95), _merged(base).pct(95)
+    over = (pooled / pooled_base - 1) * 100 if pooled_base else 0.0
+    mine, theirs = _median(cpu), _median(cpu_base)
+    cpu_over = (mine / theirs - 1) * 100 if mine and theirs else None
+    return over, _round_ratios(runs, base), cpu_over
+
+
+def _shown(found: tuple[float, list[float], float | None] | None) -> list[str]:
+    """The cells of one comparison: pooled, per-round median [min, max], CPU."""
+    if found is None:
+        return ["", "", ""]
+    over, ratios, cpu_over = found
+    spread = ""
+    if ratios:
+        spread = (f"{statistics.median(ratios):+.1f}% "
+                  f"[{min(ratios):+.1f}%, {max(ratios):+.1f}%]")  # fmt: skip
+    return [f"{over:+.1f}%", spread, "-" if cpu_over is None else f"{cpu_over:+.1f}%"]
+
+
+def _fields(prefix: str, found: tuple[float, list[float], float | None] | None) -> dict[str, Any]:
+    if found is None:
+        return {f"{prefix}_pct": None, f"round_{prefix}_pct": None,
+                f"round_{prefix}_median_pct": None}  # fmt: skip
+    over, ratios, _ = found
+    return {
+        f"{prefix}_pct": round(over, 1),
+        f"round_{prefix}_pct": [round(r, 1) for r in ratios],
+        f"round_{prefix}_median_pct": round(statistics.median(ratios), 1) if ratios else None,
+    }
+
+
 def report(
     args: argparse.Namespace,
     results: dict[str, dict[str, list[LoadResult]]],
@@ -259,31 +310,33 @@ def report(
           f"{args.requests} requests x {args.rounds} rounds per caller, interleaved, "
           f"concurrency {args.concurrency}; load average (1, 5, 15 min) "
           f"before: {args.load_before}, after: {_load()}\n")  # fmt: skip
-    print("| workload | caller | p50 ms | p95 ms | req/s | errors | p95 vs off (pooled) "
-          "| per-round p95 vs off: median [min, max] | server CPU ms/req (median) "
-          "| CPU vs off |")  # fmt: skip
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        f'off: no token, no policy; "{POLICY_OFF[2:]}": the token checked, every '
+        "interaction allowed; the others: the token and the policy, as `phivault serve`.\n"
+    )
+    print("| workload | caller | p50 ms | p95 ms | req/s | errors | server CPU ms/req (median) "
+          "| p95 vs off (pooled) | per-round p95 vs off: median [min, max] | CPU vs off "
+          "| p95 vs policy off (pooled) | per-round p95 vs policy off: median [min, max] "
+          "| CPU vs policy off |")  # fmt: skip
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+          "| ---: |")  # fmt: skip
     for name, runs in results.items():
-        base = _merged(runs["off"])
+        costs = cpu.get(name, {})
         for caller, caller_runs in runs.items():
             merged = _merged(caller_runs)
-            overhead = (merged.pct(95) / base.pct(95) - 1) * 100 if base.pct(95) else 0.0
-            ratios = _round_ratios(caller_runs, runs["off"])
-            median = statistics.median(ratios) if ratios else 0.0
-            cpu_ms = _median(cpu.get(name, {}).get(caller))
-            cpu_off = _median(cpu.get(name, {}).get("off"))
-            cpu_over = (cpu_ms / cpu_off - 1) * 100 if cpu_ms and cpu_off else None
-            if caller == "off":
-                shown, spread, cpu_shown = "baseline", "", "baseline"
-            else:
-                shown = f"{overhead:+.1f}%"
-                spread = f"{median:+.1f}% [{min(ratios):+.1f}%, {max(ratios):+.1f}%]"
-                cpu_shown = f"{cpu_over:+.1f}%" if cpu_over is not None else "-"
-            print(
-                f"| {name} | {caller} | {merged.pct(50):.2f} | {merged.pct(95):.2f} | "
-                f"{merged.rate:.0f} | {merged.errors} | {shown} | {spread} | "
-                f"{cpu_ms or 0:.2f} | {cpu_shown} |"
-            )
+            vs_off = vs_policy_off = None
+            if caller != "off":
+                vs_off = _versus(caller_runs, runs["off"], costs.get(caller), costs.get("off"))
+            twin = caller + POLICY_OFF
+            if twin in runs:
+                vs_policy_off = _versus(caller_runs, runs[twin], costs.get(caller),
+                                        costs.get(twin))  # fmt: skip
+            cpu_ms = _median(costs.get(caller))
+            cells = [f"{merged.pct(50):.2f}", f"{merged.pct(95):.2f}", f"{merged.rate:.0f}",
+                     str(merged.errors), f"{cpu_ms or 0:.2f}"]  # fmt: skip
+            off_cells = ["baseline", "", "baseline"] if caller == "off" else _shown(vs_off)
+            cells += off_cells + _shown(vs_policy_off)
+            print(f"| {name} | {caller} | " + " | ".join(cells) + " |")
             rows.append(
                 {
                     "workload": name,
@@ -292,15 +345,15 @@ def report(
                     "p95_ms": round(merged.pct(95), 3),
                     "rate": round(merged.rate, 1),
                     "errors": merged.errors,
-                    "p95_overhead_pct": None if caller == "off" else round(overhead, 1),
-                    "round_p95_overhead_pct": None
-                    if caller == "off"
-                    else [round(r, 1) for r in ratios],
-                    "round_p95_overhead_median_pct": None if caller == "off" else round(median, 1),
+                    **_fields("p95_overhead", vs_off),
+                    **_fields("p95_vs_policy_off", vs_policy_off),
                     "server_cpu_ms_per_request": None if cpu_ms is None else round(cpu_ms, 3),
                     "server_cpu_overhead_pct": None
-                    if caller == "off" or cpu_over is None
-                    else round(cpu_over, 1),
+                    if vs_off is None or vs_off[2] is None
+                    else round(vs_off[2], 1),
+                    "server_cpu_vs_policy_off_pct": None
+                    if vs_policy_off is None or vs_policy_off[2] is None
+                    else round(vs_policy_off[2], 1),
                 }
             )
     out = BENCH / "results" / "access.json"

@@ -1,5 +1,6 @@
 """What authorization costs the server per request in CPU, without sockets: the app with
-access control on (clinician and system tokens) and off, called in-process.
+access control on (clinician and system tokens), with the tokens checked but the policy
+off (every interaction allowed), and off, called in-process.
 
     .venv/bin/python bench/bench_access_cpu.py [--patients 300] [--requests 3000]
         [--rounds 5] [--concurrency 8] [--workload read|subject|typewide]
@@ -7,13 +8,13 @@ access control on (clinician and system tokens) and off, called in-process.
 bench_access.py measures latency through uvicorn, which on a small machine shared with
 other work swings from run to run by more than the cost it looks for. Here the ASGI app
 is called directly on one event loop (`--concurrency` requests in flight, as a server's
-loop has them), with the same two demo clinics and tokens as bench_access.py. Reported
+loop has them), with the same three demo clinics and tokens as bench_access.py. Reported
 per caller: CPU microseconds per request of the whole process (event loop, audit group
 commit, everything) and of the event-loop thread alone (where reads by id, the bearer
-token and the policy run on SQLite), and each against off as the median over `--rounds`
-rounds of that round's ratio. Within a round the callers take turns every `--slice`
-requests, so that a burst of outside load falls on all of them alike; CPU time does not
-count waiting for a core either. Also the reads of the access epochs per 100 requests
+token and the policy run on SQLite), and each against off, and against the same caller
+with the policy off, as the median over `--rounds` rounds of that round's ratio. Within a
+round the callers take turns every `--slice` requests, so that a burst of outside load
+falls on all of them alike; CPU time does not count waiting for a core either. Also the reads of the access epochs per 100 requests
 (AccessControl.refresh, counted). Results: a markdown table on stdout.
 """
 
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import bench_access  # beside this script: the same clinics, tokens and workloads
+from bench_access import POLICY_OFF
+from phivault.access.policy import AllowAll
 from phivault.access.runtime import AccessControl
 from phivault.api.app import create_app
 from phivault.benchmark.asgi_call import asgi_get
@@ -45,12 +48,16 @@ async def drive(app: Any, paths: list[str], token: str | None, total: int, fligh
     await asyncio.gather(*(one_connection(k) for k in range(flight)))
 
 
-def served(data: Path, key: Path, access: bool, reads: list[int]) -> tuple[Any, Vault]:
-    """The app, and its reads of the access epochs counted into `reads[0]`."""
+def served(data: Path, key: Path, access: str, reads: list[int]) -> tuple[Any, Vault]:
+    """The app, and its reads of the access epochs counted into `reads[0]`. `access`: "1"
+    (tokens and the policy), "token" (tokens, a policy that allows everything) or "0"
+    (no access control), as bench/access_app.py."""
     vault = open_vault(data, KeyFileKeySource(key))
     control = None
-    if access:
+    if access in ("1", "token"):
         control = AccessControl.for_service(vault.service, vault.keyring)
+        if access == "token":
+            control.policy = AllowAll()  # type: ignore[assignment]
         refresh = control.refresh
 
         def counted(epochs: dict[str, int] | None = None) -> None:
@@ -63,18 +70,25 @@ def served(data: Path, key: Path, access: bool, reads: list[int]) -> tuple[Any, 
 
 async def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, list[float]]]:
     practitioner, mine, observations = bench_access.clinic_facts(args.patients)
-    on_data, on_key = bench_access.prepare(work, "on", args.patients)
-    off_data, off_key = bench_access.prepare(work, "off", args.patients)
-    issued = bench_access.tokens(on_data, on_key, practitioner)
+    dirs = {
+        mode: bench_access.prepare(work, mode, args.patients) for mode in ("on", "token", "off")
+    }
+    issued = {mode: bench_access.tokens(*dirs[mode], practitioner) for mode in ("on", "token")}
     paths = {
         "read": [f"/fhir/Observation/{o}" for o in observations],
         "subject": [f"/fhir/Observation?subject=Patient/{p}&_count=20" for p in mine],
         "typewide": ["/fhir/Condition?_count=20"],
     }[args.workload]
     reads = [0]
-    on, on_vault = served(on_data, on_key, True, reads)
-    off, off_vault = served(off_data, off_key, False, reads)
-    callers = [("off", off, None), *((name, on, token) for name, token in issued.items())]
+    apps, vaults = {}, []
+    for mode, access in (("on", "1"), ("token", "token"), ("off", "0")):
+        apps[mode], vault = served(*dirs[mode], access, reads)
+        vaults.append(vault)
+    callers = [
+        ("off", apps["off"], None),
+        *((name, apps["on"], token) for name, token in issued["on"].items()),
+        *((name + POLICY_OFF, apps["token"], token) for name, token in issued["token"].items()),
+    ]
     found: dict[str, dict[str, list[float]]] = {}
     try:
         for _, app, token in callers:
@@ -95,8 +109,8 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, l
                 mine_of["loop"].append(loop / args.requests)
                 mine_of["reads"].append(epoch_reads / args.requests)
     finally:
-        on_vault.close()
-        off_vault.close()
+        for vault in vaults:
+            vault.close()
     return found
 
 
@@ -115,19 +129,25 @@ def main() -> None:
     print(f"\n{args.workload}: {args.requests} requests x {args.rounds} rounds per caller, "
           f"{args.concurrency} in flight; load average before: {before}, "
           f"after: {bench_access._load()}\n")  # fmt: skip
-    print("| caller | process CPU us/req | vs off (per-round median) | event-loop CPU us/req "
-          "| vs off (per-round median) | epoch reads per 100 requests |")  # fmt: skip
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    off = found["off"]
+    print("| caller | process CPU us/req | vs off (per-round median) | vs policy off "
+          "| event-loop CPU us/req | vs off (per-round median) | vs policy off "
+          "| epoch reads per 100 requests |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, kinds in found.items():
         cells = []
+        twin = found.get(name + POLICY_OFF)
         for kind in ("process", "loop"):
             value = statistics.median(kinds[kind]) * 1e6
-            ratios = [(k / o - 1) * 100 for k, o in zip(kinds[kind], off[kind], strict=True)]
-            versus = "baseline" if name == "off" else f"{statistics.median(ratios):+.1f}%"
-            cells += [f"{value:.0f}", versus]
+            versus = "baseline" if name == "off" else _versus(kinds[kind], found["off"][kind])
+            cells += [f"{value:.0f}", versus, _versus(kinds[kind], twin[kind]) if twin else ""]
         cells.append("-" if name == "off" else f"{statistics.median(kinds['reads']) * 100:.0f}")
         print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def _versus(mine: list[float], base: list[float]) -> str:
+    """The median over rounds of that round's CPU against the base's, in percent."""
+    ratios = [(m / b - 1) * 100 for m, b in zip(mine, base, strict=True)]
+    return f"{statistics.median(ratios):+.1f}%"
 
 
 if __name__ == "__main__":

@@ -109,13 +109,19 @@ def test_access_summary_gives_pooled_and_per_round_overhead(tmp_path: Path) -> N
         "rows": [
             {**row, "caller": "off", "p95_overhead_pct": None},
             {**row, "caller": "system", "p95_overhead_pct": 7.5,
-             "round_p95_overhead_median_pct": 6.25},
+             "round_p95_overhead_median_pct": 6.25, "p95_vs_policy_off_pct": 2.5,
+             "round_p95_vs_policy_off_median_pct": 1.75},
+            {**row, "caller": "system, policy off", "p95_overhead_pct": 5.0,
+             "round_p95_overhead_median_pct": 4.5, "p95_vs_policy_off_pct": None},
             {**row, "caller": "older", "p95_overhead_pct": 3.0},
         ]
     }  # fmt: skip
     (results / "access.json").write_text(json.dumps(access))
     lines = component_markdown(collect("read", tmp_path / "bench", ("sqlite",), None, print))
-    assert any("system: p95 4.0 ms" in ln and "+7.5% p95 vs off; per-round median +6.2%" in ln
+    assert any("system: p95 4.0 ms" in ln and "+7.5% p95 vs off; per-round median +6.2%; "
+               "+2.5% p95 vs policy off, per-round median +1.8%)" in ln
+               for ln in lines)  # fmt: skip
+    assert any("system, policy off:" in ln and "(+5.0% p95 vs off; per-round median +4.5%)" in ln
                for ln in lines)  # fmt: skip
     assert any("older:" in ln and "(+3.0% p95 vs off)" in ln for ln in lines)
     assert any("off: p95 4.0 ms, 2,500/s (off)" in ln for ln in lines)

@@ -235,7 +235,13 @@ def _summary(name: str, f: Any) -> list[str]:
             shown = " (off)"
             if over is not None:
                 shown = f" ({over:+.1f}% p95 vs off"
-                shown += f"; per-round median {median:+.1f}%)" if median is not None else ")"
+                shown += f"; per-round median {median:+.1f}%" if median is not None else ""
+                policy = row.get("p95_vs_policy_off_pct")
+                if policy is not None:
+                    shown += f"; {policy:+.1f}% p95 vs policy off"
+                    twin = row.get("round_p95_vs_policy_off_median_pct")
+                    shown += f", per-round median {twin:+.1f}%" if twin is not None else ""
+                shown += ")"
             out.append(f"{row['workload']}, {row['caller']}: p95 {row['p95_ms']:.1f} ms, "
                        f"{row['rate']:,.0f}/s{shown}")  # fmt: skip
     elif name == "search":
