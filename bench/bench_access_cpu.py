@@ -14,8 +14,9 @@ commit, everything) and of the event-loop thread alone (where reads by id, the b
 token and the policy run on SQLite), and each against off, and against the same caller
 with the policy off, as the median over `--rounds` rounds of that round's ratio. Within a
 round the callers take turns every `--slice` requests, so that a burst of outside load
-falls on all of them alike; CPU time does not count waiting for a core either. Also the reads of the access epochs per 100 requests
-(AccessControl.refresh, counted). Results: a markdown table on stdout.
+falls on all of them alike; CPU time does not count waiting for a core either. Also the
+reads of the access epochs per 100 requests (AccessControl.refresh, counted). Results: a
+markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -81,16 +82,16 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, l
     }[args.workload]
     reads = [0]
     apps, vaults = {}, []
-    for mode, access in (("on", "1"), ("token", "token"), ("off", "0")):
-        apps[mode], vault = served(*dirs[mode], access, reads)
-        vaults.append(vault)
-    callers = [
-        ("off", apps["off"], None),
-        *((name, apps["on"], token) for name, token in issued["on"].items()),
-        *((name + POLICY_OFF, apps["token"], token) for name, token in issued["token"].items()),
-    ]
     found: dict[str, dict[str, list[float]]] = {}
     try:
+        for mode, access in (("on", "1"), ("token", "token"), ("off", "0")):
+            apps[mode], vault = served(*dirs[mode], access, reads)
+            vaults.append(vault)
+        callers = [
+            ("off", apps["off"], None),
+            *((name, apps["on"], token) for name, token in issued["on"].items()),
+            *((name + POLICY_OFF, apps["token"], token) for name, token in issued["token"].items()),
+        ]
         for _, app, token in callers:
             await drive(app, paths, token, max(300, args.requests // 5), args.concurrency)
         for _ in range(args.rounds):
