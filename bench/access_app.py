@@ -22,18 +22,23 @@ from phivault.access.runtime import AccessControl
 from phivault.api.app import create_app
 from phivault.benchmark.lifespan import close_vault_on_shutdown
 from phivault.crypto.kek import KeyFileKeySource
-from phivault.vault import open_vault
+from phivault.vault import Vault, open_vault
+
+
+def access_control(vault: Vault, mode: str) -> AccessControl | None:
+    """The access control of a BENCH_ACCESS mode (above) over `vault`."""
+    if mode not in ("1", "token"):
+        return None
+    access = AccessControl.for_service(vault.service, vault.keyring)
+    if mode == "token":
+        access.policy = AllowAll()  # type: ignore[assignment]
+    return access
 
 
 def create() -> Starlette:
     vault = open_vault(
         Path(os.environ["BENCH_DATA"]), KeyFileKeySource(os.environ["BENCH_KEY_FILE"])
     )
-    mode = os.environ.get("BENCH_ACCESS", "1")
-    access = None
-    if mode in ("1", "token"):
-        access = AccessControl.for_service(vault.service, vault.keyring)
-        if mode == "token":
-            access.policy = AllowAll()  # type: ignore[assignment]
+    access = access_control(vault, os.environ.get("BENCH_ACCESS", "1"))
     app = create_app(vault.service, vault.settings, access)
     return close_vault_on_shutdown(app, vault)

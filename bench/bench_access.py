@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from phivault.access import clients
 from phivault.access.runtime import AccessControl
@@ -57,6 +57,24 @@ BENCH = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 TARGET = 15.0  # percent, at p95
 POLICY_OFF = ", policy off"  # the label suffix of a caller served with the policy off
+# The three clinics: their name and their BENCH_ACCESS mode (bench/access_app.py).
+SIDES = (("on", "1"), ("token", "token"), ("off", "0"))
+T = TypeVar("T")
+
+
+def callers_of(
+    sides: dict[str, T], issued: dict[str, dict[str, str]]
+) -> list[tuple[str, T, str | None]]:
+    """(caller, where it is served, its token): off without one, then every issued token
+    under the policy ("on") and with the policy off ("token")."""
+    return [
+        ("off", sides["off"], None),
+        *((caller, sides["on"], token) for caller, token in issued["on"].items()),
+        *(
+            (caller + POLICY_OFF, sides["token"], token)
+            for caller, token in issued["token"].items()
+        ),
+    ]
 
 
 def load(make: Cycle, total: int, concurrency: int, port: int, token: str | None) -> LoadResult:
@@ -211,23 +229,16 @@ def main() -> None:
     cpu: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="phivault-bench-access-") as tmp:
         work = Path(tmp)
-        dirs = {mode: prepare(work, mode, args.patients) for mode in ("on", "token", "off")}
+        dirs = {side: prepare(work, side, args.patients) for side, _ in SIDES}
         for data, key in dirs.values():
             add_consents(data, key, mine[: args.consents])
-        issued = {mode: tokens(*dirs[mode], practitioner) for mode in ("on", "token")}
+        issued = {side: tokens(*dirs[side], practitioner) for side in ("on", "token")}
         procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         try:
-            for mode, access in (("on", "1"), ("token", "token"), ("off", "0")):
-                procs[mode] = serve(*dirs[mode], access=access)
-            server = {mode: (proc.pid, port) for mode, (proc, port) in procs.items()}
-            callers: list[tuple[str, tuple[int, int], str | None]] = [
-                ("off", server["off"], None),
-                *((caller, server["on"], token) for caller, token in issued["on"].items()),
-                *(
-                    (caller + POLICY_OFF, server["token"], token)
-                    for caller, token in issued["token"].items()
-                ),
-            ]
+            for side, access in SIDES:
+                procs[side] = serve(*dirs[side], access=access)
+            server = {side: (proc.pid, port) for side, (proc, port) in procs.items()}
+            callers = callers_of(server, issued)
             warm = max(200, args.requests // 5)
             for make in workloads.values():
                 for _, (_, port), token in callers:

@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import bench_access  # beside this script: the same clinics, tokens and workloads
-from bench_access import POLICY_OFF
-from phivault.access.policy import AllowAll
-from phivault.access.runtime import AccessControl
+from access_app import access_control
+from bench_access import POLICY_OFF, SIDES, callers_of
 from phivault.api.app import create_app
 from phivault.benchmark.asgi_call import asgi_get
 from phivault.crypto.kek import KeyFileKeySource
@@ -50,15 +49,11 @@ async def drive(app: Any, paths: list[str], token: str | None, total: int, fligh
 
 
 def served(data: Path, key: Path, access: str, reads: list[int]) -> tuple[Any, Vault]:
-    """The app, and its reads of the access epochs counted into `reads[0]`. `access`: "1"
-    (tokens and the policy), "token" (tokens, a policy that allows everything) or "0"
-    (no access control), as bench/access_app.py."""
+    """The app of a BENCH_ACCESS mode (bench/access_app.py), and its reads of the access
+    epochs counted into `reads[0]`."""
     vault = open_vault(data, KeyFileKeySource(key))
-    control = None
-    if access in ("1", "token"):
-        control = AccessControl.for_service(vault.service, vault.keyring)
-        if access == "token":
-            control.policy = AllowAll()  # type: ignore[assignment]
+    control = access_control(vault, access)
+    if control is not None:
         refresh = control.refresh
 
         def counted(epochs: dict[str, int] | None = None) -> None:
@@ -71,10 +66,8 @@ def served(data: Path, key: Path, access: str, reads: list[int]) -> tuple[Any, V
 
 async def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, list[float]]]:
     practitioner, mine, observations = bench_access.clinic_facts(args.patients)
-    dirs = {
-        mode: bench_access.prepare(work, mode, args.patients) for mode in ("on", "token", "off")
-    }
-    issued = {mode: bench_access.tokens(*dirs[mode], practitioner) for mode in ("on", "token")}
+    dirs = {side: bench_access.prepare(work, side, args.patients) for side, _ in SIDES}
+    issued = {side: bench_access.tokens(*dirs[side], practitioner) for side in ("on", "token")}
     paths = {
         "read": [f"/fhir/Observation/{o}" for o in observations],
         "subject": [f"/fhir/Observation?subject=Patient/{p}&_count=20" for p in mine],
@@ -84,14 +77,10 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, l
     apps, vaults = {}, []
     found: dict[str, dict[str, list[float]]] = {}
     try:
-        for mode, access in (("on", "1"), ("token", "token"), ("off", "0")):
-            apps[mode], vault = served(*dirs[mode], access, reads)
+        for side, access in SIDES:
+            apps[side], vault = served(*dirs[side], access, reads)
             vaults.append(vault)
-        callers = [
-            ("off", apps["off"], None),
-            *((name, apps["on"], token) for name, token in issued["on"].items()),
-            *((name + POLICY_OFF, apps["token"], token) for name, token in issued["token"].items()),
-        ]
+        callers = callers_of(apps, issued)
         for _, app, token in callers:
             await drive(app, paths, token, max(300, args.requests // 5), args.concurrency)
         for _ in range(args.rounds):
