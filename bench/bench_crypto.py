@@ -12,14 +12,21 @@
 3. Create / read / search over HTTP with encryption on and off: the same app
    (bench/crypto_app.py: `open_vault(encryption=...)` under uvicorn, one worker, the same
    settings as `phivault serve`), the demo clinic loaded, the load generator in a separate
-   process (phivault.benchmark.loadgen). Every figure is the best of `--rounds` alternating runs,
-   except the server's CPU time per request (user + system of the server process, all its
-   threads, from /proc), summed over every round: the work a request costs, which other
-   load on a shared machine moves much less than requests/s.
+   process (phivault.benchmark.loadgen), `--rounds` rounds with the order of the two sides
+   alternating. Reported: the best round per side; each round's on/off ratio and their
+   median (the sturdier figure on a shared machine: a best-of-2 ratio moved from 0.75 to
+   0.86 between two runs of the same code); and the server's CPU time per request (user +
+   system of the server process, all its threads, from /proc), summed over every round:
+   the work a request costs, which other load on a shared machine moves much less than
+   requests/s.
+4. With `--stages N`: where a Patient create's CPU goes over HTTP, on and off, stage by
+   stage (thread CPU of validation, blinding, the data key, sealing, the store, the audit
+   entry, the group commit; bench/stages.py), from N creates per side on servers of
+   their own. Slower than section 3 (every stage reads the clock twice), so not part of it.
 
     .venv/bin/python bench/bench_crypto.py [--patients 200] [--requests 3000]
-        [--concurrency 16] [--backends sqlite,postgresql] [--rounds 2]
-        [--write-creates 600] [--skip-http]
+        [--concurrency 16] [--backends sqlite,postgresql] [--rounds 4]
+        [--write-creates 600] [--skip-http] [--stages 0]
     .venv/bin/python bench/bench_crypto.py --trees OLD/src,NEW/src [--write-creates 800]
         (section 2 only, for each source tree, the trees in lockstep chunk by chunk)
 
@@ -40,10 +47,13 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from statistics import median
+from typing import NamedTuple
 from urllib.parse import quote
 
 import orjson
 
+import stages  # beside this script
 from phivault.benchmark.loadgen import LoadResult, run_load_in_process
 from phivault.benchmark.servers import free_port, wait_ready
 from phivault.benchmark.workloads import Cycle, create, gets
@@ -323,8 +333,9 @@ def prepare_dir(
 
 
 def start_server(
-    data: Path, key_file: Path, encryption: bool
+    data: Path, key_file: Path, encryption: bool, stage_file: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """crypto_app under uvicorn; `stage_file`: account CPU per stage there (stages.py)."""
     port = free_port()
     env = dict(
         os.environ,
@@ -332,6 +343,8 @@ def start_server(
         BENCH_KEY_FILE=str(key_file),
         BENCH_ENCRYPTION="1" if encryption else "0",
     )
+    if stage_file is not None:
+        env["BENCH_STAGES"] = str(stage_file)
     server = subprocess.Popen(
         [str(BIN / "uvicorn"), "crypto_app:create", "--factory", "--port", str(port),
          "--log-level", "warning", "--no-access-log", "--no-server-header",
@@ -370,14 +383,22 @@ def server_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_http(
-    args: argparse.Namespace, work: Path, backend: str
-) -> tuple[dict[str, dict[str, LoadResult]], dict[str, dict[str, float]]]:
-    """Best result per side and op, and the server's CPU µs per request (all rounds)."""
+class HttpRun(NamedTuple):
+    best: dict[str, dict[str, LoadResult]]
+    """The best result per side ("on", "off") and op."""
+    cpu_us: dict[str, dict[str, float]]
+    """The server's CPU µs per request per side and op, over every round."""
+    round_ratios: dict[str, list[float]]
+    """Per op, each round's on/off requests/s: the two sides of a round ran back to
+    back, so drift of the shared machine between rounds cancels out of each ratio."""
+
+
+def bench_http(args: argparse.Namespace, work: Path, backend: str) -> HttpRun:
     servers: dict[bool, tuple[subprocess.Popen[bytes], int]] = {}
     best: dict[str, dict[str, LoadResult]] = {"on": {}, "off": {}}
     cpu: dict[str, dict[str, float]] = {"on": {}, "off": {}}
     done: dict[str, dict[str, int]] = {"on": {}, "off": {}}
+    ratios: dict[str, list[float]] = {}
     try:
         for encryption in (True, False):
             data, key_file = prepare_dir(work, backend, encryption, args.patients)
@@ -386,6 +407,7 @@ def bench_http(
         for round_no in range(args.rounds):
             for op, (make, total) in jobs.items():
                 order = (True, False) if round_no % 2 == 0 else (False, True)
+                rates: dict[str, float] = {}
                 for encryption in order:
                     server, port = servers[encryption]
                     name = "on" if encryption else "off"
@@ -394,9 +416,12 @@ def bench_http(
                     used = server_cpu_seconds(server.pid) - began
                     cpu[name][op] = cpu[name].get(op, 0.0) + used
                     done[name][op] = done[name].get(op, 0) + result.requests
+                    rates[name] = result.rate
                     side = best[name]
                     if op not in side or result.rate > side[op].rate:
                         side[op] = result
+                if rates["off"]:
+                    ratios.setdefault(op, []).append(rates["on"] / rates["off"])
     finally:
         for server, _ in servers.values():
             server.terminate()
@@ -405,7 +430,55 @@ def bench_http(
         name: {op: used * 1e6 / max(1, done[name][op]) for op, used in ops.items()}
         for name, ops in cpu.items()
     }
-    return best, per_request
+    return HttpRun(best, per_request, ratios)
+
+
+def bench_stages(args: argparse.Namespace, work: Path, backend: str) -> dict[str, dict[str, float]]:
+    """Section 4: CPU µs per stage of a Patient create over HTTP, per side ("on", "off"):
+    `--stages` creates per side on servers of their own, in `--rounds` alternating rounds."""
+    servers: dict[bool, tuple[subprocess.Popen[bytes], int]] = {}
+    files = {
+        encryption: work / f"stages-{backend}-{encryption}.json" for encryption in (True, False)
+    }
+    try:
+        for encryption in (True, False):
+            data, key_file = prepare_dir(
+                work, f"{backend}-stages", encryption, args.patients, backend
+            )
+            servers[encryption] = start_server(data, key_file, encryption, files[encryption])
+        make, _ = workloads(args.patients, args.stages)["create Patient"]
+        for round_no in range(args.rounds):
+            for encryption in (True, False) if round_no % 2 == 0 else (False, True):
+                port = servers[encryption][1]
+                run_load_in_process(port, make, args.stages // args.rounds, args.concurrency)
+    finally:
+        for server, _ in servers.values():
+            server.terminate()  # uvicorn shuts down and the stage file is written at exit
+            server.wait(timeout=30)
+    return {
+        "on" if encryption else "off": stages.per_request_us(path)
+        for encryption, path in files.items()
+    }
+
+
+def stages_section(
+    args: argparse.Namespace, work: Path, lines: list[str]
+) -> dict[str, dict[str, dict[str, float]]]:
+    lines += [
+        "",
+        f"## Where a Patient create's CPU goes over HTTP ({args.stages} creates per side, "
+        f"{args.concurrency} connections; thread CPU µs per create of each stage, stages nest)",
+        "",
+        "| backend | stage | on | off | on - off |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    found: dict[str, dict[str, dict[str, float]]] = {}
+    for backend in args.backends.split(","):
+        sides = found[backend] = bench_stages(args, work, backend)
+        for stage, on in sides["on"].items():
+            off = sides["off"][stage]
+            lines.append(f"| {backend} | {stage} | {on:,.0f} | {off:,.0f} | {on - off:+,.0f} |")
+    return found
 
 
 def drop_schemas() -> None:
@@ -431,9 +504,12 @@ def run() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--write-creates", type=int, default=600)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument(
+        "--stages", type=int, default=0, help="section 4: this many Patient creates per side"
+    )
     parser.add_argument(
         "--trees",
         help="comma-separated source dirs (src/): section 2 only, the trees in lockstep",
@@ -498,6 +574,8 @@ def run() -> None:
             report["write_path"] = writes
         if not args.skip_http:
             report["http"] = http_section(args, work, lines)
+        if args.stages:
+            report["stages"] = stages_section(args, work, lines)
     print("\n".join(lines))
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
@@ -533,32 +611,39 @@ def trees_section(args: argparse.Namespace) -> None:
 
 def http_section(
     args: argparse.Namespace, work: Path, lines: list[str]
-) -> dict[str, dict[str, dict[str, float]]]:
+) -> dict[str, dict[str, dict[str, object]]]:
     """Section 3: HTTP create/read/search, encryption on and off, per backend."""
     lines += [
         "",
         f"## HTTP, encryption on vs off (demo clinic {args.patients} patients, "
-        f"{args.concurrency} connections, one worker, best of {args.rounds})",
+        f"{args.concurrency} connections, one worker, {args.rounds} alternating rounds)",
         "",
-        "server CPU: µs per request of the server process (all rounds); CPU off/on is the "
-        "throughput ratio the CPU cost alone allows.",
+        "req/s and latencies: the best round per side; on/off: of those bests. Per round: "
+        "each round's on/off (its two sides ran back to back), their median and range; the "
+        "target flag follows the median. Server CPU: µs per request of the server process "
+        "(all rounds); CPU off/on is the throughput ratio the CPU cost alone allows.",
         "",
-        "| backend | op | on req/s | off req/s | on/off | on CPU µs | off CPU µs | CPU off/on "
+        "| backend | op | on req/s | off req/s | on/off | per round median | range "
+        "| on CPU µs | off CPU µs | CPU off/on "
         "| on p50 ms | off p50 ms | on p99 ms | off p99 ms | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: | ---: |",
     ]
-    http: dict[str, dict[str, dict[str, float]]] = {}
+    http: dict[str, dict[str, dict[str, object]]] = {}
     for backend in args.backends.split(","):
-        best, cpu = bench_http(args, work, backend)
-        for op, on in best["on"].items():
-            off = best["off"][op]
+        run = bench_http(args, work, backend)
+        for op, on in run.best["on"].items():
+            off = run.best["off"][op]
             ratio = on.rate / off.rate if off.rate else 0.0
-            flag = "" if op == "search" or ratio >= TARGET else " (below target)"
-            cpu_on, cpu_off = cpu["on"][op], cpu["off"][op]
+            rounds = run.round_ratios.get(op, [])
+            typical = median(rounds) if rounds else 0.0
+            flag = "" if op == "search" or typical >= TARGET else " (below target)"
+            cpu_on, cpu_off = run.cpu_us["on"][op], run.cpu_us["off"][op]
             cpu_ratio = cpu_off / cpu_on if cpu_on else 0.0
+            spread = f"{min(rounds):.2f}-{max(rounds):.2f}" if rounds else ""
             lines.append(
-                f"| {backend} | {op} | {on.rate:,.0f} | {off.rate:,.0f} | {ratio:.2f}{flag} | "
-                f"{cpu_on:,.0f} | {cpu_off:,.0f} | {cpu_ratio:.2f} | "
+                f"| {backend} | {op} | {on.rate:,.0f} | {off.rate:,.0f} | {ratio:.2f} | "
+                f"{typical:.2f}{flag} | {spread} | {cpu_on:,.0f} | {cpu_off:,.0f} | {cpu_ratio:.2f} | "
                 f"{on.pct(50):.1f} | {off.pct(50):.1f} | {on.pct(99):.1f} | {off.pct(99):.1f} | "
                 f"{on.errors + off.errors} |"
             )
@@ -566,6 +651,8 @@ def http_section(
                 "on": on.rate,
                 "off": off.rate,
                 "ratio": ratio,
+                "round_ratios": rounds,
+                "round_ratio_median": typical,
                 "cpu_us_on": cpu_on,
                 "cpu_us_off": cpu_off,
                 "errors": on.errors + off.errors,

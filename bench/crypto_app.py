@@ -5,6 +5,8 @@ factory under uvicorn instead, with the same settings as `serve`:
 
     BENCH_DATA=DIR BENCH_KEY_FILE=FILE BENCH_ENCRYPTION=1|0 \
         uvicorn crypto_app:create --factory --app-dir bench
+
+With `BENCH_STAGES=FILE` the process also accounts CPU per stage of a create (stages.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 
+import stages
 from phivault.api.app import create_app
 from phivault.benchmark.lifespan import close_vault_on_shutdown
 from phivault.crypto.kek import KeyFileKeySource
@@ -26,5 +29,7 @@ def create() -> Starlette:
         KeyFileKeySource(os.environ["BENCH_KEY_FILE"]),
         encryption=os.environ.get("BENCH_ENCRYPTION", "1") == "1",
     )
-    app = create_app(vault.service, vault.settings)
-    return close_vault_on_shutdown(app, vault)
+    app = close_vault_on_shutdown(create_app(vault.service, vault.settings), vault)
+    if os.environ.get("BENCH_STAGES"):
+        stages.instrument(app, Path(os.environ["BENCH_STAGES"]))
+    return app

@@ -101,6 +101,24 @@ def test_audit_summary_names_its_callers(tmp_path: Path) -> None:
     assert any("sqlite_async_sealed, 64 coroutines: 13,000" in line for line in lines)
 
 
+def test_encryption_summary_gives_best_and_per_round_ratios(tmp_path: Path) -> None:
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    codec = {k: {"1024": 100.0, "8192": 900.0} for k in ("seal", "open", "openssl")}
+    http = {
+        "sqlite": {
+            "create Patient": {"on": 200.0, "off": 250.0, "ratio": 0.8,
+                               "round_ratios": [0.78, 0.9, 0.82, 0.86], "round_ratio_median": 0.84},
+            "read": {"on": 900.0, "off": 1000.0, "ratio": 0.9},  # written before rounds were kept
+        }
+    }  # fmt: skip
+    (results / "crypto.json").write_text(json.dumps({"codec_mb_s": codec, "http": http}))
+    lines = component_markdown(collect("read", tmp_path / "bench", ("sqlite",), None, print))
+    assert any("sqlite create Patient: encryption on 200/s, off 250/s (on/off 0.80; "
+               "per round median 0.84, 0.78-0.90 over 4)" in ln for ln in lines)  # fmt: skip
+    assert any("sqlite read: encryption on 900/s, off 1,000/s (on/off 0.90)" in ln for ln in lines)
+
+
 def test_access_summary_gives_pooled_and_per_round_overhead(tmp_path: Path) -> None:
     results = tmp_path / "bench" / "results"
     results.mkdir(parents=True)

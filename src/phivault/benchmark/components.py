@@ -39,7 +39,7 @@ COMPONENTS = (
     ),
     Component(
         "encryption", "bench_crypto.py", "crypto.json",
-        ("--patients", "200", "--requests", "2000", "--rounds", "2", "--write-creates", "400"),
+        ("--patients", "200", "--requests", "1000", "--rounds", "4", "--write-creates", "400"),
         uses_pg=True,
     ),
     # p95 at 300 requests x 3 rounds moved by 20 points between runs: the size the

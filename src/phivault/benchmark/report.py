@@ -226,8 +226,13 @@ def _summary(name: str, f: Any) -> list[str]:
                        f"openssl {ssl:,.0f}")  # fmt: skip
         for backend, ops in f["http"].items():
             for op, v in ops.items():
-                out.append(f"{backend} {op}: encryption on {v['on']:,.0f}/s, off "
-                           f"{v['off']:,.0f}/s (on/off {v['ratio']:.2f})")  # fmt: skip
+                line = (f"{backend} {op}: encryption on {v['on']:,.0f}/s, off "
+                        f"{v['off']:,.0f}/s (on/off {v['ratio']:.2f}")  # fmt: skip
+                rounds = v.get("round_ratios")  # results written before rounds were kept
+                if rounds:
+                    line += (f"; per round median {v['round_ratio_median']:.2f}, "
+                             f"{min(rounds):.2f}-{max(rounds):.2f} over {len(rounds)}")  # fmt: skip
+                out.append(line + ")")
     elif name == "access control":
         for row in f["rows"]:
             over = row["p95_overhead_pct"]
