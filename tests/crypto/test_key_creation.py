@@ -9,7 +9,7 @@ import pytest
 
 from phivault.crypto.kek import Kek
 from phivault.crypto.keyring import KeyRing, patient_key_id
-from phivault.crypto.keystate import wrap_aad
+from phivault.crypto.keystate import STATE_ID, wrap_aad
 from phivault.errors import DecryptionError, KeyMaterialError, KeyShredded
 from phivault.store.keys import StoreWrappedKeys
 from phivault.vault import Vault
@@ -223,3 +223,58 @@ def test_a_drawn_id_that_exists_after_all_keeps_its_key_or_its_shred(vault: Vaul
     with pytest.raises(KeyShredded):
         with vault.store.write() as tx:
             other.encrypt_body(shredded, b"after", b"aad", within=tx)
+
+
+class CountingTransactions(StoreWrappedKeys):
+    """The store's wrapped keys, counting key transactions and one-step inserts."""
+
+    transactions = 0
+    one_step = 0
+
+    def transact(self, fn, *, exclusive=True, within=None):  # type: ignore[no-untyped-def]
+        self.transactions += 1
+        return super().transact(fn, exclusive=exclusive, within=within)
+
+    def add_if_state(
+        self, state: bytes | None, key_id: str, blob: bytes, *, within: object
+    ) -> bool:
+        self.one_step += 1
+        return super().add_if_state(state, key_id, blob, within=within)
+
+
+def test_a_key_made_ahead_is_stored_in_one_step(vault: Vault) -> None:
+    """The usual first key (made ahead, the state unchanged): one conditional insert in
+    the write's transaction, no key transaction; it opens from another process."""
+    keys = CountingTransactions(vault.store)
+    ring = KeyRing(vault.keyring.kek, keys)
+    ring.check_current()
+    key_id = patient_key_id("one-step")
+    ring.check_writable(key_id, new=True)
+    before = keys.transactions
+    with vault.store.write() as tx:
+        blob = ring.encrypt_body(key_id, b"body", b"aad", within=tx)
+    assert (keys.transactions - before, keys.one_step) == (0, 1)
+    assert fresh_ring(vault).decrypt_body(key_id, blob, b"aad") == b"body"
+
+
+def test_a_key_made_ahead_under_a_state_since_changed_takes_the_general_path(
+    vault: Vault,
+) -> None:
+    """The state row moved after the key was made ahead (here: rewritten by hand to an
+    equal state in other bytes): the one-step insert stores nothing, and the key
+    transaction reads the new state and makes the key."""
+    keys = CountingTransactions(vault.store)
+    ring = KeyRing(vault.keyring.kek, keys)
+    ring.check_current()
+    key_id = patient_key_id("state-moved")
+    ring.check_writable(key_id, new=True)
+    state = vault.store.key_get(STATE_ID)
+    assert state is not None
+    moved = state + b" "  # the same JSON state, other bytes
+    with vault.store.write() as tx:
+        tx.key_put(STATE_ID, moved, replace=True)
+    before = keys.transactions
+    with vault.store.write() as tx:
+        blob = ring.encrypt_body(key_id, b"body", b"aad", within=tx)
+    assert keys.one_step == 1 and keys.transactions - before >= 1
+    assert fresh_ring(vault).decrypt_body(key_id, blob, b"aad") == b"body"

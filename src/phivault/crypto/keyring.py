@@ -371,6 +371,10 @@ class KeyRing:
         given) that holds the state row's shared lock: a key must never be wrapped under
         a KEK that a rotation is replacing, or a restart with the new KEK could not open
         it."""
+        if within is not None:
+            made = self._insert_made_ahead(key_id, row_id, within)
+            if made is not None:
+                return made
         insert = functools.partial(self._insert_key, key_id, row_id)
         for _ in range(8):
             stored = self._store.transact(insert, exclusive=False, within=within)
@@ -405,6 +409,31 @@ class KeyRing:
         if stored == TOMBSTONE:
             raise KeyShredded()
         return (stored, key) if stored == fresh else (stored, None)
+
+    def _insert_made_ahead(
+        self, key_id: str, row_id: str, within: object
+    ) -> tuple[bytes, bytes] | None:
+        """The usual first key, in one store step: a key made ahead for this row, wrapped
+        under the state this ring holds, is stored if the state row (locked as `transact`
+        locks it) still holds that state and the row is free. None: nothing stored, take
+        the general path (`_insert_key`), which follows a changed state and finds a stored
+        key or tombstone. Generation 1 only, where the row id is the key id (a later
+        generation's row must also look for the key id's tombstone)."""
+        if row_id != key_id:
+            return None
+        with self._lock:
+            pending = self._pending.get(row_id)
+            if (
+                pending is None
+                or self._stale
+                or pending.state_raw != self._state_raw
+                or pending.kek is not self._keks[0]
+            ):
+                return None
+            del self._pending[row_id]  # handed out once, used or not
+        if not self._store.add_if_state(pending.state_raw, row_id, pending.blob, within=within):
+            return None
+        return pending.blob, pending.key
 
     def _make_ahead(self, key_id: str, generation: int) -> None:
         """Draw and wrap the absent key of `key_id` now, before its write transaction

@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
+from phivault.crypto.keystate import STATE_ID
+
 __all__ = ["KeyTx", "MemoryWrappedKeyStore", "WrappedKeyStore"]
 
 T = TypeVar("T")
@@ -56,6 +58,15 @@ class WrappedKeyStore(Protocol):
         self, fn: Callable[[KeyTx], T], *, exclusive: bool = True, within: object | None = None
     ) -> T: ...
 
+    def add_if_state(
+        self, state: bytes | None, key_id: str, blob: bytes, *, within: object
+    ) -> bool:
+        """In the caller's open write transaction `within`: lock the shared state row as a
+        shared `transact` does and, if it holds `state` (None: no state row) and `key_id`
+        has no blob, store `blob` there; in one step (PostgreSQL: one round trip). True if
+        stored; False changed nothing (the caller then takes `transact`)."""
+        ...
+
 
 class MemoryWrappedKeyStore:
     """A `WrappedKeyStore` in a dict, for tests and tools."""
@@ -82,6 +93,15 @@ class MemoryWrappedKeyStore:
             self.blobs.clear()
             self.blobs.update(work.blobs)
             return result
+
+    def add_if_state(
+        self, state: bytes | None, key_id: str, blob: bytes, *, within: object
+    ) -> bool:
+        with self._lock:
+            if self.blobs.get(STATE_ID) != state or key_id in self.blobs:
+                return False
+            self.blobs[key_id] = blob
+            return True
 
 
 class _DictTx:

@@ -285,6 +285,13 @@ class WriteTx(ReadView, Protocol):
         writer) and return its blob as locked (None: no such row)."""
         ...
 
+    def key_add_if(self, lock_id: str, expected: bytes | None, key_id: str, blob: bytes) -> bool:
+        """`key_lock(lock_id, exclusive=False)`, then `key_put(key_id, blob, replace=False)`
+        only if the locked row holds `expected` (None: no such row), in one statement
+        where the backend allows it. True if `blob` was stored; False changed nothing but
+        the lock."""
+        ...
+
     def export_job_insert(self, job: ExportJobRecord) -> None: ...
 
     def export_job_update(self, job: ExportJobRecord) -> bool:

@@ -44,6 +44,11 @@ class StoreWrappedKeys:
             # (SQLite's write transaction excludes every other writer already).
             return fn(_KeyTx(tx, tx.key_lock(STATE_ID, exclusive=exclusive)))
 
+    def add_if_state(
+        self, state: bytes | None, key_id: str, blob: bytes, *, within: object
+    ) -> bool:
+        return cast(WriteTx, within).key_add_if(STATE_ID, state, key_id, blob)
+
 
 class _KeyTx:
     def __init__(self, tx: WriteTx, state: bytes | None) -> None:
