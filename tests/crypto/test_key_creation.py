@@ -5,6 +5,9 @@ once."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import pytest
 
 from phivault.crypto.kek import Kek
@@ -13,6 +16,8 @@ from phivault.crypto.keystate import STATE_ID, wrap_aad
 from phivault.errors import DecryptionError, KeyMaterialError, KeyShredded
 from phivault.store.keys import StoreWrappedKeys
 from phivault.vault import Vault
+
+T = TypeVar("T")
 
 
 class Boom(Exception):
@@ -231,7 +236,9 @@ class CountingTransactions(StoreWrappedKeys):
     transactions = 0
     one_step = 0
 
-    def transact(self, fn, *, exclusive=True, within=None):  # type: ignore[no-untyped-def]
+    def transact(
+        self, fn: Callable[..., T], *, exclusive: bool = True, within: object | None = None
+    ) -> T:
         self.transactions += 1
         return super().transact(fn, exclusive=exclusive, within=within)
 
