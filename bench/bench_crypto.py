@@ -453,7 +453,7 @@ def bench_stages(args: argparse.Namespace, work: Path, backend: str) -> dict[str
                 run_load_in_process(port, make, args.stages // args.rounds, args.concurrency)
     finally:
         for server, _ in servers.values():
-            server.terminate()  # uvicorn shuts down and the stage file is written at exit
+            server.terminate()  # uvicorn shuts down: the app's lifespan writes the stage file
             server.wait(timeout=30)
     return {
         "on" if encryption else "off": stages.per_request_us(path)
@@ -464,6 +464,8 @@ def bench_stages(args: argparse.Namespace, work: Path, backend: str) -> dict[str
 def stages_section(
     args: argparse.Namespace, work: Path, lines: list[str]
 ) -> dict[str, dict[str, dict[str, float]]]:
+    """Section 4 per backend: its table appended to `lines`; per backend and side, CPU µs
+    per create of each stage."""
     lines += [
         "",
         f"## Where a Patient create's CPU goes over HTTP ({args.stages} creates per side, "
