@@ -351,13 +351,10 @@ class SqlWriteTx(SqlReadView):
         return bytes(row[0]) if row else None
 
     def key_add_if(self, lock_id: str, expected: bytes | None, key_id: str, blob: bytes) -> bool:
-        if self._q.render("?") == "?":
-            # SQLite: nothing to lock, and two local statements cost no round trip.
-            if self.key_get(lock_id) != expected:
-                return False
-            return self.key_put(key_id, blob, replace=False)
-        params = (lock_id, key_id, blob, expected)
-        return int(self._conn.execute(self._q.key_add_if, params).fetchone()[0]) == 1
+        # Two statements (SQLite: local, no round trip); PostgreSQL makes them one.
+        if self.key_lock(lock_id, exclusive=False) != expected:
+            return False
+        return self.key_put(key_id, blob, replace=False)
 
     def export_job_insert(self, job: ExportJobRecord) -> None:
         self._conn.execute(self._q.render(export_jobs.INSERT), export_jobs.insert_params(job))

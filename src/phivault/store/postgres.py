@@ -222,6 +222,17 @@ class PostgresStore(SqlReadView):
         self._pool.close()
 
 
+# key_lock (FOR SHARE) and key_put(replace=False) in one round trip: the insert only if
+# the locked row holds the expected blob.
+_KEY_ADD_IF = (
+    "WITH locked AS (SELECT blob FROM wrapped_keys WHERE key_id = %s FOR SHARE), "
+    "added AS (INSERT INTO wrapped_keys (key_id, blob) SELECT %s, %s "
+    "WHERE (SELECT blob FROM locked) IS NOT DISTINCT FROM %s "
+    "ON CONFLICT (key_id) DO NOTHING RETURNING key_id) "
+    "SELECT count(*) FROM added"
+)
+
+
 class _PgWriteTx(SqlWriteTx):
     def __init__(self, conn: psycopg.Connection[Any], queries: Queries) -> None:
         def executemany(sql: str, rows: list[tuple[Any, ...]]) -> None:
@@ -229,6 +240,10 @@ class _PgWriteTx(SqlWriteTx):
                 cur.executemany(sql, rows)
 
         super().__init__(conn, queries, executemany)
+
+    def key_add_if(self, lock_id: str, expected: bytes | None, key_id: str, blob: bytes) -> bool:
+        row = self._conn.execute(_KEY_ADD_IF, (lock_id, key_id, blob, expected)).fetchone()
+        return row is not None and int(row[0]) == 1
 
     def insert_rows(
         self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]

@@ -179,15 +179,6 @@ class Queries:
             "INSERT INTO wrapped_keys (key_id, blob) VALUES (?, ?) ON CONFLICT (key_id) DO NOTHING "
             "RETURNING key_id"
         )
-        # PostgreSQL: key_lock (FOR SHARE) and key_add in one round trip, the insert only
-        # if the locked row holds the expected blob.
-        self.key_add_if = r(
-            "WITH locked AS (SELECT blob FROM wrapped_keys WHERE key_id = ? FOR SHARE), "
-            "added AS (INSERT INTO wrapped_keys (key_id, blob) SELECT ?, ? "
-            "WHERE (SELECT blob FROM locked) IS NOT DISTINCT FROM ? "
-            "ON CONFLICT (key_id) DO NOTHING RETURNING key_id) "
-            "SELECT count(*) FROM added"
-        )
         self.key_delete = r("DELETE FROM wrapped_keys WHERE key_id = ?")
         self.key_ids = r("SELECT key_id FROM wrapped_keys ORDER BY key_id")
         self._render = render
