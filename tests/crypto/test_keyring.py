@@ -236,3 +236,50 @@ def test_a_clinics_patients_in_use_stay_open_but_the_cache_is_bounded() -> None:
     store.reads = 0
     small.decrypt_body(*sealed[0])
     assert store.reads == 1
+
+
+def test_a_cached_keys_cipher_is_made_once(ring: KeyRing, monkeypatch: pytest.MonkeyPatch) -> None:
+    blob = ring.encrypt_body(A, b"a's record", b"Patient/a/1")
+    assert ring._cache.cipher(A) is not None
+
+    def no_new_cipher(*args: object) -> None:
+        raise AssertionError("a cipher was made again")
+
+    monkeypatch.setattr("phivault.crypto.keyring.BodyCipher", no_new_cipher)
+    for _ in range(3):
+        assert ring.decrypt_body(A, blob, b"Patient/a/1") == b"a's record"
+    assert (
+        ring.decrypt_body(A, ring.encrypt_body(A, b"v2", b"Patient/a/2"), b"Patient/a/2") == b"v2"
+    )
+
+
+def test_a_cached_cipher_still_honours_a_shred_elsewhere(store: MemoryWrappedKeyStore) -> None:
+    reader = KeyRing(LocalKek(b"\x07" * 32), store, refresh_interval=3600)
+    blob = reader.encrypt_body(A, b"a's record", b"Patient/a/1")
+    assert reader.decrypt_body(A, blob, b"Patient/a/1") == b"a's record"
+    KeyRing(LocalKek(b"\x07" * 32), store).shred(A)  # another process
+    # Within the refresh interval the reader may still open it, as before; once its
+    # state is read again, the cached key and its cipher are gone.
+    reader.refresh(force=True)
+    with pytest.raises(KeyShredded):
+        reader.decrypt_body(A, blob, b"Patient/a/1")
+    eager = KeyRing(LocalKek(b"\x07" * 32), store, refresh_interval=0)
+    blob_b = eager.encrypt_body(B, b"b's record", b"Patient/b/1")
+    KeyRing(LocalKek(b"\x07" * 32), store).shred(B)
+    with pytest.raises(KeyShredded):
+        eager.decrypt_body(B, blob_b, b"Patient/b/1")
+
+
+def test_a_cipher_is_never_used_for_another_key_id(ring: KeyRing) -> None:
+    # Generation 2 of A is stored as row "patient:a#2", which is also what an (invalid)
+    # key id "patient:a#2" would name at generation 1: its cipher must not answer it.
+    ring.encrypt_body(A, b"earlier", b"Patient/a/0")  # generation 1 of A exists too
+    ring.update_state(lambda _tx, s: s.bumped(generation=2, rekey=True))
+    ring.data_key(A)  # what codec.prepare does before a write
+    sealed = ring.encrypt_body(A, b"a's record", b"Patient/a/1")
+    assert sealed[0] == 2 and ring._cache.cipher("patient:a#2") is not None
+    relabelled = b"\x01" + sealed[5:]  # the same payload under a generation-1 header
+    with pytest.raises(ValueError):
+        ring.decrypt_body("patient:a#2", relabelled, b"Patient/a/1")
+    with pytest.raises(DecryptionError):
+        ring.decrypt_body(A, relabelled, b"Patient/a/1")

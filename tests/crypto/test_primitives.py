@@ -189,3 +189,26 @@ def test_prekeyed_hmac_is_hmac_sha256(key: bytes, head: bytes, msg: bytes) -> No
     assert mac.digest(msg) == mac.digest(msg)  # the pre-hashed states are not consumed
     # digests: one loop over several messages, the same MACs in order
     assert mac.digests([msg, head, b""]) == [mac.digest(m) for m in (msg, head, b"")]
+
+
+def test_aead_cipher_is_aead_encrypt_and_decrypt_under_one_key() -> None:
+    cipher = p.AeadCipher(KEY)
+    sealed = cipher.encrypt(b"some body", AAD)
+    assert p.aead_decrypt(KEY, sealed, AAD) == b"some body"
+    assert cipher.decrypt(p.aead_encrypt(KEY, b"other", AAD), AAD) == b"other"
+    assert cipher.encrypt(b"x", AAD)[: p.NONCE_LEN] != cipher.encrypt(b"x", AAD)[: p.NONCE_LEN]
+    with pytest.raises(ValueError):
+        p.AeadCipher(KEY[:16])
+
+
+@pytest.mark.parametrize(
+    ("key", "aad", "cut"),
+    [(KEY, b"other aad", 0), (bytes(32), AAD, 0), (KEY, AAD, 1), (KEY, AAD, 30)],
+)
+def test_aead_cipher_failures_are_the_same_opaque_error(key: bytes, aad: bytes, cut: int) -> None:
+    blob = p.AeadCipher(KEY).encrypt(b"some body", AAD)
+    if cut:
+        blob = blob[:-cut]
+    with pytest.raises(DecryptionError) as excinfo:
+        p.AeadCipher(key).decrypt(blob, aad)
+    _assert_opaque(excinfo)

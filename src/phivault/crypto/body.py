@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from phivault.crypto import primitives
 
-__all__ = ["BODY_V1", "BODY_V2", "body_aad", "parse_body", "seal_body"]
+__all__ = ["BODY_V1", "BODY_V2", "BodyCipher", "body_aad", "parse_body", "seal_body"]
 
 BODY_V1 = 1
 BODY_V2 = 2
@@ -25,13 +25,31 @@ _BODY_DOMAINS = {BODY_V1: b"phivault/body/v1\x00", BODY_V2: b"phivault/body/v2\x
 
 
 def seal_body(key: bytes, key_id: str, generation: int, plaintext: bytes, aad: bytes) -> bytes:
-    if generation == 1:
-        header = bytes([BODY_V1])
-        fmt = BODY_V1
-    else:
-        header = bytes([BODY_V2]) + generation.to_bytes(4, "big")
-        fmt = BODY_V2
-    return header + primitives.aead_encrypt(key, plaintext, body_aad(fmt, key_id, generation, aad))
+    return BodyCipher(key, key_id, generation).seal(plaintext, aad)
+
+
+class BodyCipher:
+    """Sealing and opening bodies under one data key row (key id, generation), with the
+    key's AES key schedule, the header and the AAD's head made once: the key ring keeps
+    one beside each open data key it caches (crypto/key_cache.py)."""
+
+    __slots__ = ("_aead", "_head", "_header", "key", "key_id")
+
+    def __init__(self, key: bytes, key_id: str, generation: int) -> None:
+        fmt = BODY_V1 if generation == 1 else BODY_V2
+        self.key = key
+        self.key_id = key_id
+        self._aead = primitives.AeadCipher(key)  # ValueError for anything but 32 bytes
+        self._header = bytes([fmt]) + (b"" if fmt == BODY_V1 else generation.to_bytes(4, "big"))
+        self._head = body_aad(fmt, key_id, generation, b"")
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        return self._header + self._aead.encrypt(plaintext, self._head + aad)
+
+    def open(self, payload: bytes, aad: bytes) -> bytes:
+        """The plaintext of a body's payload (`parse_body`'s third part) sealed under
+        this key row with `aad`; `DecryptionError` otherwise."""
+        return self._aead.decrypt(payload, self._head + aad)
 
 
 def parse_body(blob: bytes) -> tuple[int, int, bytes] | None:

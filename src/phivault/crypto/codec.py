@@ -6,6 +6,7 @@ the store receives whatever the codec returns and never looks inside.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -56,6 +57,7 @@ class BodyCodec(Protocol):
         ...
 
 
+@functools.lru_cache(maxsize=4096)
 def key_id_for(compartment: str | None) -> str:
     """Resources in a patient's compartment use that patient's data key; the rest (e.g.
     Practitioner, Organization) use the system key."""

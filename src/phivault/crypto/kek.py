@@ -166,13 +166,14 @@ _WRAP_AAD_PREFIX = b"phivault/kek-wrap/v1\x00"
 class LocalKek:
     """A KEK held in this process; wraps with AES-256-GCM."""
 
-    __slots__ = ("_key", "key_id")
+    __slots__ = ("_cipher", "_key", "key_id")
     transfer_kind = "local"
 
     def __init__(self, key: bytes) -> None:
         if len(key) != primitives.KEY_LEN:
             raise ValueError("a KEK must be 32 bytes")
         self._key = key
+        self._cipher = primitives.AeadCipher(key)  # every new patient's key is wrapped
         # A short public fingerprint, to tell KEKs apart in logs and key listings. It is an
         # HMAC, not a hash of the key, so it gives no shortcut for guessing the key.
         self.key_id = "local:" + primitives.hmac_sha256(key, b"phivault/kek-id/v1")[:8].hex()
@@ -181,12 +182,12 @@ class LocalKek:
         return f"LocalKek(key_id={self.key_id!r})"
 
     def wrap(self, key: bytes, aad: bytes) -> bytes:
-        return _WRAP_V1 + primitives.aead_encrypt(self._key, key, _WRAP_AAD_PREFIX + aad)
+        return _WRAP_V1 + self._cipher.encrypt(key, _WRAP_AAD_PREFIX + aad)
 
     def unwrap(self, blob: bytes, aad: bytes) -> bytes:
         if blob[:1] != _WRAP_V1:
             raise DecryptionError()
-        return primitives.aead_decrypt(self._key, blob[1:], _WRAP_AAD_PREFIX + aad)
+        return self._cipher.decrypt(blob[1:], _WRAP_AAD_PREFIX + aad)
 
     def transfer_state(self) -> bytes:
         # The raw KEK, for an online rotation only: the caller wraps it under the old KEK

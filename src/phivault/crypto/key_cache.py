@@ -3,9 +3,10 @@
 Bounded LRU: every cached key is plaintext key material in memory (Python cannot wipe
 bytes), and an unbounded cache would hold every patient's key after a scan. Beside each
 key, the wrapped blob it came from while the key is *unconfirmed* (made or read inside a
-write transaction that may still roll back: crypto/keyring.py, module docstring), and,
-per open write transaction, the keys that transaction may seal under without checking
-again.
+write transaction that may still roll back: crypto/keyring.py, module docstring), the
+key's `BodyCipher` once one was made (its AES key schedule and AAD head: a read of a
+cached key pays for the decryption only), and, per open write transaction, the keys that
+transaction may seal under without checking again.
 
 In memory only; no store I/O or KEK call happens here. It is guarded by the key ring's
 lock (passed in, reentrant), so the ring can read and change it together with its own
@@ -19,6 +20,8 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 
+from phivault.crypto.body import BodyCipher
+
 
 class KeyCache:
     def __init__(self, size: int, lock: threading.RLock) -> None:
@@ -29,6 +32,8 @@ class KeyCache:
         self._keys: OrderedDict[str, bytes] = OrderedDict()
         # row id -> the wrapped blob an unconfirmed key came from
         self._unconfirmed: dict[str, bytes] = {}
+        # row id -> the cipher of the key cached for it (never of another key)
+        self._ciphers: dict[str, BodyCipher] = {}
         self._tx_keys: weakref.WeakKeyDictionary[object, dict[str, bytes]] = (
             weakref.WeakKeyDictionary()
         )
@@ -52,6 +57,21 @@ class KeyCache:
                 self._keys.move_to_end(row_id)
             return key, self._unconfirmed.get(row_id)
 
+    def cipher(self, row_id: str) -> BodyCipher | None:
+        """The cipher of the key cached for `row_id`, if one was kept; a hit counts as a
+        use of the key."""
+        with self._lock:
+            cipher = self._ciphers.get(row_id)
+            if cipher is not None:
+                self._keys.move_to_end(row_id)
+            return cipher
+
+    def keep_cipher(self, row_id: str, cipher: BodyCipher) -> None:
+        """Keep `cipher` for `row_id` if the key it was made from is the one cached."""
+        with self._lock:
+            if self._keys.get(row_id) is cipher.key:
+                self._ciphers[row_id] = cipher
+
     def unconfirmed(self, row_id: str) -> bytes | None:
         with self._lock:
             return self._unconfirmed.get(row_id)
@@ -59,6 +79,8 @@ class KeyCache:
     def remember(self, row_id: str, key: bytes, *, unconfirmed: bytes | None) -> None:
         """Cache a key; `unconfirmed`: the blob it came from, if not known committed."""
         with self._lock:
+            if self._keys.get(row_id) is not key:
+                self._ciphers.pop(row_id, None)
             self._keys[row_id] = key
             self._keys.move_to_end(row_id)
             if unconfirmed is None:
@@ -68,6 +90,7 @@ class KeyCache:
             while len(self._keys) > self.size:
                 evicted, _ = self._keys.popitem(last=False)
                 self._unconfirmed.pop(evicted, None)
+                self._ciphers.pop(evicted, None)
 
     def remember_new(self, row_id: str, key: bytes) -> None:
         """Cache a committed key unless one is cached meanwhile (that one stays)."""
@@ -86,11 +109,13 @@ class KeyCache:
         with self._lock:
             self._keys.pop(row_id, None)
             self._unconfirmed.pop(row_id, None)
+            self._ciphers.pop(row_id, None)
 
     def clear(self) -> None:
         with self._lock:
             self._keys.clear()
             self._unconfirmed.clear()
+            self._ciphers.clear()
 
     def in_tx(self, within: object) -> dict[str, bytes]:
         """The keys of one open write transaction (call with the lock held)."""

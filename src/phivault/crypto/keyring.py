@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 from phivault.crypto import primitives
-from phivault.crypto.body import BODY_V1, body_aad, parse_body, seal_body
+from phivault.crypto.body import BODY_V1, BodyCipher, parse_body
 from phivault.crypto.kek import Kek
 from phivault.crypto.key_cache import KeyCache
 from phivault.crypto.keystate import (
@@ -538,7 +538,17 @@ class KeyRing:
         """
         check_key_id(key_id)
         generation, key = self._sealing_key(key_id, within)
-        return seal_body(key, key_id, generation, plaintext, aad)
+        return self._cipher(key_id, generation, key).seal(plaintext, aad)
+
+    def _cipher(self, key_id: str, generation: int, key: bytes) -> BodyCipher:
+        """`key`'s cipher for that key row: the one kept beside the cached key when it is
+        that key, else made here (and kept, if `key` is the one cached)."""
+        row_id = key_row_id(key_id, generation)
+        cipher = self._cache.cipher(row_id)
+        if cipher is None or cipher.key is not key:
+            cipher = BodyCipher(key, key_id, generation)
+            self._cache.keep_cipher(row_id, cipher)
+        return cipher
 
     def _sealing_key(self, key_id: str, within: object | None) -> tuple[int, bytes]:
         current = self.refresh(within=within).generation
@@ -589,9 +599,16 @@ class KeyRing:
     def decrypt_body(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
         """Raises `KeyShredded` for a shredded key id, `DecryptionError` for any other
         failure (wrong key id, wrong aad, tampering, unknown format)."""
+        parsed = parse_body(blob)
+        if parsed is not None and time.monotonic() < self._last_refresh + self.refresh_interval:
+            # The state is fresh (`refresh` would return at once) and the key is cached:
+            # open with the cipher kept beside it. A cipher kept for this key id is for a
+            # valid one, and the row id names the generation given the key id.
+            cipher = self._cache.cipher(key_row_id(key_id, parsed[1]))
+            if cipher is not None and cipher.key_id == key_id:
+                return cipher.open(parsed[2], aad)
         check_key_id(key_id)
         self.refresh()  # a shred by another process drops the cached key within the interval
-        parsed = parse_body(blob)
         if parsed is None:
             if self.is_shredded(key_id):
                 raise KeyShredded()
@@ -607,7 +624,14 @@ class KeyRing:
             # The generation comes from an unauthenticated header: a missing key for it is
             # as likely tampering as loss, and must look like any other failed decrypt.
             raise DecryptionError()
-        return primitives.aead_decrypt(key, payload, body_aad(fmt, key_id, generation, aad))
+        cipher = None
+        try:
+            cipher = self._cipher(key_id, generation, key)
+        except ValueError:  # not a 32-byte key
+            pass
+        if cipher is None:  # raised outside the except block: no __context__
+            raise DecryptionError()
+        return cipher.open(payload, aad)
 
     def prefetch(self, bodies: Iterable[tuple[str, bytes]]) -> None:
         """Read, in one store read, the data keys of bodies about to be opened (a search

@@ -43,6 +43,7 @@ __all__ = [
     "KEY_LEN",
     "NONCE_LEN",
     "TAG_LEN",
+    "AeadCipher",
     "PrekeyedHmac",
     "aead_decrypt",
     "aead_encrypt",
@@ -92,26 +93,48 @@ def aead_encrypt(key32: bytes, plaintext: bytes, aad: bytes) -> bytes:
     With random nonces a single key must not encrypt more than about 2**32 messages
     (NIST SP 800-38D, 8.3); per-patient data keys keep every key far below that.
     """
-    _check_key(key32)
-    # A repeated (key, nonce) pair reveals the XOR of two plaintexts and lets an attacker
-    # forge tags: the nonce must come from the CSPRNG on every call, never a counter
-    # that could be reset by a restore or a second process.
-    nonce = secrets.token_bytes(NONCE_LEN)
-    return nonce + AESGCM(key32).encrypt(nonce, plaintext, aad)
+    return AeadCipher(key32).encrypt(plaintext, aad)
 
 
 def aead_decrypt(key32: bytes, blob: bytes, aad: bytes) -> bytes:
     """Inverse of `aead_encrypt`. Any failure raises `DecryptionError` and nothing else."""
-    plaintext: bytes | None = None
-    try:
-        if isinstance(key32, bytes) and len(key32) == KEY_LEN and len(blob) >= NONCE_LEN + TAG_LEN:
-            plaintext = AESGCM(key32).decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], aad)
-    except (InvalidTag, ValueError, TypeError):
-        plaintext = None
-    # Raised here, outside the except block, so the exception carries no __context__.
-    if plaintext is None:
+    if not isinstance(key32, bytes) or len(key32) != KEY_LEN:
         raise DecryptionError()
-    return plaintext
+    return AeadCipher(key32).decrypt(blob, aad)
+
+
+class AeadCipher:
+    """`aead_encrypt` / `aead_decrypt` under one key, its AES key schedule made once.
+
+    For a key that seals or opens many blobs (a patient's data key while it is cached):
+    a read then pays for the decryption only. Safe to share between threads: every call
+    works on a context of its own, copied from the one made here.
+    """
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key32: bytes) -> None:
+        _check_key(key32)
+        self._aead = AESGCM(key32)
+
+    def encrypt(self, plaintext: bytes, aad: bytes) -> bytes:
+        # A repeated (key, nonce) pair reveals the XOR of two plaintexts and lets an
+        # attacker forge tags: the nonce must come from the CSPRNG on every call, never a
+        # counter that could be reset by a restore or a second process.
+        nonce = secrets.token_bytes(NONCE_LEN)
+        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def decrypt(self, blob: bytes, aad: bytes) -> bytes:
+        plaintext: bytes | None = None
+        try:
+            if len(blob) >= NONCE_LEN + TAG_LEN:
+                plaintext = self._aead.decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], aad)
+        except (InvalidTag, ValueError, TypeError):
+            plaintext = None
+        # Raised here, outside the except block, so the exception carries no __context__.
+        if plaintext is None:
+            raise DecryptionError()
+        return plaintext
 
 
 def hkdf_sha256(ikm: bytes, info: bytes, length: int = KEY_LEN, salt: bytes | None = None) -> bytes:

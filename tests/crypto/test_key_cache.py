@@ -1,0 +1,56 @@
+"""The key ring's cache keeps a cipher only beside the key it was made from."""
+
+from __future__ import annotations
+
+import threading
+
+from phivault.crypto.body import BodyCipher
+from phivault.crypto.key_cache import KeyCache
+
+K1, K2 = bytes(range(32)), bytes(range(1, 33))
+
+
+def _cache(size: int = 4) -> KeyCache:
+    return KeyCache(size, threading.RLock())
+
+
+def test_a_cipher_is_kept_only_for_the_cached_key() -> None:
+    cache = _cache()
+    cache.keep_cipher("patient:a", BodyCipher(K1, "patient:a", 1))
+    assert cache.cipher("patient:a") is None  # no key cached: nothing kept
+    cache.remember("patient:a", K1, unconfirmed=None)
+    cache.keep_cipher("patient:a", BodyCipher(bytes(K2), "patient:a", 1))
+    assert cache.cipher("patient:a") is None  # made from another key
+    kept = BodyCipher(K1, "patient:a", 1)
+    cache.keep_cipher("patient:a", kept)
+    assert cache.cipher("patient:a") is kept
+    cache.remember("patient:a", K1, unconfirmed=b"blob")  # the same key again: kept
+    assert cache.cipher("patient:a") is kept
+
+
+def test_a_cipher_goes_with_its_key() -> None:
+    cache = _cache(size=2)
+    for row in ("patient:a", "patient:b"):
+        cache.remember(row, K1, unconfirmed=None)
+        cache.keep_cipher(row, BodyCipher(K1, row, 1))
+    cache.remember("patient:a", K2, unconfirmed=None)  # replaced by another key
+    assert cache.cipher("patient:a") is None
+    cache.forget("patient:b")
+    assert cache.cipher("patient:b") is None
+    cache.keep_cipher("patient:a", BodyCipher(K2, "patient:a", 1))
+    cache.remember("patient:c", K1, unconfirmed=None)
+    cache.remember("patient:d", K1, unconfirmed=None)  # evicts patient:a
+    assert "patient:a" not in cache and cache.cipher("patient:a") is None
+    cache.keep_cipher("patient:d", BodyCipher(K1, "patient:d", 1))
+    cache.clear()
+    assert cache.cipher("patient:d") is None
+
+
+def test_a_cipher_hit_counts_as_a_use_of_the_key() -> None:
+    cache = _cache(size=2)
+    for row in ("patient:a", "patient:b"):
+        cache.remember(row, K1, unconfirmed=None)
+        cache.keep_cipher(row, BodyCipher(K1, row, 1))
+    assert cache.cipher("patient:a") is not None
+    cache.remember("patient:c", K1, unconfirmed=None)  # evicts b, the least recently used
+    assert "patient:a" in cache and "patient:b" not in cache
