@@ -19,6 +19,21 @@
    system of the server process, all its threads, from /proc), summed over every round:
    the work a request costs, which other load on a shared machine moves much less than
    requests/s.
+2b. Reads by id in process, encryption on and off (bench/read_path.py): the same app as
+   in section 3 driven on one event loop without sockets, `--concurrency` reads in
+   flight, `--rounds` alternating rounds; process CPU µs per read (every thread) and each
+   round's on/off. What section 3's read row measures, without the HTTP parsing and the
+   load generator, and far steadier on a shared machine; `--read-requests 0` skips it.
+3. Create / read / search over HTTP with encryption on and off: the same app
+   (bench/crypto_app.py: `open_vault(encryption=...)` under uvicorn, one worker, the same
+   settings as `phivault serve`), the demo clinic loaded, the load generator in a separate
+   process (phivault.benchmark.loadgen), `--rounds` rounds with the order of the two sides
+   alternating. Reported: the best round per side; each round's on/off ratio and their
+   median (the sturdier figure on a shared machine: a best-of-2 ratio moved from 0.75 to
+   0.86 between two runs of the same code); and the server's CPU time per request (user +
+   system of the server process, all its threads, from /proc), summed over every round:
+   the work a request costs, which other load on a shared machine moves much less than
+   requests/s.
 4. With `--stages N`: where a Patient create's CPU goes over HTTP, on and off, stage by
    stage (thread CPU of validation, blinding, the data key, sealing, the store, the audit
    entry, the group commit; bench/stages.py), from N creates per side on servers of
@@ -26,9 +41,10 @@
 
     .venv/bin/python bench/bench_crypto.py [--patients 200] [--requests 3000]
         [--concurrency 16] [--backends sqlite,postgresql] [--rounds 4]
-        [--write-creates 600] [--skip-http] [--stages 0]
+        [--write-creates 600] [--read-requests 4000] [--skip-http] [--stages 0]
     .venv/bin/python bench/bench_crypto.py --trees OLD/src,NEW/src [--write-creates 800]
-        (section 2 only, for each source tree, the trees in lockstep chunk by chunk)
+        [--read-requests 4000]
+        (sections 2 and 2b only, for each source tree, the trees in lockstep)
 
 Results: markdown on stdout, bench/results/crypto.json.
 """
@@ -36,6 +52,7 @@ Results: markdown on stdout, bench/results/crypto.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -45,7 +62,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from statistics import median
 from typing import NamedTuple
@@ -65,6 +82,7 @@ from phivault.demo.clinic import ClinicSpec, generate_clinic
 from phivault.fhir.indexing import index_rows
 from phivault.service import Context
 from phivault.vault import Vault, init_data_dir, open_vault
+from read_path import ReadPath, read_rounds  # beside this script
 
 BIN = Path(sys.executable).parent
 PG_URL = os.environ.get("PHIVAULT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -246,18 +264,9 @@ def write_path_trees(
     PYTHONPATH the tree, its own four data directories); chunk by chunk every tree runs
     the chunk on every variant, the trees' order alternating, so that load on a shared
     machine falls on all of them alike."""
-    workers: dict[str, subprocess.Popen[str]] = {}
     found: dict[str, dict[str, float]] = {}
-    try:
-        for tree in trees:
-            workers[tree] = subprocess.Popen(
-                [sys.executable, __file__, "--write-worker", backend,
-                 "--write-creates", str(creates), "--patients", str(patients)],
-                env=dict(os.environ, PYTHONPATH=tree), stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-        for worker in workers.values():
-            _ask(worker, None)  # set up
+    with _workers(trees, ["--write-worker", backend, "--write-creates", str(creates),
+                          "--patients", str(patients)]) as workers:  # fmt: skip
         chunk = max(1, creates // rounds)
         for turn, start in enumerate(range(0, creates, chunk)):
             order = trees if turn % 2 == 0 else trees[::-1]
@@ -265,6 +274,38 @@ def write_path_trees(
                 _ask(workers[tree], f"{start} {chunk} {turn}")
         for tree, worker in workers.items():
             found[tree] = _ask(worker, "finish")
+    return found
+
+
+def read_path_trees(
+    backend: str, reads: int, patients: int, concurrency: int, trees: list[str], rounds: int
+) -> dict[str, dict[str, list[float]]]:
+    """The read path section for several source trees in lockstep (a worker process per
+    tree, as write_path_trees): round by round, every tree reads on both sides, the
+    trees' order alternating. Per tree and side, CPU µs per read of each round."""
+    found: dict[str, dict[str, list[float]]] = {t: {"on": [], "off": []} for t in trees}
+    with _workers(trees, ["--read-worker", backend, "--patients", str(patients),
+                          "--concurrency", str(concurrency)]) as workers:  # fmt: skip
+        for turn in range(rounds):
+            for tree in trees if turn % 2 == 0 else trees[::-1]:
+                for side, used in _ask(workers[tree], f"{max(1, reads // rounds)} {turn}").items():
+                    found[tree][side].append(used)
+    return found
+
+
+@contextlib.contextmanager
+def _workers(trees: list[str], argv: list[str]) -> Iterator[dict[str, subprocess.Popen[str]]]:
+    """This script as a worker per source tree (its PYTHONPATH the tree), each set up."""
+    workers: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for tree in trees:
+            workers[tree] = subprocess.Popen(
+                [sys.executable, __file__, *argv], env=dict(os.environ, PYTHONPATH=tree),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+        for worker in workers.values():
+            _ask(worker, None)  # set up
+        yield workers
     finally:
         for worker in workers.values():
             # End of input ends the worker, which then drops its PostgreSQL schemas (main):
@@ -276,7 +317,6 @@ def write_path_trees(
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
-    return found
 
 
 def _ask(worker: subprocess.Popen[str], line: str | None) -> dict[str, float]:
@@ -286,7 +326,7 @@ def _ask(worker: subprocess.Popen[str], line: str | None) -> dict[str, float]:
         worker.stdin.flush()
     answer = worker.stdout.readline()
     if not answer:
-        raise RuntimeError("a write-path worker ended early")
+        raise RuntimeError("a bench worker ended early")
     result: dict[str, float] = json.loads(answer)
     return result
 
@@ -302,6 +342,84 @@ def write_worker(backend: str, creates: int, patients: int) -> None:
                 return
             start, count, shift = map(int, line.split())
             print(json.dumps(path.run(start, count, shift)), flush=True)
+
+
+# --- 2b. reads by id in process -------------------------------------------------------------
+
+
+def patient_ids(patients: int) -> list[str]:
+    """The ids of the loaded clinic's Patients (prepare_dir's clinic)."""
+    clinic = generate_clinic(ClinicSpec(patients=patients, seed=1))
+    return [str(r["id"]) for r in clinic if r["resourceType"] == "Patient"]
+
+
+def read_path(work: Path, backend: str, patients: int, concurrency: int) -> ReadPath:
+    dirs = {
+        side: prepare_dir(work, f"{backend}-read", side == "on", patients, backend)
+        for side in ("on", "off")
+    }
+    return ReadPath(dirs, patient_ids(patients), concurrency)
+
+
+def read_worker(backend: str, patients: int, concurrency: int) -> None:
+    """`--read-worker`: a ReadPath driven over stdin/stdout (read_path_trees)."""
+    with tempfile.TemporaryDirectory(prefix="phivault-bench-crypto-") as tmp:
+        path = read_path(Path(tmp), backend, patients, concurrency)
+        try:
+            print(json.dumps({}), flush=True)
+            for line in sys.stdin:
+                reads, turn = map(int, line.split())
+                print(json.dumps(path.round(reads, turn)), flush=True)
+        finally:
+            path.close()
+
+
+def read_summary(rounds: dict[str, list[float]]) -> dict[str, object]:
+    """Median CPU µs per read per side, and each round's off/on (the throughput ratio the
+    CPU cost allows: a read costing 25% more CPU allows 0.80 of the reads)."""
+    ratios = [off / on for on, off in zip(rounds["on"], rounds["off"], strict=True)]
+    return {
+        "cpu_us_on": median(rounds["on"]),
+        "cpu_us_off": median(rounds["off"]),
+        "round_ratios": ratios,
+        "round_ratio_median": median(ratios),
+    }
+
+
+def read_row(label: str, found: dict[str, object]) -> str:
+    ratios = found["round_ratios"]
+    typical = found["round_ratio_median"]
+    assert isinstance(ratios, list) and isinstance(typical, float)
+    flag = "" if typical >= TARGET else " (below target)"
+    return (
+        f"| {label} | {found['cpu_us_on']:,.0f} | {found['cpu_us_off']:,.0f} | "
+        f"{typical:.2f}{flag} | {min(ratios):.2f}-{max(ratios):.2f} |"
+    )
+
+
+def read_section(
+    args: argparse.Namespace, work: Path, lines: list[str]
+) -> dict[str, dict[str, object]]:
+    """Section 2b per backend: its table appended to `lines`."""
+    lines += [
+        "",
+        f"## Reads by id in process ({args.read_requests} Patient reads per side, "
+        f"{args.concurrency} in flight, {args.rounds} alternating rounds; process CPU µs "
+        "per read, all threads)",
+        "",
+        "| backend | CPU µs/read on | off | off/on per round (median) | range |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    found: dict[str, dict[str, object]] = {}
+    for backend in args.backends.split(","):
+        rounds = read_rounds(
+            lambda b=backend: read_path(work, b, args.patients, args.concurrency),
+            args.read_requests,
+            args.rounds,
+        )
+        found[backend] = read_summary(rounds)
+        lines.append(read_row(backend, found[backend]))
+    return found
 
 
 # --- 3. HTTP, encryption on and off ---------------------------------------------------------
@@ -508,6 +626,9 @@ def run() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--write-creates", type=int, default=600)
+    parser.add_argument(
+        "--read-requests", type=int, default=4000, help="section 2b: reads by id per side"
+    )
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument(
         "--stages", type=int, default=0, help="section 4: this many Patient creates per side"
@@ -517,9 +638,13 @@ def run() -> None:
         help="comma-separated source dirs (src/): section 2 only, the trees in lockstep",
     )
     parser.add_argument("--write-worker", help=argparse.SUPPRESS)  # a backend: see write_worker
+    parser.add_argument("--read-worker", help=argparse.SUPPRESS)  # a backend: see read_worker
     args = parser.parse_args()
     if args.write_worker:
         write_worker(args.write_worker, args.write_creates, args.patients)
+        return
+    if args.read_worker:
+        read_worker(args.read_worker, args.patients, args.concurrency)
         return
     if args.trees:
         trees_section(args)
@@ -574,6 +699,8 @@ def run() -> None:
                 "index without its prefix tokens (bench-only variants).",
             ]
             report["write_path"] = writes
+        if args.read_requests:
+            report["read_path"] = read_section(args, work, lines)
         if not args.skip_http:
             report["http"] = http_section(args, work, lines)
         if args.stages:
@@ -585,26 +712,49 @@ def run() -> None:
 
 
 def trees_section(args: argparse.Namespace) -> None:
-    """`--trees`: section 2 for each source tree, in lockstep (write_path_trees)."""
+    """`--trees`: sections 2 and 2b for each source tree, in lockstep (write_path_trees,
+    read_path_trees)."""
     trees = [str(Path(t).resolve()) for t in args.trees.split(",") if t]
-    lines = [
-        f"## Write path in process, trees in lockstep ({args.write_creates} Patient creates "
-        "per variant and tree, one thread; CPU ms per create)",
-        "",
-        "| backend | tree | on | sealing only | all but prefix tokens | off | on/off | "
-        "blind transform ms |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    lines: list[str] = []
     report: dict[str, object] = {"trees": trees}
-    for backend in args.backends.split(","):
-        found = write_path_trees(backend, args.write_creates, args.patients, trees)
-        report[backend] = found
-        for tree, w in found.items():
-            lines.append(
-                f"| {backend} | {tree} | {w['cpu_ms_on']:.2f} | {w['cpu_ms_sealing']:.2f} | "
-                f"{w['cpu_ms_no-prefix']:.2f} | {w['cpu_ms_off']:.2f} | "
-                f"{w['cpu_ms_off'] / w['cpu_ms_on']:.2f} | {w['transform_ms']:.2f} |"
+    if args.write_creates:
+        lines += [
+            f"## Write path in process, trees in lockstep ({args.write_creates} Patient "
+            "creates per variant and tree, one thread; CPU ms per create)",
+            "",
+            "| backend | tree | on | sealing only | all but prefix tokens | off | on/off | "
+            "blind transform ms |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        writes: dict[str, object] = {}
+        for backend in args.backends.split(","):
+            found = write_path_trees(backend, args.write_creates, args.patients, trees)
+            writes[backend] = found
+            for tree, w in found.items():
+                lines.append(
+                    f"| {backend} | {tree} | {w['cpu_ms_on']:.2f} | {w['cpu_ms_sealing']:.2f} | "
+                    f"{w['cpu_ms_no-prefix']:.2f} | {w['cpu_ms_off']:.2f} | "
+                    f"{w['cpu_ms_off'] / w['cpu_ms_on']:.2f} | {w['transform_ms']:.2f} |"
+                )
+        report["write_path"] = writes
+    if args.read_requests:
+        lines += [
+            "",
+            f"## Reads by id in process, trees in lockstep ({args.read_requests} Patient "
+            f"reads per side and tree, {args.concurrency} in flight; process CPU µs per read)",
+            "",
+            "| backend, tree | CPU µs/read on | off | off/on per round (median) | range |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        reads: dict[str, dict[str, object]] = {}
+        for backend in args.backends.split(","):
+            by_tree = read_path_trees(
+                backend, args.read_requests, args.patients, args.concurrency, trees, args.rounds
             )
+            for tree, rounds in by_tree.items():
+                summary = reads.setdefault(backend, {})[tree] = read_summary(rounds)
+                lines.append(read_row(f"{backend}, {tree}", summary))
+        report["read_path"] = reads
     print("\n".join(lines))
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
