@@ -41,9 +41,9 @@
 
     .venv/bin/python bench/bench_crypto.py [--patients 200] [--requests 3000]
         [--concurrency 16] [--backends sqlite,postgresql] [--rounds 4]
-        [--write-creates 600] [--read-requests 4000] [--skip-http] [--stages 0]
+        [--write-creates 600] [--read-requests 20000] [--skip-http] [--stages 0]
     .venv/bin/python bench/bench_crypto.py --trees OLD/src,NEW/src [--write-creates 800]
-        [--read-requests 4000]
+        [--read-requests 20000]
         (sections 2 and 2b only, for each source tree, the trees in lockstep)
 
 Results: markdown on stdout, bench/results/crypto.json.
@@ -627,7 +627,7 @@ def run() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--write-creates", type=int, default=600)
     parser.add_argument(
-        "--read-requests", type=int, default=4000, help="section 2b: reads by id per side"
+        "--read-requests", type=int, default=20000, help="section 2b: reads by id per side"
     )
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument(

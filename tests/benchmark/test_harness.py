@@ -112,11 +112,21 @@ def test_encryption_summary_gives_best_and_per_round_ratios(tmp_path: Path) -> N
             "read": {"on": 900.0, "off": 1000.0, "ratio": 0.9},  # written before rounds were kept
         }
     }  # fmt: skip
-    (results / "crypto.json").write_text(json.dumps({"codec_mb_s": codec, "http": http}))
+    reads = {"sqlite": {"cpu_us_on": 150.0, "cpu_us_off": 135.0,
+                        "round_ratios": [0.88, 0.92, 0.9], "round_ratio_median": 0.9}}  # fmt: skip
+    (results / "crypto.json").write_text(
+        json.dumps({"codec_mb_s": codec, "http": http, "read_path": reads})
+    )
     lines = component_markdown(collect("read", tmp_path / "bench", ("sqlite",), None, print))
     assert any("sqlite create Patient: encryption on 200/s, off 250/s (on/off 0.80; "
                "per round median 0.84, 0.78-0.90 over 4)" in ln for ln in lines)  # fmt: skip
     assert any("sqlite read: encryption on 900/s, off 1,000/s (on/off 0.90)" in ln for ln in lines)
+    assert any("sqlite read in process: CPU 150 µs on, 135 µs off (off/on per round median "
+               "0.90, 0.88-0.92 over 3)" in ln for ln in lines)  # fmt: skip
+    # Results written before the read path was measured still summarize.
+    (results / "crypto.json").write_text(json.dumps({"codec_mb_s": codec, "http": http}))
+    lines = component_markdown(collect("read", tmp_path / "bench", ("sqlite",), None, print))
+    assert not any("in process" in ln for ln in lines)
 
 
 def test_access_summary_gives_pooled_and_per_round_overhead(tmp_path: Path) -> None:

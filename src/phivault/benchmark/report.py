@@ -233,6 +233,12 @@ def _summary(name: str, f: Any) -> list[str]:
                     line += (f"; per round median {v['round_ratio_median']:.2f}, "
                              f"{min(rounds):.2f}-{max(rounds):.2f} over {len(rounds)}")  # fmt: skip
                 out.append(line + ")")
+        for backend, v in f.get("read_path", {}).items():  # absent from older results
+            rounds = v["round_ratios"]
+            out.append(f"{backend} read in process: CPU {v['cpu_us_on']:,.0f} µs on, "
+                       f"{v['cpu_us_off']:,.0f} µs off (off/on per round median "
+                       f"{v['round_ratio_median']:.2f}, {min(rounds):.2f}-{max(rounds):.2f} "
+                       f"over {len(rounds)})")  # fmt: skip
     elif name == "access control":
         for row in f["rows"]:
             over = row["p95_overhead_pct"]
