@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from phivault.crypto.body import BodyCipher
 from phivault.crypto.key_cache import KeyCache
 
@@ -54,3 +56,23 @@ def test_a_cipher_hit_counts_as_a_use_of_the_key() -> None:
     assert cache.cipher("patient:a") is not None
     cache.remember("patient:c", K1, unconfirmed=None)  # evicts b, the least recently used
     assert "patient:a" in cache and "patient:b" not in cache
+
+
+def test_ciphers_are_kept_for_the_most_recently_used_keys_only() -> None:
+    cache = KeyCache(8, threading.RLock(), ciphers=2)
+    rows = ["patient:a", "patient:b", "patient:c"]
+    for row in rows:
+        cache.remember(row, K1, unconfirmed=None)
+        cache.keep_cipher(row, BodyCipher(K1, row, 1))
+    assert cache.cipher("patient:a") is None  # the oldest cipher went; its key stays
+    assert "patient:a" in cache
+    assert cache.cipher("patient:b") is not None  # b is now newer than c
+    cache.keep_cipher("patient:a", BodyCipher(K1, "patient:a", 1))
+    assert cache.cipher("patient:c") is None
+    assert cache.cipher("patient:a") is not None and cache.cipher("patient:b") is not None
+    none = KeyCache(8, threading.RLock(), ciphers=0)
+    none.remember("patient:a", K1, unconfirmed=None)
+    none.keep_cipher("patient:a", BodyCipher(K1, "patient:a", 1))
+    assert none.cipher("patient:a") is None
+    with pytest.raises(ValueError):
+        KeyCache(8, threading.RLock(), ciphers=-1)

@@ -4,9 +4,9 @@ Bounded LRU: every cached key is plaintext key material in memory (Python cannot
 bytes), and an unbounded cache would hold every patient's key after a scan. Beside each
 key, the wrapped blob it came from while the key is *unconfirmed* (made or read inside a
 write transaction that may still roll back: crypto/keyring.py, module docstring), the
-key's `BodyCipher` once one was made (its AES key schedule and AAD head: a read of a
-cached key pays for the decryption only), and, per open write transaction, the keys that
-transaction may seal under without checking again.
+key's `BodyCipher` once one was made, for the most recently used keys (its AES key
+schedule and AAD head: a read of such a key pays for the decryption only), and, per open
+write transaction, the keys that transaction may seal under without checking again.
 
 In memory only; no store I/O or KEK call happens here. It is guarded by the key ring's
 lock (passed in, reentrant), so the ring can read and change it together with its own
@@ -22,18 +22,26 @@ from collections.abc import Iterator
 
 from phivault.crypto.body import BodyCipher
 
+# Ciphers kept, at most (the most recently used keys'): about 2.7 KB each (the AES-GCM
+# object holds OpenSSL contexts), so 5-6 MB, where one per cached key would be 45 MB. A
+# key without one makes it again on its next use, a few µs.
+DEFAULT_CIPHERS = 2048
+
 
 class KeyCache:
-    def __init__(self, size: int, lock: threading.RLock) -> None:
+    def __init__(self, size: int, lock: threading.RLock, *, ciphers: int = DEFAULT_CIPHERS) -> None:
         if size < 1:
             raise ValueError("cache_size must be at least 1")
+        if ciphers < 0:
+            raise ValueError("ciphers must not be negative")
         self.size = size
+        self.ciphers = ciphers
         self._lock = lock
         self._keys: OrderedDict[str, bytes] = OrderedDict()
         # row id -> the wrapped blob an unconfirmed key came from
         self._unconfirmed: dict[str, bytes] = {}
-        # row id -> the cipher of the key cached for it (never of another key)
-        self._ciphers: dict[str, BodyCipher] = {}
+        # row id -> the cipher of the key cached for it (never of another key), LRU
+        self._ciphers: OrderedDict[str, BodyCipher] = OrderedDict()
         self._tx_keys: weakref.WeakKeyDictionary[object, dict[str, bytes]] = (
             weakref.WeakKeyDictionary()
         )
@@ -64,13 +72,17 @@ class KeyCache:
             cipher = self._ciphers.get(row_id)
             if cipher is not None:
                 self._keys.move_to_end(row_id)
+                self._ciphers.move_to_end(row_id)
             return cipher
 
     def keep_cipher(self, row_id: str, cipher: BodyCipher) -> None:
         """Keep `cipher` for `row_id` if the key it was made from is the one cached."""
         with self._lock:
-            if self._keys.get(row_id) is cipher.key:
+            if self._keys.get(row_id) is cipher.key and self.ciphers:
                 self._ciphers[row_id] = cipher
+                self._ciphers.move_to_end(row_id)
+                while len(self._ciphers) > self.ciphers:
+                    self._ciphers.popitem(last=False)
 
     def unconfirmed(self, row_id: str) -> bytes | None:
         with self._lock:
