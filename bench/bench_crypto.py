@@ -9,16 +9,6 @@
    variants (bench only: bodies sealed with the index in clear; the blind index without
    its prefix tokens), the blind transform alone, and the index rows written per
    Patient. Steadier than HTTP figures on a shared machine; `--write-creates 0` skips it.
-3. Create / read / search over HTTP with encryption on and off: the same app
-   (bench/crypto_app.py: `open_vault(encryption=...)` under uvicorn, one worker, the same
-   settings as `phivault serve`), the demo clinic loaded, the load generator in a separate
-   process (phivault.benchmark.loadgen), `--rounds` rounds with the order of the two sides
-   alternating. Reported: the best round per side; each round's on/off ratio and their
-   median (the sturdier figure on a shared machine: a best-of-2 ratio moved from 0.75 to
-   0.86 between two runs of the same code); and the server's CPU time per request (user +
-   system of the server process, all its threads, from /proc), summed over every round:
-   the work a request costs, which other load on a shared machine moves much less than
-   requests/s.
 2b. Reads by id in process, encryption on and off (bench/read_path.py): the same app as
    in section 3 driven on one event loop without sockets, `--concurrency` reads in
    flight, `--rounds` alternating rounds; process CPU µs per read (every thread) and each
@@ -635,7 +625,7 @@ def run() -> None:
     )
     parser.add_argument(
         "--trees",
-        help="comma-separated source dirs (src/): section 2 only, the trees in lockstep",
+        help="comma-separated source dirs (src/): sections 2 and 2b only, the trees in lockstep",
     )
     parser.add_argument("--write-worker", help=argparse.SUPPRESS)  # a backend: see write_worker
     parser.add_argument("--read-worker", help=argparse.SUPPRESS)  # a backend: see read_worker

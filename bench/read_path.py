@@ -53,7 +53,8 @@ class ReadPath:
             for side in SIDES:  # warm up: every key opened, every page read once
                 self._run(side, 2 * len(self._paths))
         except BaseException:
-            self.close()
+            with contextlib.suppress(Exception):  # the set-up's own error is the one to see
+                self.close()
             raise
 
     def round(self, reads: int, turn: int) -> dict[str, float]:
@@ -66,9 +67,10 @@ class ReadPath:
         return used
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
+        try:
             self._loop.run_until_complete(self._stack.aclose())  # closes the vaults
-        self._loop.close()
+        finally:
+            self._loop.close()
 
     def _run(self, side: str, reads: int) -> None:
         self._loop.run_until_complete(self._reads(self._apps[side], reads))
