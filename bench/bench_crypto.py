@@ -376,6 +376,17 @@ def read_summary(rounds: dict[str, list[float]]) -> dict[str, object]:
     }
 
 
+def read_header(title: str, label: str) -> list[str]:
+    """The lines that open a table of read_row rows."""
+    return [
+        "",
+        f"## {title}",
+        "",
+        f"| {label} | CPU µs/read on | off | off/on per round (median) | range |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+
+
 def read_row(label: str, found: dict[str, object]) -> str:
     ratios = found["round_ratios"]
     typical = found["round_ratio_median"]
@@ -391,15 +402,12 @@ def read_section(
     args: argparse.Namespace, work: Path, lines: list[str]
 ) -> dict[str, dict[str, object]]:
     """Section 2b per backend: its table appended to `lines`."""
-    lines += [
-        "",
-        f"## Reads by id in process ({args.read_requests} Patient reads per side, "
+    lines += read_header(
+        f"Reads by id in process ({args.read_requests} Patient reads per side, "
         f"{args.concurrency} in flight, {args.rounds} alternating rounds; process CPU µs "
         "per read, all threads)",
-        "",
-        "| backend | CPU µs/read on | off | off/on per round (median) | range |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
+        "backend",
+    )
     found: dict[str, dict[str, object]] = {}
     for backend in args.backends.split(","):
         rounds = read_rounds(
@@ -728,14 +736,11 @@ def trees_section(args: argparse.Namespace) -> None:
                 )
         report["write_path"] = writes
     if args.read_requests:
-        lines += [
-            "",
-            f"## Reads by id in process, trees in lockstep ({args.read_requests} Patient "
+        lines += read_header(
+            f"Reads by id in process, trees in lockstep ({args.read_requests} Patient "
             f"reads per side and tree, {args.concurrency} in flight; process CPU µs per read)",
-            "",
-            "| backend, tree | CPU µs/read on | off | off/on per round (median) | range |",
-            "| --- | ---: | ---: | ---: | ---: |",
-        ]
+            "backend, tree",
+        )
         reads: dict[str, dict[str, object]] = {}
         for backend in args.backends.split(","):
             by_tree = read_path_trees(

@@ -16,6 +16,14 @@ def _cache(size: int = 4) -> KeyCache:
     return KeyCache(size, threading.RLock())
 
 
+def _with_ciphers(cache: KeyCache, rows: list[str]) -> KeyCache:
+    """Each row's key cached (K1), with its cipher kept."""
+    for row in rows:
+        cache.remember(row, K1, unconfirmed=None)
+        cache.keep_cipher(row, BodyCipher(K1, row, 1))
+    return cache
+
+
 def test_a_cipher_is_kept_only_for_the_cached_key() -> None:
     cache = _cache()
     cache.keep_cipher("patient:a", BodyCipher(K1, "patient:a", 1))
@@ -31,10 +39,7 @@ def test_a_cipher_is_kept_only_for_the_cached_key() -> None:
 
 
 def test_a_cipher_goes_with_its_key() -> None:
-    cache = _cache(size=2)
-    for row in ("patient:a", "patient:b"):
-        cache.remember(row, K1, unconfirmed=None)
-        cache.keep_cipher(row, BodyCipher(K1, row, 1))
+    cache = _with_ciphers(_cache(size=2), ["patient:a", "patient:b"])
     cache.remember("patient:a", K2, unconfirmed=None)  # replaced by another key
     assert cache.cipher("patient:a") is None
     cache.forget("patient:b")
@@ -49,21 +54,16 @@ def test_a_cipher_goes_with_its_key() -> None:
 
 
 def test_a_cipher_hit_counts_as_a_use_of_the_key() -> None:
-    cache = _cache(size=2)
-    for row in ("patient:a", "patient:b"):
-        cache.remember(row, K1, unconfirmed=None)
-        cache.keep_cipher(row, BodyCipher(K1, row, 1))
+    cache = _with_ciphers(_cache(size=2), ["patient:a", "patient:b"])
     assert cache.cipher("patient:a") is not None
     cache.remember("patient:c", K1, unconfirmed=None)  # evicts b, the least recently used
     assert "patient:a" in cache and "patient:b" not in cache
 
 
 def test_ciphers_are_kept_for_the_most_recently_used_keys_only() -> None:
-    cache = KeyCache(8, threading.RLock(), ciphers=2)
-    rows = ["patient:a", "patient:b", "patient:c"]
-    for row in rows:
-        cache.remember(row, K1, unconfirmed=None)
-        cache.keep_cipher(row, BodyCipher(K1, row, 1))
+    cache = _with_ciphers(
+        KeyCache(8, threading.RLock(), ciphers=2), ["patient:a", "patient:b", "patient:c"]
+    )
     assert cache.cipher("patient:a") is None  # the oldest cipher went; its key stays
     assert "patient:a" in cache
     assert cache.cipher("patient:b") is not None  # b is now newer than c
