@@ -3,12 +3,13 @@
 1. The store's codec (AES-256-GCM under a patient's data key, with phivault's header, AAD
    and key lookup) against the machine's own AES-GCM (`openssl speed -evp aes-256-gcm
    -seconds 2`, its 1024- and 8192-byte columns), single thread both.
-2. The write path in process, encryption on and off (same run, interleaved): CPU
-   milliseconds per Patient create through `service.create` on one thread (process CPU
-   time, so other load on the machine barely moves it), and where they go: two partial
-   variants (bench only: bodies sealed with the index in clear; the blind index without
-   its prefix tokens), the blind transform alone, and the index rows written per
-   Patient. Steadier than HTTP figures on a shared machine; `--write-creates 0` skips it.
+2. The write path in process (bench/write_path.py), encryption on and off (same run,
+   interleaved): CPU milliseconds per Patient create through `service.create` on one
+   thread (process CPU time, so other load on the machine barely moves it), and where they
+   go: two partial variants (bench only: bodies sealed with the index in clear; the blind
+   index without its prefix tokens), the blind transform alone, and the index rows written
+   per Patient. Steadier than HTTP figures on a shared machine; `--write-creates 0` skips
+   it.
 2b. Reads by id in process, encryption on and off (bench/read_path.py): the same app as
    in section 3 driven on one event loop without sockets, `--concurrency` reads in
    flight, `--rounds` alternating rounds; process CPU µs per read (every thread) and each
@@ -51,7 +52,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from statistics import median
@@ -61,24 +61,21 @@ from urllib.parse import quote
 import orjson
 
 import stages  # beside this script
+from crypto_dirs import drop_schemas, prepare_dir  # beside this script
 from phivault.benchmark.loadgen import LoadResult, run_load_in_process
 from phivault.benchmark.servers import free_port, wait_ready
 from phivault.benchmark.workloads import Cycle, create, gets
 from phivault.crypto import primitives
-from phivault.crypto.blind_index import BLIND
 from phivault.crypto.codec import KeyRingCodec
 from phivault.crypto.kek import KeyFileKeySource, create_key_file
 from phivault.demo.clinic import ClinicSpec, generate_clinic
-from phivault.fhir.indexing import index_rows
-from phivault.service import Context
-from phivault.vault import Vault, init_data_dir, open_vault
-from read_path import ReadPath, read_rounds  # beside this script
+from phivault.vault import init_data_dir, open_vault
+from read_path import open_read_path, read_header, read_rounds, read_row, read_summary, read_worker
+from write_path import WritePath, write_path
 
 BIN = Path(sys.executable).parent
-PG_URL = os.environ.get("PHIVAULT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 SIZES = (1024, 8192)
 TARGET = 0.85
-SCHEMAS: list[str] = []  # PostgreSQL schemas this run made, dropped at its end
 
 
 # --- 1. codec against openssl ---------------------------------------------------------------
@@ -143,108 +140,6 @@ def codec_speed(work: Path) -> dict[str, dict[int, float]]:
 
 
 # --- 2. the write path in process ----------------------------------------------------------
-
-
-def new_patients(count: int) -> list[dict[str, object]]:
-    """Patients of another seed than the loaded clinic's, without ids (server-assigned)."""
-    people = generate_clinic(ClinicSpec(patients=count, seed=7))
-    return [
-        {k: v for k, v in r.items() if k != "id"} for r in people if r["resourceType"] == "Patient"
-    ]
-
-
-# The write path's variants: encryption on, two partial ones that show where its cost
-# goes, and off. MEASUREMENT ONLY: the partial ones write identifying values (or their
-# tokens) into a throwaway bench directory in a way phivault never does.
-#   sealing: bodies sealed under per-patient keys, the search index left in clear;
-#   no-prefix: everything but the blind prefix tokens (so neither them nor their FTS5 /
-#     idx_blind rows).
-WRITE_VARIANTS = ("on", "sealing", "no-prefix", "off")
-
-
-def _partial(vault: Vault, variant: str) -> None:
-    policy = vault.service.index_policy
-    transform = policy.transform
-    if variant == "sealing":
-        policy.transform = lambda rtype, rows: rows  # type: ignore[method-assign]
-    elif variant == "no-prefix":
-        policy.transform = lambda rtype, rows: [  # type: ignore[method-assign]
-            r for r in transform(rtype, rows) if r.kind != BLIND
-        ]
-
-
-class WritePath:
-    """Section 2's four data directories (one per variant) and the Patients to create."""
-
-    def __init__(self, work: Path, backend: str, creates: int, patients: int) -> None:
-        self.people = new_patients(creates)
-        self.vaults: dict[str, Vault] = {}
-        for variant in WRITE_VARIANTS:
-            encryption = variant != "off"
-            tag = f"{backend}-write-{variant}"
-            data, key_file = prepare_dir(work, tag, encryption, patients, backend)
-            self.vaults[variant] = open_vault(
-                data, KeyFileKeySource(key_file), encryption=encryption
-            )
-            _partial(self.vaults[variant], variant)
-        self.cpu = dict.fromkeys(WRITE_VARIANTS, 0.0)
-        self.done = dict.fromkeys(WRITE_VARIANTS, 0)
-
-    def run(self, start: int, count: int, shift: int) -> dict[str, float]:
-        """Create people[start:start+count] on every variant (the order rotated by
-        `shift`); CPU seconds per variant."""
-        ctx = Context(actor="bench")
-        batch = self.people[start : start + count]
-        used: dict[str, float] = {}
-        shift %= len(WRITE_VARIANTS)
-        for variant in WRITE_VARIANTS[shift:] + WRITE_VARIANTS[:shift]:
-            service = self.vaults[variant].service
-            began = time.process_time()
-            for person in batch:
-                service.create(ctx, "Patient", dict(person))
-            used[variant] = time.process_time() - began
-            self.cpu[variant] += used[variant]
-            self.done[variant] += len(batch)
-        return used
-
-    def finish(self) -> dict[str, float]:
-        """CPU ms per Patient create per variant; blind transform ms; index entries per
-        Patient. Closes the vaults."""
-        try:
-            service = self.vaults["on"].service
-            rows = [index_rows({**p, "id": "x"}) for p in self.people]
-            began = time.process_time()
-            blinded = [service.index_policy.transform("Patient", r) for r in rows]
-            transform_ms = (time.process_time() - began) * 1000 / len(rows)
-        finally:
-            for vault in self.vaults.values():
-                vault.close()
-        # A blind row holds a parameter's prefix tokens; each is one index entry.
-        blind_rows = sum(r.kind == BLIND for b in blinded for r in b)
-        tokens = sum(len((r.value or "").split()) for b in blinded for r in b if r.kind == BLIND)
-        return {
-            **{f"cpu_ms_{v}": self.cpu[v] * 1000 / self.done[v] for v in WRITE_VARIANTS},
-            "transform_ms": transform_ms,
-            "rows_on": (sum(map(len, blinded)) - blind_rows + tokens) / len(blinded),
-            "rows_off": sum(map(len, rows)) / len(rows),
-            "blind_rows": tokens / len(blinded),
-        }
-
-
-def write_path(
-    work: Path, backend: str, creates: int, patients: int, rounds: int = 4
-) -> dict[str, float]:
-    """CPU ms per Patient create per variant, on/off interleaved in `rounds` chunks."""
-    path = WritePath(work, backend, creates, patients)
-    chunk = max(1, creates // rounds)
-    try:
-        for turn, start in enumerate(range(0, creates, chunk)):
-            path.run(start, chunk, turn)
-    except BaseException:
-        for vault in path.vaults.values():
-            vault.close()
-        raise
-    return path.finish()
 
 
 def write_path_trees(
@@ -337,67 +232,6 @@ def write_worker(backend: str, creates: int, patients: int) -> None:
 # --- 2b. reads by id in process -------------------------------------------------------------
 
 
-def patient_ids(patients: int) -> list[str]:
-    """The ids of the loaded clinic's Patients (prepare_dir's clinic)."""
-    clinic = generate_clinic(ClinicSpec(patients=patients, seed=1))
-    return [str(r["id"]) for r in clinic if r["resourceType"] == "Patient"]
-
-
-def read_path(work: Path, backend: str, patients: int, concurrency: int) -> ReadPath:
-    dirs = {
-        side: prepare_dir(work, f"{backend}-read", side == "on", patients, backend)
-        for side in ("on", "off")
-    }
-    return ReadPath(dirs, patient_ids(patients), concurrency)
-
-
-def read_worker(backend: str, patients: int, concurrency: int) -> None:
-    """`--read-worker`: a ReadPath driven over stdin/stdout (read_path_trees)."""
-    with tempfile.TemporaryDirectory(prefix="phivault-bench-crypto-") as tmp:
-        path = read_path(Path(tmp), backend, patients, concurrency)
-        try:
-            print(json.dumps({}), flush=True)
-            for line in sys.stdin:
-                reads, turn = map(int, line.split())
-                print(json.dumps(path.round(reads, turn)), flush=True)
-        finally:
-            path.close()
-
-
-def read_summary(rounds: dict[str, list[float]]) -> dict[str, object]:
-    """Median CPU µs per read per side, and each round's off/on (the throughput ratio the
-    CPU cost allows: a read costing 25% more CPU allows 0.80 of the reads)."""
-    ratios = [off / on for on, off in zip(rounds["on"], rounds["off"], strict=True)]
-    return {
-        "cpu_us_on": median(rounds["on"]),
-        "cpu_us_off": median(rounds["off"]),
-        "round_ratios": ratios,
-        "round_ratio_median": median(ratios),
-    }
-
-
-def read_header(title: str, label: str) -> list[str]:
-    """The lines that open a table of read_row rows."""
-    return [
-        "",
-        f"## {title}",
-        "",
-        f"| {label} | CPU µs/read on | off | off/on per round (median) | range |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-
-
-def read_row(label: str, found: dict[str, object]) -> str:
-    ratios = found["round_ratios"]
-    typical = found["round_ratio_median"]
-    assert isinstance(ratios, list) and isinstance(typical, float)
-    flag = "" if typical >= TARGET else " (below target)"
-    return (
-        f"| {label} | {found['cpu_us_on']:,.0f} | {found['cpu_us_off']:,.0f} | "
-        f"{typical:.2f}{flag} | {min(ratios):.2f}-{max(ratios):.2f} |"
-    )
-
-
 def read_section(
     args: argparse.Namespace, work: Path, lines: list[str]
 ) -> dict[str, dict[str, object]]:
@@ -411,41 +245,16 @@ def read_section(
     found: dict[str, dict[str, object]] = {}
     for backend in args.backends.split(","):
         rounds = read_rounds(
-            lambda b=backend: read_path(work, b, args.patients, args.concurrency),
+            lambda b=backend: open_read_path(work, b, args.patients, args.concurrency),
             args.read_requests,
             args.rounds,
         )
         found[backend] = read_summary(rounds)
-        lines.append(read_row(backend, found[backend]))
+        lines.append(read_row(backend, found[backend], TARGET))
     return found
 
 
 # --- 3. HTTP, encryption on and off ---------------------------------------------------------
-
-
-def prepare_dir(
-    work: Path, tag: str, encryption: bool, patients: int, backend: str | None = None
-) -> tuple[Path, Path]:
-    backend = backend or tag
-    tag = f"{tag}-{'on' if encryption else 'off'}"
-    key_file, data = work / f"{tag}.key", work / f"data-{tag}"
-    create_key_file(key_file)
-    db = None
-    if backend == "postgresql":
-        schema = f"bench_crypto_{uuid.uuid4().hex[:8]}"
-        SCHEMAS.append(schema)
-        db = f"{PG_URL}?schema={schema}"
-    init_data_dir(data, KeyFileKeySource(key_file), db_url=db, encryption=encryption)
-    vault = open_vault(data, KeyFileKeySource(key_file), encryption=encryption)
-    try:
-        clinic = generate_clinic(ClinicSpec(patients=patients, seed=1))
-        for stats in vault.service.import_resources(
-            Context(actor="bench"), clinic, batch_size=1000
-        ):
-            assert stats.failed == 0, stats.errors
-    finally:
-        vault.close()
-    return data, key_file
 
 
 def start_server(
@@ -599,16 +408,6 @@ def stages_section(
     return found
 
 
-def drop_schemas() -> None:
-    if not SCHEMAS:
-        return
-    import psycopg
-
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        for schema in SCHEMAS:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
-
-
 def main() -> None:
     try:
         run()
@@ -748,7 +547,7 @@ def trees_section(args: argparse.Namespace) -> None:
             )
             for tree, rounds in by_tree.items():
                 summary = reads.setdefault(backend, {})[tree] = read_summary(rounds)
-                lines.append(read_row(f"{backend}, {tree}", summary))
+                lines.append(read_row(f"{backend}, {tree}", summary, TARGET))
         report["read_path"] = reads
     print("\n".join(lines))
     results = Path(__file__).parent / "results"

@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from starlette.applications import Starlette
 
+from crypto_dirs import prepare_dir  # beside this script
 from phivault.api.app import create_app
 from phivault.benchmark.asgi_call import asgi_get
 from phivault.benchmark.lifespan import close_vault_on_shutdown
 from phivault.crypto.kek import KeyFileKeySource
+from phivault.demo.clinic import ClinicSpec, generate_clinic
 from phivault.vault import open_vault
 
 SIDES = ("on", "off")
@@ -98,3 +104,67 @@ def read_rounds(make: Callable[[], ReadPath], reads: int, rounds: int) -> dict[s
     finally:
         path.close()
     return found
+
+
+# --- bench_crypto.py's use: data directories, a worker, the table ---------------------------
+
+
+def patient_ids(patients: int) -> list[str]:
+    """The ids of the loaded clinic's Patients (prepare_dir's clinic)."""
+    clinic = generate_clinic(ClinicSpec(patients=patients, seed=1))
+    return [str(r["id"]) for r in clinic if r["resourceType"] == "Patient"]
+
+
+def open_read_path(work: Path, backend: str, patients: int, concurrency: int) -> ReadPath:
+    dirs = {
+        side: prepare_dir(work, f"{backend}-read", side == "on", patients, backend)
+        for side in ("on", "off")
+    }
+    return ReadPath(dirs, patient_ids(patients), concurrency)
+
+
+def read_worker(backend: str, patients: int, concurrency: int) -> None:
+    """`--read-worker`: a ReadPath driven over stdin/stdout (read_path_trees)."""
+    with tempfile.TemporaryDirectory(prefix="phivault-bench-crypto-") as tmp:
+        path = open_read_path(Path(tmp), backend, patients, concurrency)
+        try:
+            print(json.dumps({}), flush=True)
+            for line in sys.stdin:
+                reads, turn = map(int, line.split())
+                print(json.dumps(path.round(reads, turn)), flush=True)
+        finally:
+            path.close()
+
+
+def read_summary(rounds: dict[str, list[float]]) -> dict[str, object]:
+    """Median CPU µs per read per side, and each round's off/on (the throughput ratio the
+    CPU cost allows: a read costing 25% more CPU allows 0.80 of the reads)."""
+    ratios = [off / on for on, off in zip(rounds["on"], rounds["off"], strict=True)]
+    return {
+        "cpu_us_on": median(rounds["on"]),
+        "cpu_us_off": median(rounds["off"]),
+        "round_ratios": ratios,
+        "round_ratio_median": median(ratios),
+    }
+
+
+def read_header(title: str, label: str) -> list[str]:
+    """The lines that open a table of read_row rows."""
+    return [
+        "",
+        f"## {title}",
+        "",
+        f"| {label} | CPU µs/read on | off | off/on per round (median) | range |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+
+
+def read_row(label: str, found: dict[str, object], target: float) -> str:
+    ratios = found["round_ratios"]
+    typical = found["round_ratio_median"]
+    assert isinstance(ratios, list) and isinstance(typical, float)
+    flag = "" if typical >= target else " (below target)"
+    return (
+        f"| {label} | {found['cpu_us_on']:,.0f} | {found['cpu_us_off']:,.0f} | "
+        f"{typical:.2f}{flag} | {min(ratios):.2f}-{max(ratios):.2f} |"
+    )
