@@ -17,15 +17,11 @@ from __future__ import annotations
 
 from phivault.crypto import primitives
 
-__all__ = ["BODY_V1", "BODY_V2", "BodyCipher", "body_aad", "parse_body", "seal_body"]
+__all__ = ["BODY_V1", "BODY_V2", "BodyCipher", "body_aad", "parse_body"]
 
 BODY_V1 = 1
 BODY_V2 = 2
 _BODY_DOMAINS = {BODY_V1: b"phivault/body/v1\x00", BODY_V2: b"phivault/body/v2\x00"}
-
-
-def seal_body(key: bytes, key_id: str, generation: int, plaintext: bytes, aad: bytes) -> bytes:
-    return BodyCipher(key, key_id, generation).seal(plaintext, aad)
 
 
 class BodyCipher:
