@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from phivault.crypto.blind import (
     DEFAULT_PREFIX_LEN,
     BlindKey,
-    blind_exact,
     blind_prefix_query,
     blind_prefixes,
     blind_token,
@@ -86,10 +85,12 @@ def test_prefix_count_and_max_len() -> None:
 def test_tokens_are_domain_separated() -> None:
     assert _index("family", "Paris").isdisjoint(_index("address-city", "Paris"))
     assert blind_token(KEY, "identifier", "urn:x", "1") != blind_token(KEY, "telecom", "urn:x", "1")
-    assert blind_exact(KEY, "family", "Paris") != blind_exact(KEY, "address-city", "Paris")
     # kinds do not collide either
-    exact, prefix = blind_exact(KEY, "family", "paris"), blind_prefixes(KEY, "family", "paris")[-1]
-    assert exact != prefix
+    token, prefix = (
+        blind_token(KEY, "family", None, "paris"),
+        blind_prefixes(KEY, "family", "paris"),
+    )
+    assert token not in prefix
     # field boundaries cannot be shifted
     assert blind_token(KEY, "a", "b|c", "d") != blind_token(KEY, "a", "b", "c|d")
     assert blind_token(KEY, "ab", "c", "d") != blind_token(KEY, "a", "bc", "d")
@@ -104,12 +105,6 @@ def test_token_system_forms() -> None:
     assert blind_token(KEY, "identifier", None, "ABC") != blind_token(
         KEY, "identifier", None, "abc"
     )
-
-
-def test_exact_is_case_and_accent_sensitive() -> None:
-    assert blind_exact(KEY, "family", "José") != blind_exact(KEY, "family", "Jose")
-    assert blind_exact(KEY, "family", "José") != blind_exact(KEY, "family", "josé")
-    assert blind_exact(KEY, "family", "José") == blind_exact(KEY, "family", "José")
 
 
 def test_tokens_depend_on_key_and_have_fixed_shape() -> None:
@@ -132,7 +127,6 @@ def test_blind_key_gives_the_same_tokens(
     written either way match each other's queries."""
     fast = BlindKey(KEY)
     assert fast.token(param, system, value) == blind_token(KEY, param, system, value)
-    assert fast.exact(param, value) == blind_exact(KEY, param, value)
     normalized = normalize_string(value)
     assert fast.prefixes(param, normalized, max_len) == blind_prefixes(
         KEY, param, normalized, max_len
@@ -155,11 +149,10 @@ def test_policy_stores_each_prefix_token_once_in_token_order() -> None:
     assert set(name) == set(blind_prefixes(KEY, "name", "anderson")) | set(
         blind_prefixes(KEY, "name", "ann")
     )
+    # one string row per parameter with a value, holding no token (:missing): no token
+    # of a whole value, nor of a value as written, is stored
     strings = [(r.param, r.value, r.text) for r in out if r.kind == "string"]
-    assert strings == [
-        ("name", blind_prefixes(KEY, "name", "anderson")[-1], blind_exact(KEY, "name", "Anderson")),
-        ("name", blind_prefixes(KEY, "name", "ann")[-1], blind_exact(KEY, "name", "Ann")),
-    ]
+    assert strings == [("name", None, None)]
     assert all("nders" not in str(r.value) + str(r.text) for r in out)
     # a value that normalizes to nothing is not indexed at all
     assert policy.transform("Patient", [IndexRow("family", "string", value=" ", text=" ")]) == []
@@ -188,10 +181,9 @@ def test_a_value_of_a_narrower_parameter_is_stored_there_only() -> None:
         (blind_prefix_query(KEY, "family", "and").token,),
         False,
     )
-    # the whole-value rows are as before, in the parameter's own domain (phonetic: name's)
-    strings = {(r.param, r.value, r.text) for r in out if r.kind == "string"}
-    whole = blind_prefixes(KEY, "name", "anderson")[-1], blind_exact(KEY, "name", "Anderson")
-    assert ("name", *whole) in strings and ("phonetic", *whole) in strings
+    # each parameter with a value keeps its own string row (:missing), tokenless
+    strings = [(r.param, r.value, r.text) for r in out if r.kind == "string"]
+    assert strings == [(p, None, None) for p in ("family", "name", "phonetic")]
 
 
 def test_a_date_is_written_as_its_query_token_at_its_precision() -> None:

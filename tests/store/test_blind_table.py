@@ -2,15 +2,17 @@
 (migration 012), on SQLite one idx_blind_docs row per resource indexed by the FTS5 table
 blind_fts (migration 013). A Patient's tokens are distinct 16-byte keys, follow updates,
 deletes and reindexing, and a store migrated from an older layout (prefix tokens in
-idx_string; on SQLite also idx_blind) keeps searching without a reindex."""
+idx_string; on SQLite also idx_blind; whole-value and :exact tokens in idx_string) keeps
+searching without a reindex."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
 
-from phivault.crypto.blind import blind_exact, blind_prefixes
+from phivault.crypto.blind import blind_prefixes
 from phivault.crypto.blind_index import BLIND
 from phivault.fhir.indexing import index_rows
 from phivault.service import Context
@@ -59,14 +61,15 @@ def test_prefix_tokens_are_distinct_16_byte_keys(vault: Vault) -> None:
     tokens = blind_rows(vault, rid)
     assert tokens and all(len(t) == 16 for t in tokens)
     assert len(set(tokens)) == len(tokens)
-    # idx_string keeps one row per blinded value (the :exact and :missing row), not one
-    # per prefix: "anderson" alone would have given 8 prefix rows for `family`.
+    # idx_string keeps one row per blinded parameter with a value (the :missing row),
+    # holding no token: not one per prefix ("anderson" alone would have given 8 rows for
+    # `family`), nor a token of the whole value or of the value as written.
     family = raw_sql(
         vault,
-        "SELECT COUNT(*) FROM idx_string WHERE rtype = ? AND rid = ? AND param = ?",
+        "SELECT value, text FROM idx_string WHERE rtype = ? AND rid = ? AND param = ?",
         ("Patient", rid, "family"),
     )
-    assert family[0][0] == 1
+    assert family == [(None, None)]
     for query in ("family=and", "name=an", "name=ANN", "address=spring", "address-city=Springf"):
         assert found(vault, query) == [rid], query
     assert found(vault, "family=ann") == []
@@ -168,19 +171,28 @@ def test_reindex_rebuilds_the_blind_table(vault: Vault) -> None:
     assert found(vault, "family=and") == [rid]
 
 
+def _old_exact(raw: str) -> str:
+    """A stand-in for the :exact token older stores kept (32 hex digits): nothing reads
+    it any more; the migrations recognise it by its shape."""
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
 def _to_old_layout(vault: Vault, rid: str) -> None:
     """What a store written before migration 012 held: every prefix token as a hex row
-    of idx_string (the whole value's row carried the :exact token), none in idx_blind,
-    and `phonetic` blinded in its own domain."""
+    of idx_string, a row per whole value carrying the token of its longest prefix and its
+    :exact token, none in idx_blind, and `phonetic` blinded in its own domain."""
     key = vault.service.index_policy._key  # type: ignore[attr-defined]
     tokens = blind_rows(vault, rid)
     drop_blind_rows(vault, rid)
     rows = [("family", token.hex(), None) for token in tokens]
-    raw_sql(vault, "DELETE FROM idx_string WHERE rid = ? AND param = ?", (rid, "phonetic"))
+    raw_sql(
+        vault, "DELETE FROM idx_string WHERE rid = ? AND param IN (?, ?)", (rid, "phonetic", "name")
+    )
     for raw in ("Anderson", "Ann"):
         prefixes = blind_prefixes(key, "phonetic", raw)
         rows += [("phonetic", t, None) for t in prefixes[:-1]]
-        rows.append(("phonetic", prefixes[-1], blind_exact(key, "phonetic", raw)))
+        rows.append(("phonetic", prefixes[-1], _old_exact(raw)))
+        rows.append(("name", blind_prefixes(key, "name", raw)[-1], _old_exact(raw)))
     for param, value, text in rows:
         raw_sql(
             vault,
@@ -189,29 +201,66 @@ def _to_old_layout(vault: Vault, rid: str) -> None:
         )
 
 
-def test_migration_012_moves_old_prefix_rows(vault: Vault) -> None:
+def _blinded_strings(vault: Vault, rid: str) -> list[tuple[str, str | None, str | None]]:
+    return sorted(
+        raw_sql(vault, "SELECT param, value, text FROM idx_string WHERE rid = ?", (rid,)),
+        key=str,
+    )
+
+
+def test_migrations_move_old_prefix_rows_and_drop_whole_value_tokens(vault: Vault) -> None:
     rid = vault.service.create(CTX, "Patient", dict(PERSON)).version.rid
     tokens = set(blind_rows(vault, rid))
-    strings = raw_sql(vault, "SELECT COUNT(*) FROM idx_string WHERE rid = ?", (rid,))[0][0]
     _to_old_layout(vault, rid)
     if sqlite(vault):  # migration 013 runs again after 012, with the tokens 012 moved
         raw_sql(vault, "DROP TABLE blind_fts")
         raw_sql(vault, "DROP TABLE idx_blind_docs")
-        raw_sql(vault, "DELETE FROM schema_migrations WHERE version IN (12, 13)")
+        raw_sql(vault, "DELETE FROM schema_migrations WHERE version IN (12, 13, 14)")
     else:
         raw_sql(vault, "DROP TABLE idx_blind")
-        raw_sql(vault, "DELETE FROM schema_migrations WHERE version = ?", (12,))
+        raw_sql(vault, "DELETE FROM schema_migrations WHERE version IN (12, 14)")
     store: Any = vault.store
     store.migrate()
     # every old prefix token moves (the whole-value rows' tokens too, which a value
     # covered by a narrower parameter no longer needs: harmless, gone at its next write)
     assert tokens <= set(blind_rows(vault, rid))
-    assert raw_sql(vault, "SELECT COUNT(*) FROM idx_string WHERE rid = ?", (rid,))[0][0] == strings
+    # migration 014: what stays in idx_string for the blinded parameters holds no token
+    strings = _blinded_strings(vault, rid)
+    assert {p for p, _, _ in strings} == {
+        "address",
+        "address-city",
+        "family",
+        "given",
+        "name",
+        "phonetic",
+    }
+    assert all(value is None and text is None for _, value, text in strings)
     assert found(vault, "name=an") == [rid]
     assert found(vault, "family:exact=Anderson") == [rid]
+    assert found(vault, "family:exact=anderson") == []
     assert found(vault, "phonetic=anders") == [rid]
     assert found(vault, "phonetic:exact=Ann") == [rid]
     assert found(vault, "phonetic:missing=true") == []
+    assert found(vault, "name:missing=false") == [rid]
+
+
+def test_migration_014_keeps_values_that_are_not_tokens(vault: Vault) -> None:
+    """A store without encryption keeps its values in clear: 014 only touches rows whose
+    value (and text, if any) have a token's shape."""
+    rid = vault.service.create(CTX, "Patient", dict(PERSON)).version.rid
+    clear = [("family", "anderson", "Anderson"), ("given", "0" * 32, "Not hex!")]
+    for param, value, text in clear:
+        raw_sql(
+            vault,
+            "INSERT INTO idx_string (rtype, param, value, text, rid) VALUES (?, ?, ?, ?, ?)",
+            ("Patient", param, value, text, rid),
+        )
+    raw_sql(vault, "DELETE FROM schema_migrations WHERE version = ?", (14,))
+    store: Any = vault.store
+    store.migrate()
+    strings = _blinded_strings(vault, rid)
+    for row in clear:
+        assert row in strings
 
 
 def test_phonetic_shares_the_tokens_of_name(vault: Vault) -> None:
@@ -249,3 +298,21 @@ def test_broader_parameters_find_what_narrower_ones_store(vault: Vault) -> None:
     assert found(vault, "given=ande") == []
     assert found(vault, "address-city=12") == []
     assert found(vault, "name:exact=Ann") == [rid]
+
+
+def test_exact_compares_the_decrypted_value_as_written(vault: Vault) -> None:
+    """`:exact` has no token of its own: the value's prefix tokens select candidates
+    (those sharing its first prefix_len normalised characters), and only a value equal
+    to the text as written, case and accents included, is kept, longer values too."""
+    long = "Ångström-Wellington"
+    body = {**PERSON, "name": [{"family": long, "given": ["Zoë"]}]}
+    rid = vault.service.create(CTX, "Patient", body).version.rid
+    near = {**PERSON, "name": [{"family": long + "e", "given": ["Zoe"]}]}
+    other = vault.service.create(CTX, "Patient", near).version.rid
+    assert found(vault, f"family:exact={long}") == [rid]
+    assert found(vault, f"family:exact={long}e") == [other]
+    for miss in (long.lower(), "Angstrom-Wellington", long[:-1]):
+        assert found(vault, f"family:exact={miss}") == [], miss
+    assert found(vault, "given:exact=Zoë") == [rid]
+    assert found(vault, "name:exact=Zoe") == [other]
+    assert found(vault, f"family={long[:-1]}") == sorted([rid, other])

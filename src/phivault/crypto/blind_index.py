@@ -9,11 +9,13 @@ Row shapes after blinding (the query layer mirrors them through the `query_*` me
 
 - string: one `blind` row per parameter, whose `value` is its distinct prefix tokens
   (hex, space-separated, in token order), which the store keeps in its compact blind
-  table (one entry per token); and one `string`
-  row per value, whose `value` is the token of its longest indexed prefix and `text` its
-  `:exact` token (`:exact`, `:missing`). Prefixes are indexed up to `prefix_len`
-  characters; a longer query matches on its first `prefix_len` characters and must be
-  re-checked.
+  table (one entry per token); and one `string` row per parameter with neither value nor
+  text, which says only that the resource has a value there (`:missing`). Prefixes are
+  indexed up to `prefix_len` characters; a longer query matches on its first `prefix_len`
+  characters and must be re-checked, and so must `:exact` (the value's prefix tokens
+  select the candidates, the decrypted values as written decide): no token of the whole
+  value, or of the value as written, is stored, so none leaks which rows hold the same
+  whole name or address.
 - token: `system` kept in clear (a naming system, not a person), `value` the token of the
   code under "any system"; display texts are dropped.
 - date: becomes a token row (`kind="token"`, `system="date"`) of the date at its own
@@ -113,30 +115,21 @@ class BlindIndexPolicy:
         )
 
     # -- the query side: the same transformations applied to search arguments -----------
-    # Tokens through the pre-keyed BlindKey: the same as blind_token / blind_exact, with
+    # Tokens through the pre-keyed BlindKey: the same as blind_token, with
     # the key's HMAC pads hashed once (tests/crypto hold them equal). The write path
     # (_Blinding) asks these too, so both sides of a search compute a token one way.
     def query_token(self, param: str, code: str) -> str:
         return self._blind.token(param, None, code)
 
-    def query_prefix(self, param: str, text: str) -> tuple[str, bool]:
-        """(token, needs_recheck) for a default (starts-with) string search."""
-        domain = _SAME_TOKENS.get(param, param)
-        found = blind_prefix_query(self._key, domain, text, self.prefix_len)
-        return found.token, found.needs_recheck
-
     def query_prefix_tokens(self, param: str, text: str) -> tuple[tuple[str, ...], bool]:
-        """The tokens of a default (starts-with) search, any of which matches: the
-        parameter's own and those of the parameters it covers (_COVERS)."""
+        """The tokens of a default (starts-with) or `:exact` search, any of which matches:
+        the parameter's own and those of the parameters it covers (_COVERS)."""
         domain = _SAME_TOKENS.get(param, param)
         found = [
             blind_prefix_query(self._key, d, text, self.prefix_len)
             for d in (domain, *_COVERS.get(domain, ()))
         ]
         return tuple(f.token for f in found), found[0].needs_recheck
-
-    def query_exact(self, param: str, raw: str) -> str:
-        return self._blind.exact(_SAME_TOKENS.get(param, param), raw)
 
     def query_date(self, param: str, date_text: str) -> str:
         """Token of a date given at day, month or year precision (YYYY-MM-DD, YYYY-MM, YYYY)."""
@@ -152,16 +145,16 @@ class _Blinding:
     `:of-type`), and a value's prefixes repeat its shorter ones: each token is computed
     once per resource."""
 
-    __slots__ = ("_exact", "_longest", "_narrower", "_normal", "_policy", "_prefixes", "_tokens")
+    __slots__ = ("_blinded", "_narrower", "_normal", "_policy", "_prefixes", "_present", "_tokens")
 
     def __init__(self, policy: BlindIndexPolicy) -> None:
         self._policy = policy
         self._normal: dict[str, str] = {}
-        self._longest: dict[tuple[str, str], str] = {}  # (domain, normalized) -> token
-        self._exact: dict[tuple[str, str], str] = {}  # (domain, raw) -> token
+        self._blinded: set[tuple[str, str]] = set()  # (domain, normalized) already done
         self._tokens: dict[tuple[str, str], str] = {}  # (param, code) -> token
         self._prefixes: dict[str, set[str]] = {}  # domain -> its prefix tokens
         self._narrower: set[tuple[str, str]] = set()  # (narrower param, normalized)
+        self._present: set[str] = set()  # string parameters that have a value
 
     def _normalized(self, raw: str) -> str:
         value = self._normal.get(raw)
@@ -182,9 +175,7 @@ class _Blinding:
             elif row.param not in blinded:
                 out.append(row)
             elif kind == "string":
-                found = self._string(row)
-                if found is not None:
-                    out.append(found)
+                self._string(row)
             elif kind == "token":
                 if row.value is not None:  # a display text alone: not searchable once blinded
                     out.append(
@@ -200,6 +191,8 @@ class _Blinding:
                         index_row((row.param, "token", DATE_SYSTEM, value, None, None, None))
                     )
             # no other kind identifies a person; drop rather than leak
+        for param in sorted(self._present):
+            out.append(index_row((param, "string", None, None, None, None, None)))
         for param, tokens in self._prefixes.items():
             out.append(index_row((param, BLIND, None, " ".join(sorted(tokens)), None, None, None)))
         return out
@@ -211,35 +204,24 @@ class _Blinding:
             token = self._tokens[key] = self._policy.query_token(row.param, key[1])
         return token
 
-    def _string(self, row: IndexRow) -> IndexRow | None:
+    def _string(self, row: IndexRow) -> None:
+        """The value's prefix tokens, under its parameter's domain unless a narrower
+        parameter holds the same value (_COVERS); the parameter is marked present."""
         if not row.value:
-            return None
+            return
         value = self._normalized(row.value)
         if not value:
-            return None
+            return
+        self._present.add(row.param)
         domain = _SAME_TOKENS.get(row.param, row.param)
-        blind = self._policy._blind
-        prefix_len = self._policy.prefix_len
-        last = self._longest.get((domain, value))
-        if last is None:
-            covered = False
-            for narrower in _COVERS.get(domain, ()):
-                if (narrower, value) in self._narrower:
-                    covered = True
-                    break
-            if covered:
-                last = blind.longest_prefix(domain, value, prefix_len)
-            else:
-                tokens = blind.prefixes(domain, value, prefix_len)
-                self._prefixes.setdefault(domain, set()).update(tokens)
-                last = tokens[-1]
-            self._longest[(domain, value)] = last
-        exact = None
-        if row.text is not None:
-            exact = self._exact.get((domain, row.text))
-            if exact is None:
-                exact = self._exact[(domain, row.text)] = blind.exact(domain, row.text)
-        return index_row((row.param, "string", None, last, exact, None, None))
+        if (domain, value) in self._blinded:
+            return
+        self._blinded.add((domain, value))
+        for narrower in _COVERS.get(domain, ()):
+            if (narrower, value) in self._narrower:
+                return
+        tokens = self._policy._blind.prefixes(domain, value, self._policy.prefix_len)
+        self._prefixes.setdefault(domain, set()).update(tokens)
 
 
 def _date_text(lo: float | None, hi: float | None) -> str | None:

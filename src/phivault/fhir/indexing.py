@@ -25,17 +25,11 @@ class IndexPolicy(Protocol):
 
     def query_token(self, param: str, code: str) -> str: ...
 
-    def query_prefix(self, param: str, text: str) -> tuple[str, bool]:
-        """(value to look up, whether matches must be re-checked after decryption)."""
-        ...
-
     def query_prefix_tokens(self, param: str, text: str) -> tuple[tuple[str, ...], bool]:
         """A starts-with search as blind tokens, any of which matches (a parameter whose
         values include another's looks up that one's tokens too), and whether matches
         must be re-checked after decryption."""
         ...
-
-    def query_exact(self, param: str, raw: str) -> str: ...
 
     def query_date(self, param: str, date_text: str) -> str: ...
 
@@ -54,14 +48,8 @@ class PlainIndexPolicy:
     def query_token(self, param: str, code: str) -> str:
         return code
 
-    def query_prefix(self, param: str, text: str) -> tuple[str, bool]:
-        return normalize_string(text), False
-
     def query_prefix_tokens(self, param: str, text: str) -> tuple[tuple[str, ...], bool]:
         return (normalize_string(text),), False
-
-    def query_exact(self, param: str, raw: str) -> str:
-        return raw
 
     def query_date(self, param: str, date_text: str) -> str:
         return date_text

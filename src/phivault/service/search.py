@@ -484,8 +484,11 @@ def _keeper(rechecks: Sequence[Recheck], access: Keep | None = None) -> Keep | N
 def _passes(body: bytes, rechecks: Sequence[Recheck]) -> bool:
     rows = extract(fhir_json.loads(body))
     for check in rechecks:
-        values = [r.value for r in rows if r.param == check.param and r.kind == "string"]
-        if not any(v and v.startswith(p) for v in values for p in check.prefixes):
+        found = [r for r in rows if r.param == check.param and r.kind == "string"]
+        if check.exact:  # the value as written (IndexRow.text), whole
+            if not any(r.text in check.texts for r in found):
+                return False
+        elif not any(r.value and r.value.startswith(p) for r in found for p in check.texts):
             return False
     return True
 

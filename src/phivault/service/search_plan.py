@@ -4,8 +4,9 @@ Identifying parameters (names, identifiers, birth dates of people) are stored as
 tokens (crypto/blind_index.py); every search value for them goes through the policy's
 `query_*` methods, never into SQL in clear. What cannot be answered from tokens is refused
 with a 400 that names the parameter (`:contains`, ranges on an encrypted date, sorting).
-A starts-with search longer than the indexed prefixes selects a superset: the planner
-returns a `Recheck` and the service compares the decrypted values before release.
+A starts-with search longer than the indexed prefixes, and every `:exact` search, selects
+a superset by prefix tokens: the planner returns a `Recheck` and the service compares the
+decrypted values before release.
 """
 
 from __future__ import annotations
@@ -64,10 +65,13 @@ MAX_DATE_TOKENS = 2000
 @dataclass(frozen=True, slots=True)
 class Recheck:
     """After decryption, keep a resource only if some value of `param` starts with one of
-    `prefixes` (normalised), because the blind index could only test a shorter prefix."""
+    `texts` (normalised), because the blind index could only test a shorter prefix; with
+    `exact`, only if some value is one of `texts` as written (`:exact`: case and accents
+    count, which no prefix token can tell)."""
 
     param: str
-    prefixes: tuple[str, ...]
+    texts: tuple[str, ...]
+    exact: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,18 +257,15 @@ class Planner:
                 raise encrypted(code, ":contains")
             rows = [(Cmp("value", "contains", normalize_string(t)),) for t in texts]
             selectivity = SCAN
-        elif modifier == "exact":
+        elif modifier == "exact" and not blinded:
             selectivity = EXACT_STRING
-            for text in texts:
-                if blinded:
-                    token = self.policy.query_prefix(code, text)[0]
-                    exact = self.policy.query_exact(code, text)
-                    rows.append((Cmp("value", "=", token), Cmp("text", "=", exact)))
-                else:
-                    rows.append((Cmp("value", "=", normalize_string(text)), Cmp("text", "=", text)))
+            rows = [(Cmp("value", "=", normalize_string(t)), Cmp("text", "=", t)) for t in texts]
         elif blinded:
-            # Prefix tokens live in the store's blind table (crypto/blind_index.py).
+            # Prefix tokens live in the store's blind table (crypto/blind_index.py). No
+            # token tells case or accents apart: `:exact` looks up the value's prefix
+            # tokens and compares the decrypted values as written.
             kind, selectivity = BLIND, EXACT_STRING
+            recheck = modifier == "exact"
             for text in texts:
                 tokens, needs_recheck = self.policy.query_prefix_tokens(code, text)
                 recheck = recheck or needs_recheck
@@ -275,6 +276,8 @@ class Planner:
         term = Term((IndexMatch(kind, code, tuple(rows), selectivity),))
         if not recheck:
             return term, None
+        if modifier == "exact":
+            return term, Recheck(code, tuple(texts), exact=True)
         return term, Recheck(code, tuple(normalize_string(t) for t in texts))
 
     def blinded_date(self, code: str, clause: Clause) -> Row:
