@@ -39,8 +39,8 @@ What the prefix index leaks to someone who holds the database but not the key:
   key.
 
 A smaller `max_len` leaks less (fewer, shorter prefixes) at the cost of more re-checks
-after decryption. Store prefix tokens of one resource
-unordered (a set), never in prefix order, or the length leak becomes trivial to read.
+after decryption. Store prefix tokens of one resource unordered (a set), never in prefix
+order, or the length leak becomes trivial to read.
 """
 
 from __future__ import annotations
