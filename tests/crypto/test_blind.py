@@ -11,12 +11,14 @@ from hypothesis import strategies as st
 from phivault.crypto.blind import (
     DEFAULT_PREFIX_LEN,
     BlindKey,
+    blind_exact,
     blind_prefix_query,
     blind_prefixes,
     blind_token,
     normalize_string,
 )
-from phivault.crypto.blind_index import BLIND, BlindIndexPolicy
+from phivault.crypto.blind_index import BLIND, WHOLE_VALUES, BlindIndexPolicy
+from phivault.detect.kinship import HELD
 from phivault.types import IndexRow
 
 KEY = b"\x01" * 32
@@ -149,8 +151,8 @@ def test_policy_stores_each_prefix_token_once_in_token_order() -> None:
     assert set(name) == set(blind_prefixes(KEY, "name", "anderson")) | set(
         blind_prefixes(KEY, "name", "ann")
     )
-    # one string row per parameter with a value, holding no token (:missing): no token
-    # of a whole value, nor of a value as written, is stored
+    # `name` keeps no token of a whole value (search does not need one): one string row
+    # for the parameter, holding no token (:missing)
     strings = [(r.param, r.value, r.text) for r in out if r.kind == "string"]
     assert strings == [("name", None, None)]
     assert all("nders" not in str(r.value) + str(r.text) for r in out)
@@ -181,9 +183,32 @@ def test_a_value_of_a_narrower_parameter_is_stored_there_only() -> None:
         (blind_prefix_query(KEY, "family", "and").token,),
         False,
     )
-    # each parameter with a value keeps its own string row (:missing), tokenless
+    # the family name keeps its whole-value row (the snooping detector's); name and
+    # phonetic a tokenless row each (:missing)
     strings = [(r.param, r.value, r.text) for r in out if r.kind == "string"]
-    assert strings == [(p, None, None) for p in ("family", "name", "phonetic")]
+    whole = blind_prefixes(KEY, "family", "anderson")[-1], blind_exact(KEY, "family", "Anderson")
+    assert strings == [("family", *whole), ("name", None, None), ("phonetic", None, None)]
+
+
+def test_whole_values_keep_tokens_where_the_snooping_detector_reads_them() -> None:
+    """Kinship (detect/kinship.py) matches staff and patients on the whole-value tokens
+    of HELD; the policy keeps exactly those. An address part covered by a narrower
+    parameter still gets its own longest-prefix token under `address`."""
+    assert WHOLE_VALUES == frozenset(HELD)
+    policy = BlindIndexPolicy(KEY)
+    rows = [
+        IndexRow("address", "string", value="plant city", text="Plant City"),
+        IndexRow("address-city", "string", value="plant city", text="Plant City"),
+        IndexRow("given", "string", value="ann", text="Ann"),
+    ]
+    strings = [(r.param, r.value, r.text) for r in policy.transform("Patient", rows)
+               if r.kind == "string"]  # fmt: skip
+    assert strings == [
+        ("address", blind_prefixes(KEY, "address", "plant city")[-1],
+         blind_exact(KEY, "address", "Plant City")),
+        ("given", blind_prefixes(KEY, "given", "ann")[-1], blind_exact(KEY, "given", "Ann")),
+        ("address-city", None, None),
+    ]  # fmt: skip
 
 
 def test_a_date_is_written_as_its_query_token_at_its_precision() -> None:

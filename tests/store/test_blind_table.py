@@ -61,15 +61,18 @@ def test_prefix_tokens_are_distinct_16_byte_keys(vault: Vault) -> None:
     tokens = blind_rows(vault, rid)
     assert tokens and all(len(t) == 16 for t in tokens)
     assert len(set(tokens)) == len(tokens)
-    # idx_string keeps one row per blinded parameter with a value (the :missing row),
-    # holding no token: not one per prefix ("anderson" alone would have given 8 rows for
-    # `family`), nor a token of the whole value or of the value as written.
-    family = raw_sql(
-        vault,
-        "SELECT value, text FROM idx_string WHERE rtype = ? AND rid = ? AND param = ?",
-        ("Patient", rid, "family"),
-    )
-    assert family == [(None, None)]
+
+    # idx_string keeps one row per blinded value of the snooping detector's parameters
+    # (family, given, address: tokens of the whole value), not one per prefix ("anderson"
+    # alone would have given 8 rows for `family`), and one tokenless row per other
+    # blinded parameter with a value (:missing).
+    def strings(param: str) -> list[tuple[str | None, str | None]]:
+        sql = "SELECT value, text FROM idx_string WHERE rtype = ? AND rid = ? AND param = ?"
+        return [(v, t) for v, t in raw_sql(vault, sql, ("Patient", rid, param))]
+
+    ((value, text),) = strings("family")
+    assert value is not None and text is not None and len(value) == len(text) == 32
+    assert strings("name") == strings("address-city") == [(None, None)]
     for query in ("family=and", "name=an", "name=ANN", "address=spring", "address-city=Springf"):
         assert found(vault, query) == [rid], query
     assert found(vault, "family=ann") == []
@@ -224,7 +227,8 @@ def test_migrations_move_old_prefix_rows_and_drop_whole_value_tokens(vault: Vaul
     # every old prefix token moves (the whole-value rows' tokens too, which a value
     # covered by a narrower parameter no longer needs: harmless, gone at its next write)
     assert tokens <= set(blind_rows(vault, rid))
-    # migration 014: what stays in idx_string for the blinded parameters holds no token
+    # migration 014: the rows of the parameters search alone reads hold no token; the
+    # snooping detector's (family, given, address) keep theirs
     strings = _blinded_strings(vault, rid)
     assert {p for p, _, _ in strings} == {
         "address",
@@ -234,7 +238,9 @@ def test_migrations_move_old_prefix_rows_and_drop_whole_value_tokens(vault: Vaul
         "name",
         "phonetic",
     }
-    assert all(value is None and text is None for _, value, text in strings)
+    for param, value, text in strings:
+        kept = param in ("family", "given", "address")
+        assert (value is not None and text is not None) == kept, param
     assert found(vault, "name=an") == [rid]
     assert found(vault, "family:exact=Anderson") == [rid]
     assert found(vault, "family:exact=anderson") == []
@@ -248,7 +254,7 @@ def test_migration_014_keeps_values_that_are_not_tokens(vault: Vault) -> None:
     """A store without encryption keeps its values in clear: 014 only touches rows whose
     value (and text, if any) have a token's shape."""
     rid = vault.service.create(CTX, "Patient", dict(PERSON)).version.rid
-    clear = [("family", "anderson", "Anderson"), ("given", "0" * 32, "Not hex!")]
+    clear = [("name", "anderson", "Anderson"), ("address-city", "0" * 32, "Not hex!")]
     for param, value, text in clear:
         raw_sql(
             vault,

@@ -6,7 +6,7 @@ stored in clear for search. The store keeps `HMAC-SHA256(index key, ...)` trunca
 The key comes from `KeyRing.blind_index_key()` and is not stored beside the data, so a
 stolen database alone does not allow a dictionary attack on the tokens.
 
-Every token is domain-separated by kind (token / prefix) and by search parameter
+Every token is domain-separated by kind (token / prefix / exact) and by search parameter
 name, with length-prefixed fields, so that equal values in different parameters (a family
 name and a city called "Paris") give unrelated tokens, and no two field lists encode alike.
 
@@ -21,9 +21,11 @@ Kinds:
   the normalized value, of length 1 .. min(len, max_len). A query longer than `max_len`
   is looked up by its first `max_len` characters and the candidates must be re-checked
   after decryption (`blind_prefix_query` says when). `:exact` (case- and
-  accent-sensitive, whole value) has no token of its own: it looks up the value's prefix
-  tokens and compares the decrypted values as written (crypto/blind_index.py), so the
-  store holds no token of a whole value, nor of a value as written.
+  accent-sensitive, whole value) looks up the value's prefix tokens and compares the
+  decrypted values as written (crypto/blind_index.py).
+- `blind_exact(key, param, raw)`: a whole value as written. Search does not use it; the
+  store keeps it for family names, given names and address parts only, which the
+  snooping detector matches staff and patients on (crypto/blind_index.py, WHOLE_VALUES).
 
 What the prefix index leaks to someone who holds the database but not the key:
 
@@ -39,8 +41,9 @@ What the prefix index leaks to someone who holds the database but not the key:
   key.
 
 A smaller `max_len` leaks less (fewer, shorter prefixes) at the cost of more re-checks
-after decryption. Store prefix tokens of one resource unordered (a set), never in prefix
-order, or the length leak becomes trivial to read.
+after decryption; whole-value tokens leak equality only. Store prefix tokens of one
+resource unordered (a set), never in prefix order, or the length leak becomes trivial to
+read.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ __all__ = [
     "TOKEN_BYTES",
     "BlindKey",
     "PrefixQuery",
+    "blind_exact",
     "blind_prefix_query",
     "blind_prefixes",
     "blind_token",
@@ -117,6 +121,11 @@ def blind_token(key: bytes, param: str, system: str | None, value: str) -> str:
     return _token(key, "token", param, system, value)
 
 
+def blind_exact(key: bytes, param: str, raw: str) -> str:
+    """Token of a whole value as written (not normalized)."""
+    return _token(key, "exact", param, raw)
+
+
 def blind_prefixes(
     key: bytes, param: str, normalized: str, max_len: int = DEFAULT_PREFIX_LEN
 ) -> list[str]:
@@ -171,6 +180,14 @@ class BlindKey:
         """= blind_token(key, param, system, value)."""
         rest = (_NONE if system is None else _field(system)) + _field(value)
         return self._head("token", param).digest(rest)[:TOKEN_BYTES].hex()
+
+    def exact(self, param: str, raw: str) -> str:
+        """= blind_exact(key, param, raw)."""
+        return self._head("exact", param).digest(_field(raw))[:TOKEN_BYTES].hex()
+
+    def longest_prefix(self, param: str, normalized: str, max_len: int = DEFAULT_PREFIX_LEN) -> str:
+        """= blind_prefixes(key, param, normalized, max_len)[-1] for a non-empty value."""
+        return self._head("prefix", param).digest(_field(normalized[:max_len]))[:TOKEN_BYTES].hex()
 
     def prefixes(self, param: str, normalized: str, max_len: int = DEFAULT_PREFIX_LEN) -> list[str]:
         """= blind_prefixes(key, param, normalized, max_len) for a normalized value."""

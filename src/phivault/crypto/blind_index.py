@@ -9,13 +9,15 @@ Row shapes after blinding (the query layer mirrors them through the `query_*` me
 
 - string: one `blind` row per parameter, whose `value` is its distinct prefix tokens
   (hex, space-separated, in token order), which the store keeps in its compact blind
-  table (one entry per token); and one `string` row per parameter with neither value nor
-  text, which says only that the resource has a value there (`:missing`). Prefixes are
-  indexed up to `prefix_len` characters; a longer query matches on its first `prefix_len`
+  table (one entry per token). Then, for `family`, `given` and `address` (WHOLE_VALUES),
+  one `string` row per value, whose `value` is the token of its longest indexed prefix
+  and `text` the token of the value as written: the snooping detector matches staff and
+  patients on them (detect/kinship.py). Every other parameter with a value gets one
+  `string` row with neither value nor text, which says only that the resource has a
+  value there (`:missing`): no token of its whole value is stored. Prefixes are indexed
+  up to `prefix_len` characters; a longer query matches on its first `prefix_len`
   characters and must be re-checked, and so must `:exact` (the value's prefix tokens
-  select the candidates, the decrypted values as written decide): no token of the whole
-  value, or of the value as written, is stored, so none leaks which rows hold the same
-  whole name or address.
+  select the candidates, the decrypted values as written decide).
 - token: `system` kept in clear (a naming system, not a person), `value` the token of the
   code under "any system"; display texts are dropped.
 - date: becomes a token row (`kind="token"`, `system="date"`) of the date at its own
@@ -85,6 +87,10 @@ _COVERS = {
     "address": ("address-city", "address-state", "address-postalcode", "address-country"),
 }
 _NARROWER = frozenset(p for narrower in _COVERS.values() for p in narrower)
+# The parameters whose whole values keep tokens: a rare surname or street line shared by
+# a member of staff and a patient is what the snooping detector looks for (detect/
+# kinship.py, HELD; a test holds the two equal). Search does not read these tokens.
+WHOLE_VALUES = frozenset({"family", "given", "address"})
 
 
 class BlindIndexPolicy:
@@ -145,16 +151,28 @@ class _Blinding:
     `:of-type`), and a value's prefixes repeat its shorter ones: each token is computed
     once per resource."""
 
-    __slots__ = ("_blinded", "_narrower", "_normal", "_policy", "_prefixes", "_present", "_tokens")
+    __slots__ = (
+        "_exact",
+        "_longest",
+        "_narrower",
+        "_normal",
+        "_policy",
+        "_prefixes",
+        "_present",
+        "_tokens",
+    )
 
     def __init__(self, policy: BlindIndexPolicy) -> None:
         self._policy = policy
         self._normal: dict[str, str] = {}
-        self._blinded: set[tuple[str, str]] = set()  # (domain, normalized) already done
+        # (domain, normalized) -> the token of its longest prefix, or "" where no row
+        # needs it (the value's prefix tokens are made or covered either way)
+        self._longest: dict[tuple[str, str], str] = {}
+        self._exact: dict[tuple[str, str], str] = {}  # (domain, raw) -> token
         self._tokens: dict[tuple[str, str], str] = {}  # (param, code) -> token
         self._prefixes: dict[str, set[str]] = {}  # domain -> its prefix tokens
         self._narrower: set[tuple[str, str]] = set()  # (narrower param, normalized)
-        self._present: set[str] = set()  # string parameters that have a value
+        self._present: set[str] = set()  # parameters with a value and no whole-value row
 
     def _normalized(self, raw: str) -> str:
         value = self._normal.get(raw)
@@ -175,7 +193,9 @@ class _Blinding:
             elif row.param not in blinded:
                 out.append(row)
             elif kind == "string":
-                self._string(row)
+                found = self._string(row)
+                if found is not None:
+                    out.append(found)
             elif kind == "token":
                 if row.value is not None:  # a display text alone: not searchable once blinded
                     out.append(
@@ -204,24 +224,40 @@ class _Blinding:
             token = self._tokens[key] = self._policy.query_token(row.param, key[1])
         return token
 
-    def _string(self, row: IndexRow) -> None:
+    def _string(self, row: IndexRow) -> IndexRow | None:
         """The value's prefix tokens, under its parameter's domain unless a narrower
-        parameter holds the same value (_COVERS); the parameter is marked present."""
+        parameter holds the same value (_COVERS); then its whole-value row (WHOLE_VALUES)
+        or the parameter's mark of presence."""
         if not row.value:
-            return
+            return None
         value = self._normalized(row.value)
         if not value:
-            return
-        self._present.add(row.param)
+            return None
         domain = _SAME_TOKENS.get(row.param, row.param)
-        if (domain, value) in self._blinded:
-            return
-        self._blinded.add((domain, value))
-        for narrower in _COVERS.get(domain, ()):
-            if (narrower, value) in self._narrower:
-                return
-        tokens = self._policy._blind.prefixes(domain, value, self._policy.prefix_len)
-        self._prefixes.setdefault(domain, set()).update(tokens)
+        blind = self._policy._blind
+        prefix_len = self._policy.prefix_len
+        last = self._longest.get((domain, value))
+        if last is None:
+            last = ""
+            for narrower in _COVERS.get(domain, ()):
+                if (narrower, value) in self._narrower:
+                    break
+            else:
+                tokens = blind.prefixes(domain, value, prefix_len)
+                self._prefixes.setdefault(domain, set()).update(tokens)
+                last = tokens[-1]
+            self._longest[(domain, value)] = last
+        if row.param not in WHOLE_VALUES:
+            self._present.add(row.param)
+            return None
+        if not last:  # covered by a narrower parameter: its longest prefix, on its own
+            last = self._longest[(domain, value)] = blind.longest_prefix(domain, value, prefix_len)
+        exact = None
+        if row.text is not None:
+            exact = self._exact.get((domain, row.text))
+            if exact is None:
+                exact = self._exact[(domain, row.text)] = blind.exact(domain, row.text)
+        return index_row((row.param, "string", None, last, exact, None, None))
 
 
 def _date_text(lo: float | None, hi: float | None) -> str | None:
