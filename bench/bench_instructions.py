@@ -12,7 +12,11 @@ source tree (its `src` directory, or a copy of `src/phivault`'s parent), so that
 versions of the code are compared by count.
 
 Counted: user-space instructions of the Python process, SQLite's included; not the
-kernel's work (the write-ahead log's writes), and not the time spent waiting. Under
+kernel's work (the write-ahead log's writes; bench_pages.py counts those pages), and not
+the time spent waiting. Instructions are not equal in cost: under valgrind OpenSSL does
+not take the SHA-256 path of a CPU with SHA extensions, so the counts weigh the blind
+index's HMACs as on a machine without them (where they cost several times what they cost
+natively); judge a change to hashing by bench_crypto.py's transform column, not here. Under
 callgrind Python runs some 50 times slower: 200 creates take a minute or two per count.
 PostgreSQL is not offered: the server's work happens in its own processes.
 
