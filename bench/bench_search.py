@@ -6,7 +6,8 @@
 For each backend: `phivault init` + `phivault demo --patients N` (the real CLI), then
 `phivault serve` on loopback, then sequential GETs on one keep-alive connection (the
 latency one client sees; no queueing): a plain read by id (the baseline), Patient by
-identifier, Patient by family-name prefix, Observation by patient + code + date range,
+identifier, Patient by family-name prefix, Patient by family name with `:exact` (with
+encryption on, re-checked after decryption), Observation by patient + code + date range,
 Observation by patient with `_include` of the subject, and `$everything` when the server
 has it. Search values come from the deterministic demo generator (seed 1), chosen at
 random (seeded) among the clinic's patients. `--full` loads 100,000 patients (about a
@@ -132,6 +133,9 @@ QUERIES: dict[str, Callable[[Subject], str]] = {
     "Patient by family prefix (3 letters)": lambda s: (
         "/fhir/Patient?" + q([("family", s.family[:3])])
     ),
+    # Encrypted: the family name's prefix tokens select the candidates, and each is
+    # decrypted and its name compared as written (service/search.py, the re-check).
+    "Patient by family name, :exact": lambda s: "/fhir/Patient?" + q([("family:exact", s.family)]),
     "Observation by patient+code+date": lambda s: (
         "/fhir/Observation?"
         + q([("patient", s.pid), ("code", f"http://loinc.org|{s.code}"), ("date", f"ge{s.since}")])

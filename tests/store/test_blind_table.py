@@ -322,3 +322,23 @@ def test_exact_compares_the_decrypted_value_as_written(vault: Vault) -> None:
     assert found(vault, "given:exact=Zoë") == [rid]
     assert found(vault, "name:exact=Zoe") == [other]
     assert found(vault, f"family={long[:-1]}") == sorted([rid, other])
+
+
+def test_rechecks_of_several_parameters_each_compare_their_own_values(vault: Vault) -> None:
+    """A search re-checking two parameters (`:exact` of one, a starts-with longer than
+    the indexed prefixes of another) keeps a candidate only when each parameter's own
+    decrypted values pass: the re-check reads exactly those parameters' values."""
+    street = "1234 Longfellow Avenue"
+    body = {
+        **PERSON,
+        "name": [{"family": "Quill", "given": ["Ada"]}],
+        "address": [{"line": [street], "city": "Portland"}],
+    }
+    rid = vault.service.create(CTX, "Patient", body).version.rid
+    twin = {**body, "name": [{"family": "quill", "given": ["Ada"]}]}
+    other = vault.service.create(CTX, "Patient", twin).version.rid
+    assert found(vault, f"family:exact=Quill&address={street}") == [rid]
+    assert found(vault, f"family:exact=quill&address={street}") == [other]
+    assert found(vault, f"family=quill&address={street}") == sorted([rid, other])
+    assert found(vault, f"family:exact=Quill&address={street[:-1]}x") == []
+    assert found(vault, "family:exact=Quill&given:exact=ada") == []

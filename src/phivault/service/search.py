@@ -26,7 +26,8 @@ from phivault.fhir import json as fhir_json
 from phivault.fhir import resources as fhir_types
 from phivault.fhir import valuesets
 from phivault.fhir.indexing import IndexPolicy
-from phivault.fhir.search import default_registry, extract
+from phivault.fhir.search import default_registry
+from phivault.fhir.search.extract import extract_params
 from phivault.fhir.search.model import SearchRequest
 from phivault.fhir.search.query import parse_search
 from phivault.fhir.search.registry import Registry
@@ -482,7 +483,8 @@ def _keeper(rechecks: Sequence[Recheck], access: Keep | None = None) -> Keep | N
 
 
 def _passes(body: bytes, rechecks: Sequence[Recheck]) -> bool:
-    rows = extract(fhir_json.loads(body))
+    # Only the re-checked parameters' values: a fraction of extracting every parameter.
+    rows = extract_params(fhir_json.loads(body), frozenset(check.param for check in rechecks))
     for check in rechecks:
         found = [r for r in rows if r.param == check.param and r.kind == "string"]
         if check.exact:  # the value as written (IndexRow.text), whole
