@@ -62,9 +62,11 @@ def worker(side: str, creates: int, warm: int) -> None:
             for person in people[:warm]:
                 vault.service.create(ctx, "Patient", dict(person))
             wal = _wal_file(data)
-            start = wal.stat().st_size
+            start, salts = wal.stat().st_size, _salts(wal)
             for person in people[warm:]:
                 vault.service.create(ctx, "Patient", dict(person))
+            if _salts(wal) != salts:  # SQLite began the log again: frames were overwritten
+                raise RuntimeError("the write-ahead log was checkpointed during the run")
             pages = _frame_pages(wal, start)
             names = _page_names(wal.with_name(wal.name.removesuffix("-wal")))
         finally:
@@ -87,13 +89,19 @@ def _wal_file(data: Path) -> Path:
     return found[0]
 
 
+def _salts(wal: Path) -> bytes:
+    """The log header's salts: SQLite draws new ones whenever it starts the log again."""
+    with wal.open("rb") as f:
+        return f.read(_WAL_HEADER)[16:24]
+
+
 def _frame_pages(wal: Path, start: int) -> list[int]:
     """The page number of every frame appended to the log after byte `start`."""
     raw = wal.read_bytes()
     page_size = struct.unpack(">I", raw[8:12])[0]
     frame = _FRAME_HEADER + page_size
     if start < _WAL_HEADER or (start - _WAL_HEADER) % frame:
-        raise RuntimeError("the write-ahead log was checkpointed or cut during the run")
+        raise RuntimeError("the write-ahead log was cut during the run")
     return [
         struct.unpack(">I", raw[at : at + 4])[0] for at in range(start, len(raw) - frame + 1, frame)
     ]
