@@ -47,13 +47,14 @@ import functools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 
-from phivault.crypto import primitives
 from phivault.crypto.body import BODY_V1, BodyCipher, parse_body
+from phivault.crypto.derived_keys import DerivedKeys
 from phivault.crypto.kek import Kek
 from phivault.crypto.key_cache import KeyCache
 from phivault.crypto.key_creation import ROTATED_MESSAGE, KeyCreation, Pending
+from phivault.crypto.key_prefetch import KeyPrefetch
 from phivault.crypto.keystate import (
     INDEX_KEY_ID,
     STATE_ID,
@@ -83,10 +84,6 @@ __all__ = [
     "patient_key_id",
 ]
 
-_BLIND_INDEX_INFO = b"phivault/blind-index/v1"
-_AUDIT_PSEUDONYM_INFO = b"phivault/audit-pseudonym/v1"
-_AUDIT_SIGNING_INFO = b"phivault/audit-signing/v1"
-
 # Open data keys kept (crypto/key_cache.py): about 4 MB. A clinic's patients in use at once
 # fit, so a read or a search page rarely pays a store read and an unwrap for its key (with
 # 256, a 1,000-patient clinic missed on most reads). The bound stays: an open key is
@@ -94,7 +91,7 @@ _AUDIT_SIGNING_INFO = b"phivault/audit-signing/v1"
 DEFAULT_CACHE_SIZE = 16_384
 
 
-class KeyRing(KeyCreation):
+class KeyRing(KeyCreation, KeyPrefetch, DerivedKeys):
     """Data keys per compartment, wrapped by a KEK, with a bounded cache of open keys.
 
     Locking rule: `self._lock` guards in-memory state only and is never held during store
@@ -516,57 +513,6 @@ class KeyRing(KeyCreation):
             raise DecryptionError()
         return cipher.open(payload, aad)
 
-    def prefetch(self, bodies: Iterable[tuple[str, bytes]]) -> None:
-        """Read, in one store read, the data keys of bodies about to be opened (a search
-        page's (key id, blob) pairs) that are not cached, and cache them unwrapped: opening
-        them then costs no round trip each. Only committed rows are read, as `_key` reads
-        them outside a transaction. Best effort: a key that is absent, shredded or does
-        not unwrap is left out, and opening its body fails as it always did."""
-        self.refresh()
-        wanted: set[str] = set()
-        with self._lock:
-            for key_id, blob in bodies:
-                parsed = parse_body(blob)
-                if parsed is None or key_id == INDEX_KEY_ID:
-                    continue
-                row_id = key_row_id(key_id, parsed[1])
-                if row_id not in self._cache:
-                    wanted.add(row_id)
-        if len(wanted) < 2 or len(wanted) > self._cache.size:
-            return  # one key: `_key` reads it as cheaply; more than fit: no gain
-        for row_id, blob in self._store.get_wrapped_many(sorted(wanted)).items():
-            self._accept(row_id, blob)
-
-    def offer(self, key_id: str, blob: bytes, wrapped: Mapping[str, bytes]) -> None:
-        """Cache, unwrapped, the data key that opens body `blob` of `key_id` if `wrapped`
-        (key row id -> wrapped blob, read from the committed store in the same read as
-        the body) holds it and it is not cached: opening the body then costs no round
-        trip. Rows of other keys or generations are ignored; a key that is absent,
-        shredded or does not unwrap is left out, and opening fails as it always did."""
-        parsed = parse_body(blob)
-        if parsed is None or key_id == INDEX_KEY_ID:
-            return
-        row_id = key_row_id(key_id, parsed[1])
-        found = wrapped.get(row_id)
-        if found is None:
-            return
-        with self._lock:
-            if row_id in self._cache:
-                return
-        self._accept(row_id, found)
-
-    def _accept(self, row_id: str, blob: bytes) -> None:
-        """Cache the key of a committed row (read outside any transaction), unwrapped."""
-        if blob == TOMBSTONE:
-            return
-        for kek in list(self._keks):
-            try:
-                key = kek.unwrap(blob, wrap_aad(row_id))
-            except DecryptionError:
-                continue
-            self._cache.remember_new(row_id, key)  # a key made meanwhile stays as it is
-            return
-
     def row_suffix(self) -> str:
         """What the current data-key generation appends to a key id to name its row
         (empty for generation 1): the row a body sealed now is opened with."""
@@ -577,28 +523,3 @@ class KeyRing(KeyCreation):
         """The data-key generation a body was sealed with (None: not a body blob)."""
         parsed = parse_body(blob)
         return parsed[1] if parsed else None
-
-    # --- keys derived from the index root -------------------------------------------------
-
-    def blind_index_key(self) -> bytes:
-        """Key of the blind indexes of identifying search values (see crypto.blind)."""
-        return self._derive(_BLIND_INDEX_INFO)
-
-    def audit_pseudonym_key(self) -> bytes:
-        """Key of the keyed pseudonyms that name patients in the audit log."""
-        return self._derive(_AUDIT_PSEUDONYM_INFO)
-
-    def audit_signing_seed(self) -> bytes:
-        """Ed25519 seed of the audit checkpoint signing key: made with the index root at
-        init, so it is protected by the KEK like every other key."""
-        return self._derive(_AUDIT_SIGNING_INFO)
-
-    def _derive(self, info: bytes) -> bytes:
-        with self._lock:
-            derived = self._derived.get(info)
-        if derived is None:
-            root = self._key(INDEX_KEY_ID, 1, create=True)  # I/O outside the lock
-            derived = primitives.hkdf_sha256(root, info)
-            with self._lock:
-                derived = self._derived.setdefault(info, derived)
-        return derived
