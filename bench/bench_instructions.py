@@ -47,23 +47,13 @@ _COLLECTED = re.compile(r"Collected : (\d+)")
 def worker(side: str, creates: int, people: int) -> None:
     """`--worker SIDE N M`: the first N of M new Patients created in a fresh data directory
     (the counted run; every run makes the same M, so that making them counts alike)."""
-    from phivault.crypto.kek import KeyFileKeySource, create_key_file
     from phivault.service import Context
-    from phivault.vault import init_data_dir, open_vault
-    from write_path import new_patients  # beside this script
+    from write_path import fresh_vault, new_patients  # beside this script
 
-    encryption = side == "on"
-    with tempfile.TemporaryDirectory() as work:
-        key_file, data = Path(work) / "key", Path(work) / "data"
-        create_key_file(key_file)
-        init_data_dir(data, KeyFileKeySource(key_file), encryption=encryption)
-        vault = open_vault(data, KeyFileKeySource(key_file), encryption=encryption)
-        try:
-            ctx = Context(actor="bench")
-            for person in new_patients(people)[:creates]:
-                vault.service.create(ctx, "Patient", dict(person))
-        finally:
-            vault.close()
+    with fresh_vault(side == "on") as (vault, _):
+        ctx = Context(actor="bench")
+        for person in new_patients(people)[:creates]:
+            vault.service.create(ctx, "Patient", dict(person))
 
 
 def count(tree: str | None, side: str, creates: int, people: int) -> int:

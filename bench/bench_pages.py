@@ -29,7 +29,6 @@ import sqlite3
 import struct
 import subprocess
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -43,34 +42,24 @@ FREE = "(free or unknown)"  # a page no table or index holds once the run ends
 def worker(side: str, creates: int, warm: int) -> None:
     """`--worker SIDE CREATES WARM`: prints {"pages_per_create": ..., "by_name": {...}}."""
     import phivault.store.sqlite as sqlite_store
-    from phivault.crypto.kek import KeyFileKeySource, create_key_file
     from phivault.service import Context
-    from phivault.vault import init_data_dir, open_vault
-    from write_path import new_patients  # beside this script
+    from write_path import fresh_vault, new_patients  # beside this script
 
     # The log must only grow: a checkpoint would let SQLite start it again from the top.
     sqlite_store.WAL_AUTOCHECKPOINT_PAGES = 0
-    encryption = side == "on"
-    with tempfile.TemporaryDirectory() as work:
-        key_file, data = Path(work) / "key", Path(work) / "data"
-        create_key_file(key_file)
-        init_data_dir(data, KeyFileKeySource(key_file), encryption=encryption)
-        vault = open_vault(data, KeyFileKeySource(key_file), encryption=encryption)
-        try:
-            people = new_patients(warm + creates)
-            ctx = Context(actor="bench")
-            for person in people[:warm]:
-                vault.service.create(ctx, "Patient", dict(person))
-            wal = _wal_file(data)
-            start, salts = wal.stat().st_size, _salts(wal)
-            for person in people[warm:]:
-                vault.service.create(ctx, "Patient", dict(person))
-            if _salts(wal) != salts:  # SQLite began the log again: frames were overwritten
-                raise RuntimeError("the write-ahead log was checkpointed during the run")
-            pages = _frame_pages(wal, start)
-            names = _page_names(wal.with_name(wal.name.removesuffix("-wal")))
-        finally:
-            vault.close()
+    with fresh_vault(side == "on") as (vault, data):
+        people = new_patients(warm + creates)
+        ctx = Context(actor="bench")
+        for person in people[:warm]:
+            vault.service.create(ctx, "Patient", dict(person))
+        wal = _wal_file(data)
+        start, salts = wal.stat().st_size, _salts(wal)
+        for person in people[warm:]:
+            vault.service.create(ctx, "Patient", dict(person))
+        if _salts(wal) != salts:  # SQLite began the log again: frames were overwritten
+            raise RuntimeError("the write-ahead log was checkpointed during the run")
+        pages = _frame_pages(wal, start)
+        names = _page_names(wal.with_name(wal.name.removesuffix("-wal")))
     by_name = Counter(names.get(page, FREE) for page in pages)
     print(
         json.dumps(

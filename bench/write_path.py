@@ -3,16 +3,19 @@ partial variants that show where its cost goes (see WRITE_VARIANTS)."""
 
 from __future__ import annotations
 
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from crypto_dirs import prepare_dir  # beside this script
 from phivault.crypto.blind_index import BLIND
-from phivault.crypto.kek import KeyFileKeySource
+from phivault.crypto.kek import KeyFileKeySource, create_key_file
 from phivault.demo.clinic import ClinicSpec, generate_clinic
 from phivault.fhir.indexing import index_rows
 from phivault.service import Context
-from phivault.vault import Vault, open_vault
+from phivault.vault import Vault, init_data_dir, open_vault
 
 
 def new_patients(count: int) -> list[dict[str, object]]:
@@ -21,6 +24,21 @@ def new_patients(count: int) -> list[dict[str, object]]:
     return [
         {k: v for k, v in r.items() if k != "id"} for r in people if r["resourceType"] == "Patient"
     ]
+
+
+@contextmanager
+def fresh_vault(encryption: bool) -> Iterator[tuple[Vault, Path]]:
+    """An open vault on a new SQLite data directory of its own, and that directory
+    (bench_instructions.py and bench_pages.py count what creates in it cost)."""
+    with tempfile.TemporaryDirectory() as work:
+        key_file, data = Path(work) / "key", Path(work) / "data"
+        create_key_file(key_file)
+        init_data_dir(data, KeyFileKeySource(key_file), encryption=encryption)
+        vault = open_vault(data, KeyFileKeySource(key_file), encryption=encryption)
+        try:
+            yield vault, data
+        finally:
+            vault.close()
 
 
 # The write path's variants: encryption on, two partial ones that show where its cost
