@@ -28,7 +28,6 @@ Needs valgrind. Results: markdown on stdout, bench/results/instructions.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -84,20 +83,15 @@ def per_create(tree: str | None, side: str, warm: int, creates: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--creates", type=int, default=200)
-    parser.add_argument("--warm", type=int, default=20)
-    parser.add_argument("--trees", default="", help="source trees to compare, comma-separated")
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    from write_path import per_create_parser, trees_of  # beside this script
+
+    args = per_create_parser(__doc__, creates=200, warm=20).parse_args()
     if args.worker:
         worker(args.worker[0], int(args.worker[1]), int(args.worker[2]))
         return
     if shutil.which("valgrind") is None:
         sys.exit("bench_instructions.py needs valgrind (Debian: apt-get install valgrind)")
-    if args.creates < 1 or args.warm < 1:
-        sys.exit("--creates and --warm must be at least 1")
-    trees: list[str | None] = [t for t in args.trees.split(",") if t] or [None]
+    trees = trees_of(args)
     rows = []
     for tree in trees:
         found = {side: per_create(tree, side, args.warm, args.creates) for side in SIDES}

@@ -22,7 +22,6 @@ Results: markdown on stdout, bench/results/pages.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sqlite3
@@ -144,19 +143,15 @@ def _table(found: dict[str, dict[str, object]], top: int) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--creates", type=int, default=500)
-    parser.add_argument("--warm", type=int, default=200)
+    from write_path import per_create_parser, trees_of  # beside this script
+
+    parser = per_create_parser(__doc__, creates=500, warm=200)
     parser.add_argument("--top", type=int, default=20, help="tables and indexes listed by name")
-    parser.add_argument("--trees", default="", help="source trees to compare, comma-separated")
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker[0], int(args.worker[1]), int(args.worker[2]))
         return
-    if args.creates < 1 or args.warm < 1:
-        sys.exit("--creates and --warm must be at least 1")
-    trees: list[str | None] = [t for t in args.trees.split(",") if t] or [None]
+    trees = trees_of(args)
     rows = []
     print(
         f"## Pages written per Patient create, in process, SQLite ({args.creates} creates "

@@ -3,6 +3,7 @@ partial variants that show where its cost goes (see WRITE_VARIANTS)."""
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from collections.abc import Iterator
@@ -39,6 +40,24 @@ def fresh_vault(encryption: bool) -> Iterator[tuple[Vault, Path]]:
             yield vault, data
         finally:
             vault.close()
+
+
+def per_create_parser(doc: str, *, creates: int, warm: int) -> argparse.ArgumentParser:
+    """The command line of a bench that counts what one Patient create costs in fresh
+    data directories, per source tree (bench_instructions.py, bench_pages.py)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--creates", type=int, default=creates)
+    parser.add_argument("--warm", type=int, default=warm)
+    parser.add_argument("--trees", default="", help="source trees to compare, comma-separated")
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    return parser
+
+
+def trees_of(args: argparse.Namespace) -> list[str | None]:
+    """`--trees` as a list; this checkout's code (None) when none is given."""
+    if args.creates < 1 or args.warm < 1:
+        raise SystemExit("--creates and --warm must be at least 1")
+    return [t for t in args.trees.split(",") if t] or [None]
 
 
 # The write path's variants: encryption on, two partial ones that show where its cost
