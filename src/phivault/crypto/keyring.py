@@ -7,8 +7,9 @@ Key ids:
   shred still hold the wrapped key: docs/ENCRYPTION.md).
 - ``system``: the data key for resources outside any patient compartment.
 - ``index``: the index root key, the source (via HKDF) of the blind-index key and the
-  audit-pseudonym key. It is separate from the data keys on purpose, so that shredding a
-  patient does not change how other patients are indexed or pseudonymized.
+  audit-pseudonym key (crypto/derived_keys.py). It is separate from the data keys on
+  purpose, so that shredding a patient does not change how other patients are indexed or
+  pseudonymized.
 
 Data keys have generations (`phivault keys rotate --data-keys`): generation 1 is stored
 under the bare id, generation n under ``<id>#<n>``. New bodies are sealed with the current
@@ -32,7 +33,7 @@ every other process. `check_writable` confirms such a key against the committed 
 before the next write, so the check costs one read per new compartment, not per write.
 
 A compartment's first data key is made ahead of its write transaction and stored in it:
-crypto/key_creation.py.
+crypto/key_creation.py. A page's keys are read ahead of its bodies: crypto/key_prefetch.py.
 
 A shredded key id is replaced by a tombstone, not just deleted, so that reading its old
 ciphertext reports `KeyShredded` (410) instead of a missing key (an integrity alarm),
