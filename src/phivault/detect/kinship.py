@@ -1,10 +1,10 @@
 """Kinship between staff and patients, found on blind-index tokens only.
 
 A patient who shares a staff member's rare surname, or at least two rare parts of their
-home address (street line and postal code, not a shared town), may be family; a patient
-with the staff member's own surname, given name and address or phone is that staff
-member's own record (a co-worker, for everybody else). Tokens are the keyed values search
-uses: no name or address is ever read in clear.
+home address (a street line and postal code, say; one rare town alone is not enough), may
+be family; a patient with the staff member's own surname, given name and address or
+phone is that staff member's own record (a co-worker, for everybody else). Tokens are the
+keyed values search uses: no name or address is ever read in clear.
 """
 
 from __future__ import annotations
@@ -96,7 +96,9 @@ def staff_kinship(
                 # A surname many patients share (Smith) says nothing about kinship.
                 kin.surname.setdefault(who, set()).add(pseudonym)
             rare = [t for t in same_address if len(holders[("address", t)]) <= RARE_SHARE]
-            if len(rare) >= 2:  # street line and postal code, not a shared town
+            # Two rare parts (a street line and its postal code, say), not one rare town.
+            # Any two count: a small town and its postal code do too (docs/DETECTION.md).
+            if len(rare) >= 2:
                 kin.address.setdefault(who, set()).add(pseudonym)
     return kin
 
