@@ -351,10 +351,11 @@ class SqlWriteTx(SqlReadView):
         return bytes(row[0]) if row else None
 
     def key_add_if(self, lock_id: str, expected: bytes | None, key_id: str, blob: bytes) -> bool:
-        # Two statements (SQLite: local, no round trip); PostgreSQL makes them one.
-        if self.key_lock(lock_id, exclusive=False) != expected:
-            return False
-        return self.key_put(key_id, blob, replace=False)
+        # SQLite (PostgreSQL has its own, with FOR SHARE): the write transaction already
+        # excludes every other writer, so the check needs no lock and goes into the insert
+        # (one statement inside the writer lock, not a read and then an insert).
+        row = self._conn.execute(self._q.key_add_if, (key_id, blob, lock_id, expected))
+        return row.fetchone() is not None
 
     def export_job_insert(self, job: ExportJobRecord) -> None:
         self._conn.execute(self._q.render(export_jobs.INSERT), export_jobs.insert_params(job))

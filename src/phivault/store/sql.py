@@ -179,6 +179,13 @@ class Queries:
             "INSERT INTO wrapped_keys (key_id, blob) VALUES (?, ?) ON CONFLICT (key_id) DO NOTHING "
             "RETURNING key_id"
         )
+        # SQLite's key_add_if (common.SqlWriteTx): `key_add` only while the row named by
+        # the third parameter holds the fourth (IS: NULL for no such row).
+        self.key_add_if = (
+            "INSERT INTO wrapped_keys (key_id, blob) SELECT ?, ? "
+            "WHERE (SELECT blob FROM wrapped_keys WHERE key_id = ?) IS ? "
+            "ON CONFLICT (key_id) DO NOTHING RETURNING key_id"
+        )
         self.key_delete = r("DELETE FROM wrapped_keys WHERE key_id = ?")
         self.key_ids = r("SELECT key_id FROM wrapped_keys ORDER BY key_id")
         self._render = render
