@@ -19,7 +19,10 @@
    (bench/crypto_app.py: `open_vault(encryption=...)` under uvicorn, one worker, the same
    settings as `phivault serve`), the demo clinic loaded, the load generator in a separate
    process (phivault.benchmark.loadgen), `--rounds` rounds with the order of the two sides
-   alternating. Reported: the best round per side; each round's on/off ratio and their
+   alternating. Creates: new Patients (the worst case: each one a compartment without a
+   data key yet, and the most identifying values to blind), Observations of loaded
+   patients, and the clinic mix (the demo clinic's resources in its proportions, about
+   one new Patient in nine; workloads.create_clinic_mix). Reported: the best round per side; each round's on/off ratio and their
    median (the sturdier figure on a shared machine: a best-of-2 ratio moved from 0.75 to
    0.86 between two runs of the same code); and the server's CPU time per request (user +
    system of the server process, all its threads, from /proc), summed over every round:
@@ -64,7 +67,7 @@ import stages  # beside this script
 from crypto_dirs import drop_schemas, prepare_dir  # beside this script
 from phivault.benchmark.loadgen import LoadResult, run_load_in_process
 from phivault.benchmark.servers import free_port, wait_ready
-from phivault.benchmark.workloads import Cycle, create, gets
+from phivault.benchmark.workloads import Cycle, create, create_clinic_mix, gets
 from phivault.crypto import primitives
 from phivault.crypto.codec import KeyRingCodec
 from phivault.crypto.kek import KeyFileKeySource, create_key_file
@@ -297,6 +300,7 @@ def workloads(patients: int, requests: int) -> dict[str, tuple[Cycle, int]]:
             Cycle([("POST", "/fhir/Observation", b) for b in observations]),
             requests,
         ),
+        "create, clinic mix": (create_clinic_mix(patients), requests),
         "read": (gets([f"/fhir/Patient/{p['id']}" for p in people]), requests * 2),
         "search": (gets([f"/fhir/Patient?family={quote(f)}" for f in families]), requests),
     }

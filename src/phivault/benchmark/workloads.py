@@ -139,6 +139,24 @@ def create(count: int) -> Cycle:
     return Cycle([("POST", "/fhir/Patient", b) for b in bodies])
 
 
+def create_clinic_mix(patients: int) -> Cycle:
+    """POST the resources of a clinic's day in the demo clinic's proportions (about one
+    Patient in nine; Observations, Conditions, Encounters, ... the rest): the loaded
+    clinic's resources in the generator's order, each without its id, so they refer to
+    patients, encounters and practitioners the server holds; each Patient is a new one
+    (another seed's), whose compartment has no data key yet, as in `create`."""
+    fresh = _new_patients(max(1, patients))
+    requests = []
+    for r in generate_clinic(ClinicSpec(patients=max(1, patients), seed=CLINIC_SEED)):
+        rtype = r["resourceType"]
+        body = (
+            next(fresh, None) if rtype == "Patient" else {k: v for k, v in r.items() if k != "id"}
+        )
+        if body is not None:
+            requests.append(("POST", f"/fhir/{rtype}", orjson.dumps(body)))
+    return Cycle(requests)
+
+
 def ceiling_create(count: int, tag: str) -> Cycle:
     """The ceiling's table has a primary key: every insert brings its own id."""
     people = list(_new_patients(max(1, min(count, 500))))
