@@ -22,12 +22,12 @@
    alternating. Creates: new Patients (the worst case: each one a compartment without a
    data key yet, and the most identifying values to blind), Observations of loaded
    patients, and the clinic mix (the demo clinic's resources in its proportions, about
-   one new Patient in nine; workloads.create_clinic_mix). Reported: the best round per side; each round's on/off ratio and their
-   median (the sturdier figure on a shared machine: a best-of-2 ratio moved from 0.75 to
-   0.86 between two runs of the same code); and the server's CPU time per request (user +
-   system of the server process, all its threads, from /proc), summed over every round:
-   the work a request costs, which other load on a shared machine moves much less than
-   requests/s.
+   one new Patient in nine; workloads.create_clinic_mix). Reported: the best round per
+   side; each round's on/off ratio and their median (the sturdier figure on a shared
+   machine: a best-of-2 ratio moved from 0.75 to 0.86 between two runs of the same code);
+   and the server's CPU time per request (user + system of the server process, all its
+   threads, from /proc), summed over every round: the work a request costs, which other
+   load on a shared machine moves much less than requests/s.
 4. With `--stages N`: where a Patient create's CPU goes over HTTP, on and off, stage by
    stage (thread CPU of validation, blinding, the data key, sealing, the store, the audit
    entry, the group commit; bench/stages.py), from N creates per side on servers of
