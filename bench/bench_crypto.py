@@ -16,9 +16,9 @@
    round's on/off. What section 3's read row measures, without the HTTP parsing and the
    load generator, and far steadier on a shared machine; `--read-requests 0` skips it.
 3. Create / read / search over HTTP with encryption on and off (bench/crypto_http.py, as is
-   section 4): the same app (bench/crypto_app.py: `open_vault(encryption=...)` under uvicorn, one worker, the same
-   settings as `phivault serve`), the demo clinic loaded, the load generator in a separate
-   process (phivault.benchmark.loadgen), `--rounds` rounds with the order of the two sides
+   section 4): the same app (bench/crypto_app.py: `open_vault(encryption=...)` under
+   uvicorn, one worker, the same settings as `phivault serve`), the demo clinic loaded,
+   the load generator in a separate process (phivault.benchmark.loadgen), `--rounds` rounds with the order of the two sides
    alternating. Creates: new Patients (the worst case: each one a compartment without a
    data key yet, and the most identifying values to blind), Observations of loaded
    patients, and the clinic mix (the demo clinic's resources in its proportions, about
