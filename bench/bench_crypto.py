@@ -15,19 +15,20 @@
    flight, `--rounds` alternating rounds; process CPU µs per read (every thread) and each
    round's on/off. What section 3's read row measures, without the HTTP parsing and the
    load generator, and far steadier on a shared machine; `--read-requests 0` skips it.
-3. Create / read / search over HTTP with encryption on and off (bench/crypto_http.py, as is
-   section 4): the same app (bench/crypto_app.py: `open_vault(encryption=...)` under
-   uvicorn, one worker, the same settings as `phivault serve`), the demo clinic loaded,
-   the load generator in a separate process (phivault.benchmark.loadgen), `--rounds` rounds with the order of the two sides
-   alternating. Creates: new Patients (the worst case: each one a compartment without a
-   data key yet, and the most identifying values to blind), Observations of loaded
-   patients, and the clinic mix (the demo clinic's resources in its proportions, about
-   one new Patient in nine; workloads.create_clinic_mix). Reported: the best round per
-   side; each round's on/off ratio and their median (the sturdier figure on a shared
-   machine: a best-of-2 ratio moved from 0.75 to 0.86 between two runs of the same code);
-   and the server's CPU time per request (user + system of the server process, all its
-   threads, from /proc), summed over every round: the work a request costs, which other
-   load on a shared machine moves much less than requests/s.
+3. Create / read / search over HTTP with encryption on and off (bench/crypto_http.py,
+   as is section 4): the same app (bench/crypto_app.py: `open_vault(encryption=...)`
+   under uvicorn, one worker, the same settings as `phivault serve`), the demo clinic
+   loaded, the load generator in a separate process (phivault.benchmark.loadgen),
+   `--rounds` rounds with the order of the two sides alternating. Creates: new Patients
+   (the worst case: each one a compartment without a data key yet, and the most
+   identifying values to blind), Observations of loaded patients, and the clinic mix
+   (the demo clinic's resources in its proportions, about one new Patient in nine;
+   workloads.create_clinic_mix). Reported: the best round per side; each round's on/off
+   ratio and their median (the sturdier figure on a shared machine: a best-of-2 ratio
+   moved from 0.75 to 0.86 between two runs of the same code); and the server's CPU
+   time per request (user + system of the server process, all its threads, from /proc),
+   summed over every round: the work a request costs, which other load on a shared
+   machine moves much less than requests/s.
 4. With `--stages N`: where a Patient create's CPU goes over HTTP, on and off, stage by
    stage (thread CPU of validation, blinding, the data key, sealing, the store, the audit
    entry, the group commit; bench/stages.py), from N creates per side on servers of
